@@ -1,0 +1,6 @@
+"""`python -m zoo` (what torchrun launches) runs the same CLI as `zoo`."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The public functions behind `import zoo`. Torch is imported inside the functions that need it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._card import ModelCard
+from ._registry import get_registry
+from ._store import Store
+from .errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torchvision.transforms import v2
+
+__all__ = ["card", "fetch", "list_models", "load", "transforms"]
+
+
+def card(name: str) -> ModelCard:
+    """The model card for `name` (metadata only: no torch, no model code).
+
+    Example:
+        >>> zoo.card("resnet56-cifar").labels[:2]
+        ('airplane', 'automobile')
+    """
+    return get_registry().card(name)
+
+
+def list_models(pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
+                pretrained: bool = False) -> list[str]:
+    """Names of the registered models, sorted; `pattern` is a glob (fnmatch) on the name.
+
+    Example:
+        >>> zoo.list_models("resnet*", task="classifier", pretrained=True)
+    """
+    registry = get_registry()
+    return [registry.display_name(c) for c in registry.select(pattern, task=task, plugin=plugin,
+                                                               pretrained=pretrained)]
+
+
+def fetch(name: str) -> Path:
+    """Download (or find in a mirror), verify and convert the weights of `name[.tag]`; return the file.
+
+    Raises:
+        UnknownModelError: no such model or tag.
+        WeightsError: the model has no weights, or they could not be fetched or verified.
+    """
+    resolved = get_registry().resolve(name)
+    variant = resolved.variant
+    if variant is None:
+        raise WeightsError(f"Model {resolved.card.name!r} has no pretrained weights; "
+                           f"use zoo.load({resolved.card.name!r}, pretrained=False) for random init.")
+    return Store().resolve(variant, model=resolved.card.name)
+
+
+def load(name: str, pretrained: bool = True, device: str | torch.device | None = None,
+         dtype: str | torch.dtype | None = None, **overrides: Any) -> nn.Module:
+    """Build a model by name, with verified weights, on the best device, in eval mode.
+
+    Args:
+        name: ``name``, ``name.tag``, ``plugin/name`` or ``plugin/name.tag``.
+        pretrained: load the card's weights (downloaded and verified on first use).
+        device: ``"cpu"``, ``"cuda:1"``...; default: cuda, then mps, then cpu.
+        dtype: e.g. ``"float16"``; default: torch's default float dtype.
+        **overrides: builder keyword arguments that replace the card's, e.g. ``num_classes=5`` (the
+            card's head then starts from fresh initialisation; everything else is loaded).
+
+    Example:
+        >>> model = zoo.load("resnet56-cifar")
+        >>> model.training
+        False
+    """
+    from ._builder import build_model
+
+    resolved = get_registry().resolve(name)
+    path = None
+    if pretrained:
+        path = fetch(name)
+    return build_model(resolved.card, resolved.variant, path, device=device, dtype=dtype, overrides=overrides)
+
+
+def transforms(name: str) -> v2.Compose:
+    """The eval preprocessing of `name` as a torchvision.transforms.v2 pipeline."""
+    from ._transforms import eval_transforms
+
+    return eval_transforms(card(name))

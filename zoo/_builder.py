@@ -1,0 +1,171 @@
+"""Build a model from its card and load verified weights into it: the first place torch is imported.
+
+Two construction strategies, picked by size because neither wins everywhere (bench/bench_load.py):
+
+* ``meta``: build on the meta device (no memory, no random init), then ``load_state_dict(assign=True)``
+  so the (memory-mapped) tensors of the safetensors file become the parameters. Wins for large models,
+  where random initialisation dominates.
+* ``eager``: build normally and copy the weights in. For small models the meta device's per-module
+  dispatch overhead costs more than the initialisation it saves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ._card import ModelCard, WeightsVariant
+from .errors import WeightsError, ZooError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["build_model", "import_builder", "pick_device"]
+
+#: Models with at least this many parameters are built on the meta device (measured, see module doc).
+META_MIN_PARAMS: Final = int(os.environ.get("ZOO_META_MIN_PARAMS", "3000000"))
+_DIFF_LINES: Final = 8
+
+
+def import_builder(spec: str, *, model: str) -> Callable[..., nn.Module]:
+    """Import ``package.module:callable`` (the card's builder)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ZooError(f"Builder {spec!r} of model {model!r} cannot be imported: {exc}. "
+                       f"Is the plugin that provides it installed?") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ZooError(f"Builder {spec!r} of model {model!r}: module {module_name!r} has no {attr!r}.") from None
+    if not callable(obj):
+        raise ZooError(f"Builder {spec!r} of model {model!r} is not callable.")
+    return obj
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The requested device, or the best available one: cuda, then mps, then cpu."""
+    import torch
+
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    import torch
+
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    value = getattr(torch, str(name), None)
+    if not isinstance(value, torch.dtype):
+        raise ZooError(f"Unknown dtype {name!r}; use e.g. 'float32', 'float16' or 'bfloat16'.")
+    return value
+
+
+def _optional_key(key: str) -> bool:
+    # BatchNorm's step counter is training bookkeeping that many published checkpoints omit;
+    # BatchNorm itself fills it in when absent.
+    return key.endswith("num_batches_tracked")
+
+
+def _key_diff(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]],
+              skip: set[str]) -> str | None:
+    missing = sorted(k for k in expected.keys() - got.keys() if not _optional_key(k) and k not in skip)
+    unexpected = sorted(got.keys() - expected.keys())
+    shapes = sorted(k for k in expected.keys() & got.keys() if k not in skip and tuple(expected[k]) != tuple(got[k]))
+    if not (missing or unexpected or shapes):
+        return None
+    lines = []
+    for title, keys, fmt in (
+        ("missing from the file", missing, lambda k: k),
+        ("in the file but not in the model", unexpected, lambda k: k),
+        ("shape differs (model vs file)", shapes, lambda k: f"{k}: {tuple(expected[k])} vs {tuple(got[k])}"),
+    ):
+        if keys:
+            shown = ", ".join(fmt(k) for k in keys[:_DIFF_LINES])
+            more = f" (+{len(keys) - _DIFF_LINES} more)" if len(keys) > _DIFF_LINES else ""
+            lines.append(f"{len(keys)} {title}: {shown}{more}")
+    return "; ".join(lines)
+
+
+def _head_keys(card: ModelCard, expected: Mapping[str, tuple[int, ...]],
+               got: Mapping[str, tuple[int, ...]]) -> set[str]:
+    """Head tensors whose shape changed through an override (e.g. num_classes): they get fresh init."""
+    if not card.head:
+        return set()
+    prefix = card.head + "."
+    return {k for k in expected if k.startswith(prefix) and k in got and tuple(expected[k]) != tuple(got[k])}
+
+
+def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLike | None, *,
+                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                overrides: Mapping[str, Any] | None = None, strategy: str | None = None) -> nn.Module:
+    """Build `card`'s model, load the safetensors file at `path` (if any), place it, set eval mode."""
+    import torch
+
+    builder = import_builder(card.builder, model=card.name)
+    kwargs = {**card.kwargs, **(overrides or {})}
+    target_device = pick_device(device)
+    target_dtype = _dtype(dtype)
+    if path is None:
+        model = builder(**kwargs)
+        return model.to(device=target_device, dtype=target_dtype).eval()
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # header only, no tensor reads
+    if strategy is None:
+        strategy = "meta" if (card.params or META_MIN_PARAMS) >= META_MIN_PARAMS else "eager"
+    if strategy == "meta":
+        with torch.device("meta"):
+            model = builder(**kwargs)
+        persistent = set(model.state_dict())
+        if any(name not in persistent for name, _ in model.named_buffers()):
+            strategy = "eager"  # non-persistent buffers would stay on meta: build for real
+    if strategy == "eager":
+        model = builder(**kwargs)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fresh = _head_keys(card, expected, got)
+    diff = _key_diff(expected, got, fresh)
+    if diff:
+        raise WeightsError(f"Weights {path} do not fit model {card.name!r} ({card.builder}): {diff}.")
+
+    load_device = "cpu" if target_device.type == "mps" else str(target_device)
+    state = load_file(str(path), device=load_device)
+    for key in fresh:
+        del state[key]
+    float_dtype = target_dtype or torch.get_default_dtype()
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.dtype != float_dtype:
+            state[key] = tensor.to(float_dtype)
+    if strategy == "meta":
+        model.load_state_dict(state, strict=not fresh, assign=True)
+        _materialize_fresh(model, card, fresh, target_device, float_dtype)
+    else:
+        model.load_state_dict(state, strict=not fresh)
+    return model.to(device=target_device, dtype=target_dtype).eval()
+
+
+def _materialize_fresh(model: nn.Module, card: ModelCard, fresh: set[str], device: torch.device,
+                       dtype: torch.dtype) -> None:
+    """Give the re-shaped head real memory and its normal initialisation (it stayed on meta)."""
+    if not fresh or not card.head:
+        return
+    head = model.get_submodule(card.head)
+    head.to_empty(device=device).to(dtype)
+    for module in head.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()

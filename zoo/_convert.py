@@ -1,0 +1,90 @@
+"""Convert a third-party PyTorch checkpoint into a safetensors state dict, without running its pickle.
+
+The file is opened with ``torch.load(weights_only=True)``: torch's restricted unpickler, which builds
+tensors and plain containers and refuses any other global (so a ``__reduce__`` payload never runs).
+Callers convert only files whose sha256 already matched the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._card import ConvertSpec
+from .errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["content_digest", "convert_checkpoint", "extract_state_dict"]
+
+
+def _read_checkpoint(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"Refused to load {path.name}: it is not a plain tensor checkpoint that torch's safe loader "
+            f"(weights_only=True) accepts ({first}). zoo never runs arbitrary pickle code; convert it "
+            f"yourself in a trusted environment and save it with safetensors.") from None
+
+
+def extract_state_dict(obj: Any, spec: ConvertSpec, *, source: str) -> dict[str, torch.Tensor]:
+    """Pick the state dict out of a checkpoint object and apply the card's key remapping."""
+    import torch
+
+    if spec.key is not None:
+        if not isinstance(obj, Mapping) or spec.key not in obj:
+            keys = ", ".join(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
+            raise WeightsError(f"{source}: checkpoint has no entry {spec.key!r} (it has: {keys}).")
+        obj = obj[spec.key]
+    elif isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model_state_dict", "model", "module"):  # common trainer layouts
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{source}: expected a dict of tensors, got {type(obj).__name__}.")
+    state: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; "
+                               "set 'convert.key' on the card to the entry that holds the state dict.")
+        new_key = str(key)
+        if spec.strip_prefix and new_key.startswith(spec.strip_prefix):
+            new_key = new_key[len(spec.strip_prefix):]
+        for pattern, repl in spec.rename:
+            new_key = re.sub(pattern, repl, new_key)
+        if new_key in state:
+            raise WeightsError(f"{source}: key remapping maps two tensors onto {new_key!r}.")
+        # safetensors refuses tensors that share storage; a contiguous clone owns its bytes.
+        state[new_key] = value.detach().contiguous().clone()
+    return state
+
+
+def content_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: lets `zoo cache verify` check a converted file."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():  # a byte view works for every dtype, bfloat16 included
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str]) -> None:
+    """Write `src` (a pickled checkpoint whose hash was checked) as safetensors to `dst`."""
+    from safetensors.torch import save_file
+
+    state = extract_state_dict(_read_checkpoint(src), spec, source=src.name)
+    save_file(state, str(dst), metadata={**metadata, "zoo.content_sha256": content_digest(state)})

@@ -1,0 +1,116 @@
+"""Resumable HTTP(S) download into a `.partial` file.
+
+Stdlib `urllib` rather than requests/httpx: one GET with a Range header is all we need, and it keeps
+`zoo fetch` free of another dependency. The caller owns the lock, the hash check and the final rename.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from .errors import WeightsError
+
+__all__ = ["download"]
+
+CHUNK: Final = 1 << 20
+RETRIES: Final = int(os.environ.get("ZOO_DOWNLOAD_RETRIES", "5"))
+TIMEOUT: Final = float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "30"))
+# Errors after which a retry with `Range: bytes=<have>-` can pick up where the file stopped.
+_TRANSIENT = (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError, socket.timeout,
+              TimeoutError, urllib.error.URLError)
+
+
+def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"zoo/{version('visionzoo')}"
+    except PackageNotFoundError:
+        return "zoo"
+
+
+def _progress(total: int | None, initial: int, desc: str):  # noqa: ANN202 - tqdm or a no-op
+    if not sys.stderr.isatty() or os.environ.get("ZOO_NO_PROGRESS"):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                file=sys.stderr, leave=False)
+
+
+def _copy(response: http.client.HTTPResponse, out: BinaryIO, bar) -> None:  # noqa: ANN001
+    while True:
+        chunk = response.read(CHUNK)
+        if not chunk:
+            return
+        out.write(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+
+
+def _attempt(url: str, partial: Path, expected_size: int | None, desc: str) -> None:
+    have = partial.stat().st_size if partial.exists() else 0
+    if expected_size is not None and have == expected_size:
+        return  # a previous run got every byte; only the hash check is left
+    if expected_size is not None and have > expected_size:
+        partial.unlink()
+        have = 0
+    request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - scheme checked by _uri
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # our partial is longer than the file: start over
+            partial.unlink()
+            raise ConnectionError("range not satisfiable; restarting") from None
+        raise WeightsError(f"Download of {url} failed: HTTP {exc.code} {exc.reason}.") from None
+    with response:
+        if have and response.status == 206:
+            mode = "ab"
+        else:  # 200: the server ignored Range (or we asked for none): the body is the whole file
+            mode, have = "wb", 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else expected_size
+        bar = _progress(total, have, desc)
+        try:
+            with open(partial, mode) as out:
+                _copy(response, out, bar)
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            if bar is not None:
+                bar.close()
+    got = partial.stat().st_size
+    if length and length.isdigit() and got != total:
+        raise http.client.IncompleteRead(b"", (total or 0) - got)
+
+
+def download(url: str, partial: Path, *, expected_size: int | None = None, desc: str = "") -> None:
+    """Fetch `url` into `partial`, resuming what an earlier attempt (or process) left there.
+
+    Retries transient failures (dropped connections, short bodies, timeouts) with exponential backoff,
+    each retry asking only for the missing bytes. Servers without Range support get a fresh download.
+    """
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    delay = 0.2
+    for attempt in range(RETRIES + 1):
+        try:
+            _attempt(url, partial, expected_size, desc or partial.name)
+            return
+        except _TRANSIENT as exc:
+            if attempt == RETRIES:
+                have = partial.stat().st_size if partial.exists() else 0
+                raise WeightsError(
+                    f"Download of {url} failed after {RETRIES + 1} attempts ({type(exc).__name__}: {exc}); "
+                    f"{have} bytes kept in {partial}, run the command again to resume.") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,241 @@
+"""The registry: every card from the built-in catalogue, the plugins and the user, and name lookup.
+
+Merge rule (docs/architecture.md): every card is reachable as ``<plugin>/<name>``; a short ``<name>``
+resolves when exactly one plugin claims it, and is an error listing every claimant otherwise — never a
+silent overwrite. A trailing ``.<tag>`` picks a weights variant. Torch-free.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from . import _config
+from ._card import ModelCard, WeightsVariant, parse_registry
+from ._plugins import Plugins, get_plugins
+from .errors import RegistryError, UnknownModelError
+
+__all__ = ["Registry", "builtin_registry_path", "get_registry", "load_yaml", "reset_registry"]
+
+USER_PLUGIN: Final = "user"
+MAX_REGISTRY_BYTES: Final = 8 * 1024 * 1024
+
+
+def builtin_registry_path() -> Path:
+    """The built-in catalogue: inside the installed wheel, or at the top of a source checkout."""
+    packaged = resources.files("zoo").joinpath("registry.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[1] / "registry.yaml"
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster
+
+    class UniqueKeyLoader(base):  # type: ignore[misc, valid-type]
+        """Safe loading (no Python objects) that also refuses duplicate keys, which YAML would merge silently."""
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:  # before merging: `<<: *anchor` may be overridden on purpose
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping_orig(node, deep=deep)
+
+    UniqueKeyLoader.construct_mapping_orig = base.construct_mapping  # type: ignore[attr-defined]
+    UniqueKeyLoader.add_constructor(
+        "tag:yaml.org,2002:map", lambda loader, node: construct_mapping(loader, node, deep=True))
+    return UniqueKeyLoader
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a registry file safely (no Python tags, no duplicate keys, bounded size)."""
+    import yaml
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_REGISTRY_BYTES:
+            raise RegistryError(f"file is {size} bytes; a registry is at most {MAX_REGISTRY_BYTES}", file=str(path))
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegistryError("file not found; check ZOO_REGISTRY or the plugin's register() path", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"cannot read: {exc}", file=str(path)) from None
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RegistryError(f"invalid YAML: {problem}", file=where) from None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    card: ModelCard
+    tag: str | None  # the weights tag named explicitly, else None (use the default)
+
+    @property
+    def variant(self) -> WeightsVariant | None:
+        return self.card.variant(self.tag)
+
+
+class Registry:
+    """All active cards, indexed by qualified and short name."""
+
+    def __init__(self, plugins: Plugins) -> None:
+        self.plugins = plugins
+        self.cards: list[ModelCard] = []
+        self.by_qualified: dict[str, ModelCard] = {}
+        self.by_short: dict[str, list[ModelCard]] = {}
+        self.inactive: dict[str, str] = {}  # card name -> why it is hidden (its plugin did not load)
+
+    # -- building ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, plugins: Plugins | None = None) -> Registry:
+        registry = cls(plugins or get_plugins())
+        registry._load_builtin()
+        registry._load_plugin_cards()
+        for path in _config.user_registry_files():
+            registry._add_all(parse_registry(load_yaml(path), file=str(path), plugin=USER_PLUGIN))
+        return registry
+
+    def _load_builtin(self) -> None:
+        path = builtin_registry_path()
+        active = self.plugins.active()
+        cards = parse_registry(load_yaml(path), file=str(path))
+        for card in cards:
+            if card.plugin in active:
+                self._add(card)
+            else:
+                info = self.plugins.infos.get(card.plugin)
+                why = info.error if info and info.error else "is not loaded (see ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS)"
+                self.inactive[card.name] = f"its plugin {card.plugin!r} {why}"
+
+    def _load_plugin_cards(self) -> None:
+        pending: dict[str, list[ModelCard]] = {}
+
+        def make_kwargs(plugin_name: str) -> dict[str, Any]:
+            def register(source: Path | str | dict[str, Any]) -> None:
+                if isinstance(source, dict):
+                    data, file = source, f"<plugin {plugin_name} register_models>"
+                else:
+                    data, file = load_yaml(Path(source)), str(source)
+                pending.setdefault(plugin_name, []).extend(parse_registry(data, file=file, plugin=plugin_name))
+
+            return {"register": register}
+
+        self.plugins.call_isolated("register_models", make_kwargs)
+        # A plugin whose hook raised half-way contributes nothing: all of its cards or none.
+        active = self.plugins.active()
+        for plugin_name, cards in pending.items():
+            if plugin_name in active:
+                self._add_all(cards)
+
+    def _add_all(self, cards: list[ModelCard]) -> None:
+        for card in cards:
+            self._add(card)
+
+    def _add(self, card: ModelCard) -> None:
+        existing = self.by_qualified.get(card.qualified_name)
+        if existing is not None:
+            raise RegistryError(
+                f"model {card.qualified_name!r} is defined twice: in {existing.origin} and in {card.origin}",
+                file=card.origin, entry=card.name)
+        self.cards.append(card)
+        self.by_qualified[card.qualified_name] = card
+        self.by_short.setdefault(card.name, []).append(card)
+        info = self.plugins.infos.get(card.plugin)
+        if info is not None:
+            info.models.append(card.name)
+
+    # -- lookup ------------------------------------------------------------------------------------
+    def resolve(self, name: str) -> Resolved:
+        """`name`, `name.tag`, `plugin/name` or `plugin/name.tag` -> (card, tag)."""
+        base, _, tag = name.partition(".")
+        if "/" in base:
+            card = self.by_qualified.get(base)
+        else:
+            claimants = self.by_short.get(base, [])
+            if len(claimants) > 1:
+                options = " or ".join(repr(c.qualified_name) for c in claimants)
+                raise UnknownModelError(
+                    f"Model name {base!r} is ambiguous: plugins {', '.join(c.plugin for c in claimants)} all "
+                    f"define it. Use {options}.")
+            card = claimants[0] if claimants else None
+        if card is None:
+            raise UnknownModelError(self._unknown_message(base))
+        if tag and tag not in card.weights:
+            tags = ", ".join(card.weights) or "none"
+            raise UnknownModelError(
+                f"Model {card.name!r} has no weights tag {tag!r}. Its tags: {tags}. Run 'zoo info {card.name}'.")
+        return Resolved(card, tag or None)
+
+    def _unknown_message(self, name: str) -> str:
+        short = name.rsplit("/", 1)[-1]
+        if short in self.inactive:
+            return f"Model {short!r} is unavailable: {self.inactive[short]}."
+        candidates = sorted(set(self.by_short) | set(self.by_qualified))
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"Unknown model {name!r}.{hint} Run 'zoo list' to see available models."
+
+    def card(self, name: str) -> ModelCard:
+        return self.resolve(name).card
+
+    def display_name(self, card: ModelCard) -> str:
+        """The short name when it is unambiguous, else the qualified one."""
+        return card.name if len(self.by_short.get(card.name, [])) == 1 else card.qualified_name
+
+    def select(self, pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
+               pretrained: bool = False) -> list[ModelCard]:
+        """Cards filtered like `zoo list` filters them, sorted by name (fnmatch on short and qualified names)."""
+        out = []
+        for card in self.cards:
+            if task and card.task != task:
+                continue
+            if plugin and card.plugin != plugin:
+                continue
+            if pretrained and not card.weights:
+                continue
+            if pattern and not (fnmatch.fnmatchcase(card.name, pattern)
+                                or fnmatch.fnmatchcase(card.qualified_name, pattern)):
+                continue
+            out.append(card)
+        return sorted(out, key=lambda c: (c.name, c.plugin))
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry.load()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the registry and the plugins (after changing ZOO_* variables or installing a plugin)."""
+    global _REGISTRY
+    _REGISTRY = None
+    from ._plugins import reset_plugins
+
+    reset_plugins()

@@ -1,0 +1,415 @@
+"""The `zoo` command line (click). Listing commands stay torch-free; heavy imports live inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ._card import ModelCard
+from .errors import ZooError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.0f}K" if n >= 100_000 else f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _table(headers: Sequence[str], rows: list[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _one_line_errors(func: F) -> F:
+    """A ZooError becomes one line on stderr and exit code 1 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ZooError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="visionzoo", prog_name="zoo")
+def cli() -> None:
+    """zoo: a model zoo for PyTorch computer vision.
+
+    Every model is a card in one registry; weights are verified safetensors, never pickle.
+    """
+
+
+# -- list / info ------------------------------------------------------------------------------------
+
+
+def _headline(card: ModelCard) -> str:
+    variant = card.variant()
+    if variant is None or not variant.metrics:
+        return "-"
+    return variant.metrics[0].label()
+
+
+def _weights_label(card: ModelCard) -> str:
+    variant = card.variant()
+    if variant is None:
+        return "none"
+    how = "converted" if variant.format != "safetensors" else "safetensors"
+    dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[variant.dtype]
+    return f"{variant.tag} ({how}, {dtype})"
+
+
+def _card_summary(card: ModelCard, display: str, cached: bool | None) -> dict[str, Any]:
+    variant = card.variant()
+    return {
+        "name": display,
+        "qualified_name": card.qualified_name,
+        "task": card.task,
+        "plugin": card.plugin,
+        "params": card.params,
+        "input": list(card.input_shape),
+        "weights": variant.tag if variant else None,
+        "tags": list(card.weights),
+        "metric": (None if variant is None or not variant.metrics else
+                   {k: v for k, v in variant.metrics[0].__dict__.items() if v is not None}),
+        "cached": cached,
+    }
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--task", help="Only this task (classifier, detector, gan, vae, diffusion...).")
+@click.option("--plugin", help="Only models from this plugin.")
+@click.option("--pretrained", is_flag=True, help="Only models with pretrained weights.")
+@click.option("--json", "as_json", is_flag=True, help="JSON records instead of a table.")
+@_one_line_errors
+def list_command(pattern: str | None, task: str | None, plugin: str | None, pretrained: bool,
+                 as_json: bool) -> None:
+    """List models, optionally filtered by a glob PATTERN (e.g. 'resnet*')."""
+    from ._registry import get_registry
+    from ._store import Store
+
+    registry = get_registry()
+    store = Store()
+    cards = registry.select(pattern, task=task, plugin=plugin, pretrained=pretrained)
+    records = []
+    for card in cards:
+        variant = card.variant()
+        cached = store.is_available(variant) if variant else None
+        records.append((card, _card_summary(card, registry.display_name(card), cached)))
+    if as_json:
+        click.echo(json.dumps([r for _, r in records], indent=2))
+        return
+    if not records:
+        click.echo("No models match." + (" Run 'zoo plugins' to see what is installed." if registry.cards else ""))
+        return
+    rows = []
+    for card, r in records:
+        shape = "x".join(map(str, card.input_shape)) or "-"
+        cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
+        rows.append([r["name"], card.task, _human_count(card.params), shape, _weights_label(card),
+                     _headline(card), cached, card.plugin])
+    click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
+    if any(r["metric"] and r["metric"]["source"] == "published" for _, r in records):
+        click.echo("* published by the weights' authors (see 'zoo info NAME' for the source); others measured by zoo")
+
+
+def _card_dict(card: ModelCard, store: Any) -> dict[str, Any]:
+    def clean(obj: Any) -> Any:
+        if hasattr(obj, "__dataclass_fields__"):
+            return {k: clean(v) for k, v in obj.__dict__.items() if v not in (None, (), {})}
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [clean(v) for v in obj]
+        return obj
+
+    data = clean(card)
+    data["qualified_name"] = card.qualified_name
+    for tag, variant in card.weights.items():
+        data["weights"][tag]["cached"] = store.is_available(variant)
+        data["weights"][tag]["default"] = tag == card.default_tag
+    return data
+
+
+@cli.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The card as JSON.")
+@_one_line_errors
+def info_command(name: str, as_json: bool) -> None:
+    """Show the whole card of model NAME: source, license, preprocessing, weights, metrics."""
+    from ._registry import get_registry
+    from ._store import Store
+
+    card = get_registry().card(name)
+    store = Store()
+    if as_json:
+        click.echo(json.dumps(_card_dict(card, store), indent=2))
+        return
+    out = [f"{card.name}  ({card.qualified_name})"]
+    if card.description:
+        out.append(f"  {card.description}")
+    fields = [
+        ("task", card.task), ("plugin", card.plugin), ("builder", card.builder),
+        ("kwargs", ", ".join(f"{k}={v!r}" for k, v in card.kwargs.items()) or "-"),
+        ("params", f"{card.params:,}" if card.params else "-"),
+        ("input", "x".join(map(str, card.input_shape)) or "-"),
+        ("head", card.head or "-"), ("license", card.license or "-"), ("source", card.source or "-"),
+        ("citation", card.citation or "-"), ("card file", card.origin),
+    ]
+    out += [f"  {k + ':':<12}{v}" for k, v in fields]
+    if card.preprocess:
+        p = card.preprocess
+        out.append(f"  {'preprocess:':<12}resize {p.resize or '-'}, center crop {p.crop or '-'}, "
+                   f"{p.interpolation}, mean {list(p.mean)}, std {list(p.std)}")
+    if card.labels:
+        out.append(f"  {'labels:':<12}{', '.join(card.labels)}")
+    if not card.weights:
+        out.append("  weights:   none (zoo.load(..., pretrained=False) builds it with random init)")
+    for tag, v in card.weights.items():
+        default = " (default)" if tag == card.default_tag else ""
+        cached = "yes" if store.is_available(v) else "no"
+        out.append(f"  weights {tag}{default}:")
+        out.append(f"    uri:      {v.uri}")
+        out.append(f"    sha256:   {v.sha256}")
+        out.append(f"    size:     {_human_bytes(v.size)}" + (f" ({v.size:,} bytes)" if v.size else ""))
+        fmt = v.format + (" -> safetensors on fetch" if v.format != "safetensors" else "")
+        out.append(f"    format:   {fmt}, {v.dtype}")
+        if v.convert:
+            parts = [f"key {v.convert.key!r}" if v.convert.key else "",
+                     f"strip prefix {v.convert.strip_prefix!r}" if v.convert.strip_prefix else "",
+                     *(f"{a!r} -> {b!r}" for a, b in v.convert.rename)]
+            out.append(f"    convert:  {', '.join(p for p in parts if p) or 'as is'}")
+        if v.license:
+            out.append(f"    license:  {v.license}")
+        out.append(f"    cached:   {cached}")
+        for m in v.metrics:
+            how = f"published: {m.reference}" if m.source == "published" else f"measured: {m.command}"
+            out.append(f"    metric:   {m.name} {m.value:g} on {m.dataset} {m.split} ({how})")
+            if m.note:
+                out.append(f"              {m.note}")
+        if v.notes:
+            out.append(f"    notes:    {v.notes}")
+    click.echo("\n".join(out))
+
+
+# -- weights ----------------------------------------------------------------------------------------
+
+
+@cli.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@_one_line_errors
+def fetch_command(names: tuple[str, ...]) -> None:
+    """Download, verify (sha256) and convert the weights of NAME[.TAG] into the cache."""
+    from ._api import fetch
+
+    for name in names:
+        path = fetch(name)
+        click.echo(f"{name}: {path}")
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect and manage the weights cache (ZOO_HOME)."""
+
+
+def _owners() -> dict[str, list[str]]:
+    from ._registry import get_registry
+
+    owners: dict[str, list[str]] = {}
+    for card in get_registry().cards:
+        for tag, variant in card.weights.items():
+            owners.setdefault(variant.sha256, []).append(f"{card.name}.{tag}")
+    return owners
+
+
+@cache_group.command("dir")
+def cache_dir_command() -> None:
+    """Print the cache root."""
+    from ._store import Store
+
+    click.echo(str(Store().root))
+
+
+@cache_group.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@_one_line_errors
+def cache_ls_command(as_json: bool) -> None:
+    """List cached weights files and the models they belong to."""
+    from ._store import Store
+
+    store = Store()
+    owners = _owners()
+    entries = store.entries()
+    records = [{"path": str(e.path), "sha256": e.sha256, "size": e.size, "kind": e.kind,
+                "models": owners.get(e.sha256, [])} for e in entries]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo(f"The cache at {store.root} is empty. 'zoo fetch NAME' fills it.")
+        return
+    rows = [[", ".join(r["models"]) or "(no card)", r["kind"], _human_bytes(r["size"]), r["sha256"][:12],
+             r["path"]] for r in records]
+    click.echo(_table(["models", "kind", "size", "sha256", "path"], rows))
+    total = sum(r["size"] for r in records)
+    click.echo(f"{len(records)} files, {_human_bytes(total)} in {store.root}")
+
+
+@cache_group.command("verify")
+@_one_line_errors
+def cache_verify_command() -> None:
+    """Re-hash every cached file; exit 1 if any is corrupt."""
+    from ._store import Store
+
+    store = Store()
+    bad = 0
+    entries = [e for e in store.entries() if e.kind != "partial"]
+    for entry in entries:
+        problem = store.verify(entry)
+        status = "ok" if problem is None else f"CORRUPT: {problem}"
+        bad += problem is not None
+        click.echo(f"{entry.path.name}  {status}")
+    if bad:
+        raise click.ClickException(f"{bad} of {len(entries)} cached files are corrupt; remove them with "
+                                   "'zoo cache rm --corrupt' and fetch again.")
+    click.echo(f"{len(entries)} files verified.")
+
+
+@cache_group.command("rm")
+@click.argument("names", nargs=-1)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every cached weights file.")
+@click.option("--corrupt", is_flag=True, help="Remove files that fail verification.")
+@click.option("--partial", is_flag=True, help="Remove interrupted downloads.")
+@_one_line_errors
+def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, partial: bool) -> None:
+    """Remove the cached weights of NAME[.TAG] (or --all, --corrupt, --partial)."""
+    from ._registry import get_registry
+    from ._store import Store
+
+    store = Store()
+    if not (names or remove_all or corrupt or partial):
+        raise click.UsageError("name a model, or use --all, --corrupt or --partial.")
+    shas: set[str] = set()
+    for name in names:
+        resolved = get_registry().resolve(name)
+        variants = [resolved.variant] if resolved.tag else list(resolved.card.weights.values())
+        shas.update(v.sha256 for v in variants if v is not None)
+    removed: list[Path] = []
+    for entry in store.entries():
+        if (remove_all or (partial and entry.kind == "partial")
+                or (corrupt and store.verify(entry) is not None)):
+            entry.path.unlink(missing_ok=True)
+            removed.append(entry.path)
+    for sha in shas:
+        removed += store.remove(sha)
+    for path in removed:
+        click.echo(f"removed {path}")
+    if not removed:
+        click.echo("nothing to remove")
+
+
+@cli.command("convert")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sha256", "expected", help="Refuse to read CHECKPOINT unless its sha256 is this.")
+@click.option("--key", help="Entry of the checkpoint dict holding the state dict (default: guess).")
+@click.option("--strip-prefix", help="Remove this prefix from every key (e.g. 'module.').")
+@_one_line_errors
+def convert_command(checkpoint: Path, output: Path, expected: str | None, key: str | None,
+                    strip_prefix: str | None) -> None:
+    """Convert a PyTorch checkpoint to safetensors without executing pickle code."""
+    import os
+
+    from ._card import ConvertSpec
+    from ._convert import convert_checkpoint
+    from ._hashing import sha256_file
+    from .errors import WeightsError
+
+    actual = sha256_file(checkpoint)
+    if expected and actual != expected.lower():
+        raise WeightsError(f"{checkpoint}: sha256 {actual}, expected {expected}; not read.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    try:
+        convert_checkpoint(checkpoint, tmp, ConvertSpec(key=key, strip_prefix=strip_prefix),
+                           metadata={"zoo.source_sha256": actual, "zoo.source_uri": checkpoint.name})
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"{output}  (source sha256 {actual}; output sha256 {sha256_file(output)})")
+
+
+# -- plugins ----------------------------------------------------------------------------------------
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="JSON records like `llm plugins`.")
+@_one_line_errors
+def plugins_command(as_json: bool) -> None:
+    """List installed plugins: distribution, version, hooks, models contributed, load errors."""
+    from ._registry import get_registry
+
+    registry = get_registry()
+    infos = sorted(registry.plugins.infos.values(), key=lambda i: i.name)
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo("No plugins loaded (check ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS).")
+        return
+    rows = []
+    for info in infos:
+        status = "ok" if info.error is None else "FAILED"
+        dist = f"{info.distribution or '?'} {info.version or ''}".strip()
+        rows.append([info.name, dist, "built-in" if info.builtin else "third-party", status,
+                     str(len(info.models)), ", ".join(info.hooks) or "-"])
+    click.echo(_table(["plugin", "distribution", "kind", "status", "models", "hooks"], rows))
+    for info in infos:
+        if info.error:
+            click.echo(f"{info.name}: {info.error}")
+
+
+# -- entry point ------------------------------------------------------------------------------------
+
+
+def _add_plugin_commands() -> None:
+    from ._plugins import get_plugins
+
+    plugins = get_plugins()
+    plugins.call_isolated("register_commands", lambda _name: {"cli": cli})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    import logging
+
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
+    _add_plugin_commands()
+    cli.main(args=list(argv) if argv is not None else None, prog_name="zoo")
