@@ -149,6 +149,8 @@ def _expect(ctx: _Ctx, name: str, value: Any, types: type | tuple[type, ...], wh
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, (list, dict)):  # never repr a container: aliases can make it astronomically big
+        return f"of length {len(value)}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -186,6 +188,27 @@ def _floats(ctx: _Ctx, name: str, value: Any, length: int | None = None) -> tupl
     if length is not None and len(out) != length:
         raise ctx.error(name, f"expected {length} numbers, got {len(out)}")
     return out
+
+
+MAX_KWARGS_NODES: Final = 10_000
+
+
+def _check_plain(ctx: _Ctx, name: str, value: Any) -> None:
+    """Builder kwargs are free-form, but bounded: YAML aliases can make a small file a huge tree."""
+    budget = MAX_KWARGS_NODES
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ctx.error(name, f"more than {MAX_KWARGS_NODES} values (nested aliases?); keep kwargs small")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif not isinstance(item, (str, int, float, bool)) and item is not None:
+            raise ctx.error(name, f"values must be plain YAML scalars, lists or mappings, got {_kind(item)}")
 
 
 def _positive_int(ctx: _Ctx, name: str, value: Any) -> int:
@@ -323,6 +346,7 @@ def _parse_card(ctx: _Ctx, name: str, raw: Any, plugin: str | None) -> ModelCard
         raise ctx.error("builder", f"expected 'package.module:callable', got {builder!r}")
     kwargs = raw.get("kwargs") or {}
     _expect(ctx, "kwargs", kwargs, dict, "a mapping of keyword arguments")
+    _check_plain(ctx, "kwargs", kwargs)
     input_shape: tuple[int, ...] = ()
     if raw.get("input") is not None:
         _expect(ctx, "input", raw["input"], dict, "a mapping")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,17 +24,28 @@ if TYPE_CHECKING:
 __all__ = ["content_digest", "convert_checkpoint", "extract_state_dict"]
 
 
-def _read_checkpoint(path: Path) -> Any:
+def _unpickler_reason(exc: BaseException) -> str:
+    """The useful sentence of torch's error, without its advice to retry with weights_only=False."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    kept = [p for p in paragraphs if p and not p.startswith(("Weights only load failed", "Check the documentation",
+                                                             "Please file an issue"))]
+    reason = "; ".join(kept) or type(exc).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def _read_checkpoint(path: Path, name: str) -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
-            f"Refused to load {path.name}: it is not a plain tensor checkpoint that torch's safe loader "
-            f"(weights_only=True) accepts ({first}). zoo never runs arbitrary pickle code; convert it "
-            f"yourself in a trusted environment and save it with safetensors.") from None
+            f"Refused to load {name}: it is not a plain tensor checkpoint that torch's safe loader "
+            f"(weights_only=True) accepts ({_unpickler_reason(exc)}). zoo never runs arbitrary pickle code; "
+            f"convert it yourself in a trusted environment and save it with safetensors.") from None
 
 
 def extract_state_dict(obj: Any, spec: ConvertSpec, *, source: str) -> dict[str, torch.Tensor]:
@@ -82,9 +94,15 @@ def content_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str]) -> None:
-    """Write `src` (a pickled checkpoint whose hash was checked) as safetensors to `dst`."""
+def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str],
+                       name: str | None = None) -> None:
+    """Write `src` (a pickled checkpoint whose hash was checked) as safetensors to `dst`.
+
+    Args:
+        name: how to call the file in messages (the URI's file name rather than a cache path).
+    """
     from safetensors.torch import save_file
 
-    state = extract_state_dict(_read_checkpoint(src), spec, source=src.name)
+    name = name or src.name
+    state = extract_state_dict(_read_checkpoint(src, name), spec, source=name)
     save_file(state, str(dst), metadata={**metadata, "zoo.content_sha256": content_digest(state)})

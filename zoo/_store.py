@@ -108,13 +108,13 @@ class Store:
             self._verify_local(path, variant, model)
             return path
         target = self.cached_path(variant)
-        if target.is_file():
+        if self._trusted(target, variant, model):
             return target
         from filelock import FileLock
 
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.locks_dir / f"{variant.sha256}.lock"), timeout=LOCK_TIMEOUT):
-            if target.is_file():  # another process finished while we waited
+            if self._trusted(target, variant, model):  # another process finished while we waited
                 return target
             source, owned = self._acquire(variant, parsed, model)
             self.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -122,9 +122,9 @@ class Store:
             try:
                 if variant.format == "safetensors":
                     if owned:
-                        os.replace(source, target)
-                        return target
-                    shutil.copyfile(source, tmp)
+                        os.replace(source, tmp)
+                    else:
+                        shutil.copyfile(source, tmp)
                 else:
                     from ._convert import convert_checkpoint
 
@@ -133,13 +133,33 @@ class Store:
                         "zoo.source_sha256": variant.sha256,
                         "zoo.source_format": variant.format,
                         "zoo.version": _zoo_version(),
-                    })
+                    }, name=parsed.file_name)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
+            self._write_stamp(target, variant.sha256)
             if owned:
                 source.unlink(missing_ok=True)  # the converted file replaces the pickle
         return target
+
+    def _trusted(self, target: Path, variant: WeightsVariant, model: str) -> bool:
+        """True if `target` is the verified file; a cached file that changed since is re-checked.
+
+        Files are verified when they enter the cache; a load then compares (size, mtime) with the
+        stamp written at that moment, which catches truncation and replacement for the cost of a
+        stat. A file that fails the full re-check is removed (and fetched again by the caller).
+        """
+        if not target.is_file():
+            return False
+        if self._stamp_matches(target, variant.sha256):
+            return True
+        problem = self.verify(CacheEntry(target, variant.sha256, target.stat().st_size, self._kind(target)))
+        if problem is None:
+            self._write_stamp(target, variant.sha256)
+            return True
+        logger.warning("zoo: cached weights for %r are corrupt (%s); removed, fetching again", model, problem)
+        target.unlink(missing_ok=True)
+        return False
 
     # -- sources -----------------------------------------------------------------------------------
     def _acquire(self, variant: WeightsVariant, parsed: ParsedUri, model: str) -> tuple[Path, bool]:
@@ -200,22 +220,30 @@ class Store:
 
     def _verify_local(self, path: Path, variant: WeightsVariant, model: str) -> None:
         """Hash a local file once per (size, mtime): shipped weights are checked without a cost per load."""
+        if not self._stamp_matches(path, variant.sha256):
+            self._check_hash(path, variant, model)
+            self._write_stamp(path, variant.sha256)
+
+    @staticmethod
+    def _stamp_of(path: Path) -> dict[str, object]:
         stat = path.stat()
-        stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        record = self.verified_dir / f"{variant.sha256}.json"
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def _stamp_matches(self, path: Path, sha256: str) -> bool:
         try:
-            if json.loads(record.read_text()) == stamp:
-                return
+            return json.loads((self.verified_dir / f"{sha256}.json").read_text()) == self._stamp_of(path)
         except (OSError, ValueError):
-            pass
-        self._check_hash(path, variant, model)
+            return False
+
+    def _write_stamp(self, path: Path, sha256: str) -> None:
+        record = self.verified_dir / f"{sha256}.json"
         try:
             self.verified_dir.mkdir(parents=True, exist_ok=True)
             tmp = record.with_name(f"{record.name}.{os.getpid()}.partial")
-            tmp.write_text(json.dumps(stamp))
+            tmp.write_text(json.dumps(self._stamp_of(path)))
             os.replace(tmp, record)
         except OSError:
-            pass  # a read-only cache only costs a re-hash next time
+            pass  # a read-only cache only costs a re-check next time
 
     # -- cache management --------------------------------------------------------------------------
     def entries(self) -> list[CacheEntry]:
