@@ -137,7 +137,8 @@ def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLi
     if strategy == "eager":
         model = builder(**kwargs)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    fresh = _head_keys(card, expected, got)
+    # Only an explicit override (num_classes=...) may re-shape the head; otherwise a mismatch is an error.
+    fresh = _head_keys(card, expected, got) if overrides else set()
     diff = _key_diff(expected, got, fresh)
     if diff:
         raise WeightsError(f"Weights {path} do not fit model {card.name!r} ({card.builder}): {diff}.")

@@ -1,0 +1,136 @@
+"""The `zoo` command line: exact output, one-line errors, and no torch on the listing path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from zoo.cli import cli
+
+LIST_OUTPUT = """\
+name            task        params  input    weights (default)            metric            cached  plugin
+resnet18-cifar  classifier  11.2M   3x32x32  none                         -                 -       classifier
+resnet20-cifar  classifier  270K    3x32x32  akamaster (converted, fp32)  test top1 91.73*  no      classifier
+resnet32-cifar  classifier  464K    3x32x32  akamaster (converted, fp32)  test top1 92.63*  no      classifier
+resnet44-cifar  classifier  659K    3x32x32  akamaster (converted, fp32)  test top1 93.1*   no      classifier
+resnet56-cifar  classifier  853K    3x32x32  akamaster (converted, fp32)  test top1 93.39*  no      classifier
+* published by the weights' authors (see 'zoo info NAME' for the source); others measured by zoo
+"""
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_list_table():
+    result = run("list")
+    assert result.exit_code == 0
+    assert result.output == LIST_OUTPUT
+
+
+def test_list_filters_and_json():
+    records = json.loads(run("list", "--task", "classifier", "--pretrained", "--json").output)
+    assert [r["name"] for r in records] == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
+    first = records[0]
+    assert first["params"] == 269722 and first["input"] == [3, 32, 32] and first["cached"] is False
+    assert first["metric"] == {"name": "top1", "value": 91.73, "dataset": "cifar10", "split": "test",
+                               "source": "published",
+                               "reference": "https://github.com/akamaster/pytorch_resnet_cifar10#results "
+                                            "(8.27% test error)"}
+    assert run("list", "resnet5*").output.splitlines()[1].startswith("resnet56-cifar")
+    assert run("list", "--task", "gan").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
+
+
+def test_info_shows_the_whole_card():
+    output = run("info", "resnet56-cifar").output
+    for expected in [
+        "resnet56-cifar  (classifier/resnet56-cifar)",
+        "builder:    zoo_classifier.models:build_cifar_resnet",
+        "license:    BSD-2-Clause",
+        "source:     https://github.com/akamaster/pytorch_resnet_cifar10",
+        "preprocess: resize 32, center crop 32, bilinear, mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]",
+        "labels:     airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck",
+        "uri:      https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/resnet56-4bfd9763.th",
+        "sha256:   4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
+        "size:     3.3 MiB (3,471,733 bytes)",
+        "convert:  key 'state_dict', strip prefix 'module.'",
+        "metric:   top1 93.39 on cifar10 test (published: https://github.com/akamaster/pytorch_resnet_cifar10#results",
+    ]:
+        assert expected in output, expected
+    card = json.loads(run("info", "resnet56-cifar", "--json").output)
+    assert card["weights"]["akamaster"]["size"] == 3471733 and card["weights"]["akamaster"]["default"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "resnet56-cifr"], "Error: Unknown model 'resnet56-cifr'. Did you mean 'resnet56-cifar'"),
+    (["fetch", "resnet18-cifar"], "Error: Model 'resnet18-cifar' has no pretrained weights"),
+    (["info", "resnet56-cifar.v2"], "Error: Model 'resnet56-cifar' has no weights tag 'v2'"),
+])
+def test_errors_are_one_line_with_exit_code_1(args, message):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cache_commands_on_an_empty_cache(zoo_home):
+    assert run("cache", "dir").output == f"{zoo_home}\n"
+    assert run("cache", "ls").output == f"The cache at {zoo_home} is empty. 'zoo fetch NAME' fills it.\n"
+    assert run("cache", "verify").output == "0 files verified.\n"
+
+
+def test_plugins_json():
+    (record,) = json.loads(run("plugins", "--json").output)
+    assert record["name"] == "classifier" and record["distribution"] == "visionzoo"
+    assert record["models"] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
+                                "resnet56-cifar"]
+
+
+def test_convert_refuses_a_wrong_sha256(tmp_path):
+    import torch
+
+    ckpt = tmp_path / "a.th"
+    torch.save({"w": torch.ones(2)}, ckpt)
+    result = CliRunner().invoke(cli, ["convert", str(ckpt), str(tmp_path / "a.safetensors"), "--sha256", "0" * 64])
+    assert result.exit_code == 1 and "expected 0000" in result.output
+    assert not (tmp_path / "a.safetensors").exists()
+    ok = run("convert", str(ckpt), str(tmp_path / "a.safetensors"))
+    assert ok.exit_code == 0
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "a.safetensors"))["w"].tolist() == [1.0, 1.0]
+
+
+TORCH_FREE = """
+import sys
+from zoo.cli import main
+try:
+    main({args!r})
+except SystemExit as exc:
+    assert not exc.code, exc.code
+heavy = sorted(m for m in ("torch", "torchvision", "timm", "numpy", "safetensors", "zoo_classifier.models")
+               if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+@pytest.mark.parametrize("args", [["list"], ["info", "resnet56-cifar"], ["plugins"], ["list", "--json"],
+                                  ["cache", "ls"]])
+def test_listing_commands_import_no_torch(args):
+    """Metadata before code: listing reads cards only (a fresh process, so nothing is pre-imported)."""
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(args=args)], capture_output=True, text=True,
+                            env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_console_script_and_python_m_agree():
+    script = os.path.join(os.path.dirname(sys.executable), "zoo")
+    a = subprocess.run([script, "list"], capture_output=True, text=True)
+    b = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True)
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout == LIST_OUTPUT
