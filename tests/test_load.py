@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from zoo_classifier.models import build_cifar_resnet
 
 import zoo
 from zoo._builder import build_model, pick_device
 from zoo._registry import reset_registry
 from zoo.errors import WeightsError, ZooError
-from zoo_classifier.models import build_cifar_resnet
 
 
 def register_resnet(tmp_path: Path, monkeypatch, state: dict[str, torch.Tensor], *, depth: int = 20,
@@ -121,7 +121,8 @@ def test_pretrained_false_builds_random_init_without_weights():
 
 
 def test_model_without_weights_says_how_to_build_it():
-    with pytest.raises(WeightsError, match=r"has no pretrained weights; use zoo.load\('resnet18-cifar', pretrained=False\)"):
+    expected = r"has no pretrained weights; use zoo.load\('resnet18-cifar', pretrained=False\)"
+    with pytest.raises(WeightsError, match=expected):
         zoo.load("resnet18-cifar")
 
 

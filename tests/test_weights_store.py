@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tests.httpserver import Behaviour, FileServer, start
 
 import zoo
 import zoo._download
+from tests.httpserver import Behaviour, FileServer, start
 from zoo._registry import reset_registry
 from zoo._store import Store
 from zoo._uri import parse_uri
@@ -154,7 +154,8 @@ def test_sha_mismatch_is_never_loaded(tmp_path, monkeypatch, server, zoo_home):
 def test_http_error_is_one_clear_line(tmp_path, monkeypatch, server):
     data = safetensors_bytes(tmp_path, tiny_state())
     register(tmp_path, monkeypatch, server.url("missing.safetensors"), data)
-    with pytest.raises(WeightsError, match=r"Download of http://127\.0\.0\.1:\d+/files/missing.safetensors failed: HTTP 404"):
+    expected = r"Download of http://127\.0\.0\.1:\d+/files/missing.safetensors failed: HTTP 404"
+    with pytest.raises(WeightsError, match=expected):
         zoo.fetch("tiny-linear")
 
 

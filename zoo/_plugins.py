@@ -8,7 +8,6 @@ warning line, and skipped; it never stops the other plugins or ``zoo list``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -21,7 +20,6 @@ __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "get_plugins", "reset_p
 
 ENTRY_POINT_GROUP: Final = "zoo.plugins"
 BUILTIN_DISTRIBUTION: Final = "visionzoo"
-logger = logging.getLogger("zoo")
 
 
 @dataclass
@@ -114,7 +112,10 @@ class Plugins:
     def _fail(self, info: PluginInfo, message: str) -> None:
         info.error = message
         disable = f"ZOO_DISABLE_PLUGINS={info.name}"
-        logger.warning("zoo: plugin %r %s (skipped; see 'zoo plugins', silence with %s)", info.name, message, disable)
+        import logging  # only when something went wrong: the import costs ~5 ms per CLI start
+
+        logging.getLogger("zoo").warning(
+            "zoo: plugin %r %s (skipped; see 'zoo plugins', silence with %s)", info.name, message, disable)
 
     # -- calling -----------------------------------------------------------------------------------
     def each(self, hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
@@ -133,7 +134,8 @@ class Plugins:
             try:
                 function(**make_kwargs(name))
             except Exception as exc:  # noqa: BLE001
-                self._fail(self.infos.setdefault(name, PluginInfo(name=name)), f"raised in {hook_name}: {_describe(exc)}")
+                info = self.infos.setdefault(name, PluginInfo(name=name))
+                self._fail(info, f"raised in {hook_name}: {_describe(exc)}")
 
     def active(self) -> set[str]:
         """Names of the plugins that loaded without error."""

@@ -16,24 +16,18 @@ is complete and verified; everything in progress is a ``.partial``.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Final
 
 from . import _config
 from ._card import WeightsVariant
-from ._hashing import sha256_file
 from ._uri import ParsedUri, parse_uri, safe_file_name
 from .errors import WeightsError
 
 __all__ = ["CacheEntry", "Store"]
 
-logger = logging.getLogger("zoo")
 LOCK_TIMEOUT: Final = float(os.environ.get("ZOO_LOCK_TIMEOUT", "900"))
 LOCAL_SCHEMES: Final = ("pkg", "file", "path")
 
@@ -46,6 +40,12 @@ class CacheEntry:
     sha256: str
     size: int
     kind: str  # "downloaded", "converted" or "partial"
+
+
+def _warn(message: str, *args: object) -> None:
+    import logging  # lazily: `zoo list` imports this module and rarely warns
+
+    logging.getLogger("zoo").warning(message, *args)
 
 
 def _zoo_version() -> str:
@@ -88,6 +88,8 @@ class Store:
         if parsed.scheme != "pkg":
             return Path(parsed.location).expanduser()
         package, _, rel = parsed.location.partition("/")
+        from importlib import resources
+
         try:
             base = Path(str(resources.files(package)))
         except (ModuleNotFoundError, TypeError) as exc:
@@ -124,6 +126,8 @@ class Store:
                     if owned:
                         os.replace(source, tmp)
                     else:
+                        import shutil
+
                         shutil.copyfile(source, tmp)
                 else:
                     from ._convert import convert_checkpoint
@@ -157,7 +161,7 @@ class Store:
         if problem is None:
             self._write_stamp(target, variant.sha256)
             return True
-        logger.warning("zoo: cached weights for %r are corrupt (%s); removed, fetching again", model, problem)
+        _warn("zoo: cached weights for %r are corrupt (%s); removed, fetching again", model, problem)
         target.unlink(missing_ok=True)
         return False
 
@@ -200,13 +204,15 @@ class Store:
             try:
                 self._check_hash(candidate, variant, model)
             except WeightsError as exc:
-                logger.warning("zoo: ignoring mirror copy: %s", exc)
+                _warn("zoo: ignoring mirror copy: %s", exc)
                 continue
             return candidate
         return None
 
     # -- verification ------------------------------------------------------------------------------
     def _check_hash(self, path: Path, variant: WeightsVariant, model: str) -> None:
+        from ._hashing import sha256_file
+
         size = path.stat().st_size
         if variant.size is not None and size != variant.size:
             raise WeightsError(
@@ -230,12 +236,16 @@ class Store:
         return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     def _stamp_matches(self, path: Path, sha256: str) -> bool:
+        import json
+
         try:
             return json.loads((self.verified_dir / f"{sha256}.json").read_text()) == self._stamp_of(path)
         except (OSError, ValueError):
             return False
 
     def _write_stamp(self, path: Path, sha256: str) -> None:
+        import json
+
         record = self.verified_dir / f"{sha256}.json"
         try:
             self.verified_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +277,8 @@ class Store:
 
     def verify(self, entry: CacheEntry) -> str | None:
         """None when the file is intact, else what is wrong with it."""
+        from ._hashing import sha256_file
+
         if entry.kind == "partial":
             return None
         actual = sha256_file(entry.path)
