@@ -51,7 +51,7 @@ def trained_like_state(depth: int = 20, seed: int = 0) -> dict[str, torch.Tensor
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("strategy", ["meta", "eager"])
+@pytest.mark.parametrize("strategy", ["noinit", "meta", "eager"])
 def test_both_strategies_give_the_same_model(tmp_path, monkeypatch, strategy):
     state = trained_like_state()
     path = register_resnet(tmp_path, monkeypatch, state)
@@ -70,10 +70,12 @@ def test_both_strategies_give_the_same_model(tmp_path, monkeypatch, strategy):
 def test_missing_num_batches_tracked_is_tolerated(tmp_path, monkeypatch):
     """Published checkpoints (akamaster's) omit BatchNorm's step counter."""
     state = {k: v for k, v in trained_like_state().items() if not k.endswith("num_batches_tracked")}
-    register_resnet(tmp_path, monkeypatch, state, params=1)  # params=1: force the meta strategy
-    monkeypatch.setenv("ZOO_META_MIN_PARAMS", "1")
-    model = zoo.load("my-resnet", device="cpu")
-    assert all(not b.is_meta for b in model.buffers())
+    register_resnet(tmp_path, monkeypatch, state)
+    for strategy in ("noinit", "meta", "eager"):
+        monkeypatch.setenv("ZOO_BUILD_STRATEGY", strategy)
+        model = zoo.load("my-resnet", device="cpu")
+        assert all(not b.is_meta for b in model.buffers())
+        assert all(int(b) == 0 for name, b in model.named_buffers() if name.endswith("num_batches_tracked"))
 
 
 def test_key_mismatch_reads_as_a_diff(tmp_path, monkeypatch):
@@ -90,6 +92,24 @@ def test_key_mismatch_reads_as_a_diff(tmp_path, monkeypatch):
     assert "1 shape differs (model vs file): linear.weight: (10, 64) vs (5, 64)" in message
 
 
+def test_skipping_init_leaves_torch_init_intact(tmp_path, monkeypatch):
+    register_resnet(tmp_path, monkeypatch, trained_like_state())
+    zoo.load("my-resnet", device="cpu")
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 8).weight.clone()
+    torch.manual_seed(0)
+    b = torch.nn.init.kaiming_uniform_(torch.empty(8, 8), a=5 ** 0.5)
+    torch.testing.assert_close(a, b)
+    assert a.abs().sum() > 0
+
+
+def test_unknown_strategy(tmp_path, monkeypatch):
+    register_resnet(tmp_path, monkeypatch, trained_like_state())
+    monkeypatch.setenv("ZOO_BUILD_STRATEGY", "magic")
+    with pytest.raises(ZooError, match="Unknown build strategy 'magic'"):
+        zoo.load("my-resnet", device="cpu")
+
+
 def test_fp16_file_loads_as_float32_unless_asked(tmp_path, monkeypatch):
     state = {k: v.half() if v.is_floating_point() else v for k, v in trained_like_state().items()}
     register_resnet(tmp_path, monkeypatch, state, dtype="float16")
@@ -101,7 +121,7 @@ def test_fp16_file_loads_as_float32_unless_asked(tmp_path, monkeypatch):
         zoo.load("my-resnet", device="cpu", dtype="float17")
 
 
-@pytest.mark.parametrize("strategy", ["meta", "eager"])
+@pytest.mark.parametrize("strategy", ["noinit", "meta", "eager"])
 def test_num_classes_override_keeps_backbone_and_reinitialises_the_head(tmp_path, monkeypatch, strategy):
     state = trained_like_state()
     path = register_resnet(tmp_path, monkeypatch, state)

@@ -1,19 +1,22 @@
 """Build a model from its card and load verified weights into it: the first place torch is imported.
 
-Two construction strategies, picked by size because neither wins everywhere (bench/bench_load.py):
+Three construction strategies (bench/bench_load.py measures them; docs/architecture.md #6):
 
-* ``meta``: build on the meta device (no memory, no random init), then ``load_state_dict(assign=True)``
-  so the (memory-mapped) tensors of the safetensors file become the parameters. Wins for large models,
-  where random initialisation dominates.
-* ``eager``: build normally and copy the weights in. For small models the meta device's per-module
-  dispatch overhead costs more than the initialisation it saves.
+* ``noinit`` (default): build on the CPU with ``torch.nn.init``'s functions replaced by no-ops, so
+  parameters are allocated but never filled with random numbers, then ``load_state_dict(assign=True)``
+  makes the (memory-mapped) tensors of the safetensors file the parameters: no initialisation, no copy.
+  Buffers computed in ``__init__`` (non-persistent ones included) are built normally.
+* ``meta``: build on the meta device, then assign. Also skips initialisation, but the meta device's
+  per-operation dispatch made construction slower than ``noinit`` at every size we measured.
+* ``eager``: build normally and copy the weights in: the reference behaviour.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._card import ModelCard, WeightsVariant
@@ -25,9 +28,33 @@ if TYPE_CHECKING:
 
 __all__ = ["build_model", "import_builder", "pick_device"]
 
-#: Models with at least this many parameters are built on the meta device (measured, see module doc).
-META_MIN_PARAMS: Final = int(os.environ.get("ZOO_META_MIN_PARAMS", "3000000"))
+STRATEGIES: Final = ("noinit", "meta", "eager")
 _DIFF_LINES: Final = 8
+
+
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """Make ``torch.nn.init``'s in-place initialisers no-ops while a model whose weights we load is built.
+
+    Every tensor they would fill is overwritten by the (strictly checked) state dict, so the random
+    numbers are pure waste: ~90% of construction time for a ResNet-50 on CPU. Not thread-safe: another
+    thread building a model at the same moment would also skip its initialisation.
+    """
+    import torch
+
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+
+    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    for name in names:
+        setattr(torch.nn.init, name, keep)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
 
 
 def import_builder(spec: str, *, model: str) -> Callable[..., nn.Module]:
@@ -126,9 +153,13 @@ def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLi
 
     with safe_open(str(path), framework="pt") as f:
         got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # header only, no tensor reads
-    if strategy is None:
-        strategy = "meta" if (card.params or META_MIN_PARAMS) >= META_MIN_PARAMS else "eager"
-    if strategy == "meta":
+    strategy = strategy or os.environ.get("ZOO_BUILD_STRATEGY", "noinit")
+    if strategy not in STRATEGIES:
+        raise ZooError(f"Unknown build strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
+    if strategy == "noinit":
+        with _skip_init():
+            model = builder(**kwargs)
+    elif strategy == "meta":
         with torch.device("meta"):
             model = builder(**kwargs)
         persistent = set(model.state_dict())
@@ -151,21 +182,23 @@ def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLi
     for key, tensor in state.items():
         if tensor.is_floating_point() and tensor.dtype != float_dtype:
             state[key] = tensor.to(float_dtype)
-    if strategy == "meta":
-        model.load_state_dict(state, strict=not fresh, assign=True)
-        _materialize_fresh(model, card, fresh, target_device, float_dtype)
-    else:
+    if strategy == "eager":
         model.load_state_dict(state, strict=not fresh)
+    else:
+        model.load_state_dict(state, strict=not fresh, assign=True)
+        _materialize_fresh(model, card, fresh, target_device, float_dtype, on_meta=strategy == "meta")
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 
 def _materialize_fresh(model: nn.Module, card: ModelCard, fresh: set[str], device: torch.device,
-                       dtype: torch.dtype) -> None:
-    """Give the re-shaped head real memory and its normal initialisation (it stayed on meta)."""
+                       dtype: torch.dtype, *, on_meta: bool) -> None:
+    """Give the re-shaped head its normal initialisation (it was built without one, or on meta)."""
     if not fresh or not card.head:
         return
     head = model.get_submodule(card.head)
-    head.to_empty(device=device).to(dtype)
+    if on_meta:
+        head.to_empty(device=device)
+    head.to(device=device, dtype=dtype)
     for module in head.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
