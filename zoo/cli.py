@@ -366,6 +366,102 @@ def convert_command(checkpoint: Path, output: Path, expected: str | None, key: s
     click.echo(f"{output}  (source sha256 {actual}; output sha256 {sha256_file(output)})")
 
 
+# -- runtime ----------------------------------------------------------------------------------------
+
+
+@cli.command("predict")
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--topk", default=5, show_default=True, help="How many classes to show per image.")
+@click.option("--json", "as_json", is_flag=True, help="JSON records instead of text.")
+@click.option("--skip-bad", is_flag=True, help="Report unreadable images and go on, instead of stopping.")
+@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+@_one_line_errors
+def predict_command(name: str, images: tuple[Path, ...], topk: int, as_json: bool, skip_bad: bool,
+                    device: str | None) -> None:
+    """Predict with model NAME on IMAGES (JPEG, PNG, WebP, GIF, BMP, TIFF; any mode, any size)."""
+    from .runtime.predict import predict
+
+    records = predict(name, list(images), topk=topk, device=device, skip_bad=skip_bad)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for record in records:
+        if "error" in record:
+            click.echo(f"{record['image']}: SKIPPED ({record['error']})")
+            continue
+        shown = ", ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in record["predictions"])
+        click.echo(f"{record['image']}: {shown}")
+
+
+def _card_metric(name: str, metric: str) -> Any:
+    from ._api import card as get_card
+
+    variant = get_card(name).variant()
+    for m in variant.metrics if variant else ():
+        if m.name == metric:
+            return m
+    return None
+
+
+@cli.command("eval")
+@click.argument("name")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="ImageFolder directory, a .zip of one, or CIFAR-10 python batches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--report", type=click.Path(file_okay=False, path_type=Path),
+              help="Write metrics.json and confusion.png into this directory.")
+@click.option("--batch-size", type=int, help="Default: 64 (fp32) or 128 (bf16), the fastest measured on CPU.")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (where the device supports it).")
+@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted) instead of stopping.")
+@click.option("--no-cache", is_flag=True, help="Decode the images again instead of using the decode cache.")
+@click.option("--compare", is_flag=True, help="Check the measured top-1 against the card's figure.")
+@click.option("--tolerance", default=0.3, show_default=True, help="Points of top-1 --compare accepts.")
+@_one_line_errors
+def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batch_size: int | None, bf16: bool,
+                 device: str | None, skip_bad: bool, no_cache: bool, compare: bool, tolerance: float) -> None:
+    """Evaluate model NAME on a labelled dataset (the card's preprocessing, batched, no grad)."""
+    from .runtime.evaluate import evaluate
+
+    result = evaluate(name, data, batch_size=batch_size, device=device, bf16=bf16, skip_bad=skip_bad,
+                      cache=not no_cache)
+    record = result.as_dict()
+    verdict = None
+    if compare:
+        reference = _card_metric(name, "top1")
+        if reference is None:
+            raise ZooError(f"Model {name!r} has no top1 figure on its card to compare with.")
+        delta = record["metrics"]["top1"] - reference.value
+        verdict = {"card": reference.value, "card_dataset": reference.dataset, "card_split": reference.split,
+                   "card_source": reference.source, "measured": record["metrics"]["top1"],
+                   "delta": round(delta, 2), "reproduces": abs(delta) <= tolerance}
+        record["compare"] = verdict
+    if report is not None:
+        from .runtime.report import write_report
+
+        record["report"] = [str(p) for p in write_report(record, report)]
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        m = record["metrics"]
+        head = f"top-1 {m['top1']:.2f}%" + (f"  top-5 {m['top5']:.2f}%" if "top5" in m else "")
+        click.echo(f"{result.model} on {data}: {head}  ({result.images} images, "
+                   f"{result.images_per_second:.0f} img/s{', decode cached' if result.decode_cached else ''})")
+        worst = sorted(m["per_class"].items(), key=lambda kv: kv[1])[:3]
+        click.echo("lowest per-class top-1: " + ", ".join(f"{k} {v:.1f}%" for k, v in worst))
+        if result.skipped:
+            click.echo(f"skipped {len(result.skipped)} unreadable images")
+        for path in record.get("report", []):
+            click.echo(f"wrote {path}")
+        if verdict:
+            word = "reproduces" if verdict["reproduces"] else "does NOT reproduce"
+            click.echo(f"{word} the card's {verdict['card_source']} {verdict['card']:.2f}% "
+                       f"({verdict['card_dataset']} {verdict['card_split']}): delta {verdict['delta']:+.2f} points")
+    if verdict and not verdict["reproduces"]:
+        raise SystemExit(1)
+
+
 # -- plugins ----------------------------------------------------------------------------------------
 
 

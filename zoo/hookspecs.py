@@ -47,6 +47,25 @@ def register_models(register: RegisterModels) -> None:
     """
 
 
+RegisterTask = Callable[[str, str], None]
+
+
+@hookspec
+def register_tasks(register: RegisterTask) -> None:
+    """Tell the runtime how to evaluate, predict with and train models of a task.
+
+    Called the first time the runtime needs a task (``zoo eval``, ``zoo predict``...), not by ``zoo list``.
+    Call ``register(task_name, "package.module:TaskClass")``; the class is imported only when a model of
+    that task is run, so this hook stays cheap. See ``zoo.runtime.tasks.Task`` for what the class provides.
+
+    Example::
+
+        @zoo.hookimpl
+        def register_tasks(register):
+            register("classifier", "zoo_classifier.task:ClassifierTask")
+    """
+
+
 @hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``zoo`` command line.

@@ -1,0 +1,266 @@
+"""The shared runtime on real files: datasets and the decode cache, prediction, evaluation, reports."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+import zoo
+from zoo._registry import reset_registry
+from zoo.cli import cli
+from zoo.runtime.datasets import DatasetError, Geometry, load_dataset
+from zoo.runtime.evaluate import evaluate
+from zoo.runtime.images import ImageError, decode_image, read_image
+from zoo.runtime.predict import predict
+from zoo_classifier.models import build_cifar_resnet
+
+CLASSES = ("circle", "square", "triangle")
+
+
+def image_bytes(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_folder(root: Path, per_class: int = 4, size: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label in CLASSES:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 255, (size, size + 4 * i, 3), dtype=np.uint8)
+            (root / label / f"{i:03d}.png").write_bytes(image_bytes(array))
+    return root
+
+
+def zip_folder(folder: Path, archive: Path, prefix: str = "data/train/") -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*.png")):
+            zf.write(path, prefix + str(path.relative_to(folder)))
+    return archive
+
+
+@pytest.fixture()
+def tiny_classifier(tmp_path, monkeypatch) -> str:
+    """A CIFAR ResNet-20 card for 3 classes with (random, test-only) weights in a user registry."""
+    torch.manual_seed(0)
+    path = tmp_path / "w.safetensors"
+    save_file(build_cifar_resnet(depth=20, num_classes=3).state_dict(), str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
+        models:
+          shapes-resnet:
+            task: classifier
+            builder: zoo_classifier.models:build_cifar_resnet
+            kwargs: {{depth: 20, num_classes: 3}}
+            head: linear
+            input: {{shape: [3, 32, 32]}}
+            preprocess: {{resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
+            labels: [circle, square, triangle]
+            weights:
+              v1: {{uri: w.safetensors, sha256: {sha}}}
+        """))
+    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
+    reset_registry()
+    return "shapes-resnet"
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", None), ("PNG", None), ("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"),
+                                       ("WEBP", None), ("GIF", None), ("BMP", None), ("TIFF", None)])
+def test_every_common_image_becomes_rgb_uint8(fmt, mode):
+    array = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    image = decode_image(image_bytes(array, fmt, mode), name=f"x.{fmt.lower()}")
+    assert image.shape == (3, 20, 30) and image.dtype == torch.uint8
+    if fmt in ("PNG", "BMP", "TIFF") and mode is None:  # lossless: exact pixels
+        assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(array))
+
+
+def test_16_bit_png_is_scaled_to_8_bits():
+    array = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    image = decode_image(image_bytes(array), name="deep.png")
+    assert image[0, 0].tolist() == [0, 100, 255]
+
+
+@pytest.mark.parametrize("data, reason", [(b"", "the file is empty"), (b"GIF89a\x00garbage", "not a decodable image"),
+                                          (b"plain text, not an image", "not a decodable image")])
+def test_unreadable_image_names_the_file(data, reason, tmp_path):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=f"Cannot read image {path}: {reason}"):
+        read_image(path)
+
+
+def test_truncated_jpeg_is_an_error_not_garbage(tmp_path):
+    data = image_bytes(np.zeros((64, 64, 3), dtype=np.uint8), "JPEG")
+    with pytest.raises(ImageError, match="truncated.jpg"):
+        decode_image(data[:40], name="truncated.jpg")
+
+
+# -- datasets and the decode cache ------------------------------------------------------------------
+
+def test_folder_and_zip_give_the_same_dataset(tmp_path):
+    folder = make_folder(tmp_path / "shapes")
+    archive = zip_folder(folder, tmp_path / "shapes.zip")
+    geometry = Geometry(resize=32, crop=32)
+    a = load_dataset(folder, geometry=geometry, cache=False)
+    b = load_dataset(archive, geometry=geometry, cache=False)
+    assert a.classes == b.classes == CLASSES
+    assert a.images.shape == (12, 3, 32, 32) and torch.equal(a.images, b.images)
+    assert a.targets.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_different_sizes_without_geometry_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="images have different sizes"):
+        load_dataset(make_folder(tmp_path / "shapes"), cache=False)
+
+
+def test_decode_cache_hits_and_is_invalidated_by_content(tmp_path, zoo_home):
+    folder = make_folder(tmp_path / "shapes")
+    geometry = Geometry(resize=32, crop=32)
+    first = load_dataset(folder, geometry=geometry)
+    second = load_dataset(folder, geometry=geometry)
+    assert not first.from_cache and second.from_cache and torch.equal(first.images, second.images)
+    assert len(list((zoo_home / "datasets").glob("*.safetensors"))) == 1
+    # same names and sizes, other pixels: a new key, decoded again
+    (folder / "circle" / "000.png").write_bytes(
+        image_bytes(np.full((32, 32, 3), 7, dtype=np.uint8)))
+    third = load_dataset(folder, geometry=geometry)
+    assert not third.from_cache and third.images[0].unique().tolist() == [7]
+
+
+def test_bad_image_in_a_dataset(tmp_path):
+    folder = make_folder(tmp_path / "shapes")
+    (folder / "square" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        load_dataset(folder, geometry=Geometry(32, 32), cache=False)
+    dataset = load_dataset(folder, geometry=Geometry(32, 32), skip_bad=True, cache=False)
+    assert len(dataset) == 12 and [Path(p).name for p in dataset.skipped] == ["broken.jpg"]
+
+
+def write_cifar_batches(root: Path, n: int = 20) -> tuple[np.ndarray, list[int]]:
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 255, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    (root / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": labels}, protocol=2))
+    return data, labels
+
+
+def test_cifar_python_batches(tmp_path):
+    data, labels = write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    dataset = load_dataset(tmp_path / "cifar-10-batches-py", cache=False)
+    assert dataset.classes[0] == "airplane" and dataset.targets.tolist() == labels
+    assert torch.equal(dataset.images, torch.from_numpy(data.reshape(-1, 3, 32, 32)))
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_batch_with_a_pickle_payload_is_refused(tmp_path):
+    root = tmp_path / "evil"
+    write_cifar_batches(root)
+    marker = tmp_path / "pwned"
+    (root / "test_batch").write_bytes(pickle.dumps({b"data": Payload(marker), b"labels": []}, protocol=2))
+    with pytest.raises(DatasetError, match="refusing to load posix.system"):
+        load_dataset(root, cache=False)
+    assert not marker.exists()
+
+
+# -- predict and evaluate ---------------------------------------------------------------------------
+
+def test_predict_on_files_of_every_kind(tmp_path, tiny_classifier):
+    rng = np.random.default_rng(3)
+    files = []
+    for fmt, mode, size in [("JPEG", None, (48, 64)), ("PNG", "L", (32, 32)), ("PNG", "RGBA", (40, 40)),
+                            ("WEBP", None, (32, 50))]:
+        path = tmp_path / f"img-{len(files)}.{fmt.lower()}"
+        path.write_bytes(image_bytes(rng.integers(0, 255, (*size, 3), dtype=np.uint8), fmt, mode))
+        files.append(path)
+    records = predict(tiny_classifier, files, topk=2, device="cpu")
+    model = zoo.load(tiny_classifier, device="cpu")
+    preprocess = zoo.transforms(tiny_classifier)
+    for path, record in zip(files, records, strict=True):
+        assert [p["label"] for p in record["predictions"]][0] in CLASSES and len(record["predictions"]) == 2
+        with torch.inference_mode():
+            expected = model(preprocess(read_image(path))[None]).softmax(1)[0]
+        best = record["predictions"][0]
+        assert best["index"] == int(expected.argmax()) and abs(best["probability"] - float(expected.max())) < 1e-3
+
+
+def test_predict_cli_json_and_skip_bad(tmp_path, tiny_classifier):
+    good = tmp_path / "good.png"
+    good.write_bytes(image_bytes(np.zeros((32, 32, 3), dtype=np.uint8)))
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    failed = CliRunner().invoke(cli, ["predict", tiny_classifier, str(good), str(bad)])
+    assert failed.exit_code == 1 and f"Cannot read image {bad}" in failed.output
+    result = CliRunner().invoke(cli, ["predict", tiny_classifier, str(good), str(bad), "--skip-bad", "--json",
+                                      "--topk", "3", "--device", "cpu"])
+    records = json.loads(result.output)
+    assert len(records[0]["predictions"]) == 3 and "error" in records[1]
+
+
+def test_evaluate_matches_a_hand_written_loop(tmp_path, tiny_classifier):
+    folder = make_folder(tmp_path / "shapes", per_class=6)
+    result = evaluate(tiny_classifier, folder, device="cpu", show_progress=False)
+    model = zoo.load(tiny_classifier, device="cpu")
+    preprocess = zoo.transforms(tiny_classifier)
+    correct = per_class = 0
+    hits = {c: 0 for c in CLASSES}
+    for index, label in enumerate(CLASSES):
+        for path in sorted((folder / label).glob("*.png")):
+            with torch.inference_mode():
+                predicted = int(model(preprocess(read_image(path))[None]).argmax())
+            correct += predicted == index
+            hits[label] += predicted == index
+    assert result.images == 18
+    assert result.metrics["top1"] == round(100 * correct / 18, 2)
+    assert result.metrics["per_class"] == {c: round(100 * hits[c] / 6, 2) for c in CLASSES}
+    assert sum(map(sum, result.metrics["confusion"])) == 18 and "top5" not in result.metrics
+    del per_class
+
+
+def test_eval_cli_report_and_compare(tmp_path, tiny_classifier):
+    folder = make_folder(tmp_path / "shapes")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder), "--report", str(out),
+                                      "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == record["metrics"]
+    with Image.open(out / "confusion.png") as png:
+        assert png.format == "PNG" and png.size[0] > 100
+    compare = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder), "--compare"])
+    assert compare.exit_code == 1 and "has no top1 figure on its card" in compare.output
+
+
+def test_eval_refuses_classes_the_model_does_not_know(tmp_path, tiny_classifier):
+    folder = make_folder(tmp_path / "shapes")
+    (folder / "circle").rename(folder / "hexagon")
+    result = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder)])
+    assert result.exit_code == 1 and "Dataset classes ['hexagon'] are not labels of model" in result.output

@@ -1,0 +1,53 @@
+"""Device, precision and allocator choices shared by every runtime loop."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["autocast", "progress", "tune_malloc"]
+
+_TUNED = False
+
+
+def tune_malloc() -> None:
+    """Keep glibc from returning large activation buffers to the OS after every batch.
+
+    With the default dynamic mmap threshold, each batch's multi-megabyte tensors are mmap'd and unmapped
+    again; measured on a 2-core CPU this put up to 60% of evaluation time in the kernel at batch 256.
+    Raising the mmap and trim thresholds keeps those pages in the heap for reuse. No-op off glibc.
+    """
+    global _TUNED
+    if _TUNED or not sys.platform.startswith("linux"):
+        return
+    _TUNED = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 512 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on devices that support it, when asked; otherwise a no-op."""
+    import torch
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def progress(total: int, desc: str, enabled: bool = True):  # noqa: ANN201 - tqdm or None
+    """A tqdm bar on a terminal (stderr), nothing otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)

@@ -1,0 +1,67 @@
+"""Evaluation reports on disk: metrics.json and a confusion-matrix PNG drawn with Pillow.
+
+Pillow rather than matplotlib: it is already installed with torchvision, and a labelled heat map needs
+nothing more than rectangles and text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["confusion_png", "write_report"]
+
+
+def confusion_png(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted), counts in the cells."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n = len(labels)
+    cell = 44 if n <= 20 else max(8, 880 // n)
+    font = ImageFont.load_default()
+    margin_left = 12 + 7 * max((len(label) for label in labels), default=1)
+    margin_top = 40 + 7 * max((len(label) for label in labels), default=1)
+    width, height = margin_left + n * cell + 20, margin_top + n * cell + 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), title, fill="black", font=font)
+    for i, row in enumerate(matrix):
+        total = sum(row) or 1
+        for j, count in enumerate(row):
+            share = count / total
+            shade = int(255 * (1 - share))
+            color = (shade, shade, 255) if i == j else (255, shade, shade)
+            x0, y0 = margin_left + j * cell, margin_top + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=color, outline=(220, 220, 220))
+            if cell >= 28:
+                draw.text((x0 + 3, y0 + cell // 2 - 5), str(count), fill="black" if share < 0.6 else "white",
+                          font=font)
+    for i, label in enumerate(labels):
+        draw.text((6, margin_top + i * cell + cell // 2 - 5), label, fill="black", font=font)
+        # column labels, written vertically letter by letter (no rotation needed)
+        for k, char in enumerate(label[: (margin_top - 40) // 7]):
+            draw.text((margin_left + i * cell + cell // 2 - 3, 30 + 7 * k), char, fill="black", font=font)
+    draw.text((margin_left, height - 24), "rows: true class, columns: predicted", fill="gray", font=font)
+    tmp = path.with_name(path.name + ".partial")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_report(result: dict[str, Any], directory: Path) -> list[Path]:
+    """metrics.json (+ confusion.png for classifiers) in `directory`; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    metrics_path = directory / "metrics.json"
+    tmp = metrics_path.with_name("metrics.json.partial")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, metrics_path)
+    written.append(metrics_path)
+    metrics = result.get("metrics", {})
+    if "confusion" in metrics and "labels" in metrics:
+        png = directory / "confusion.png"
+        confusion_png(metrics["confusion"], metrics["labels"], png,
+                      title=f"{result['model']} on {Path(result['data']).name}: top-1 {metrics.get('top1')}%")
+        written.append(png)
+    return written
