@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from zoo_classifier.models import build_cifar_resnet
 
 import zoo
 from zoo._builder import build_model, pick_device
 from zoo._registry import reset_registry
 from zoo.errors import WeightsError, ZooError
+from zoo_classifier.models import build_cifar_resnet
 
 
 def register_resnet(tmp_path: Path, monkeypatch, state: dict[str, torch.Tensor], *, depth: int = 20,
