@@ -13,7 +13,8 @@ import zoo._registry
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ZOO_ENV = ("ZOO_HOME", "ZOO_MIRROR", "ZOO_OFFLINE", "ZOO_REGISTRY", "ZOO_LOAD_PLUGINS",
-           "ZOO_DISABLE_PLUGINS", "ZOO_BUILD_STRATEGY", "ZOO_NO_PROGRESS")
+           "ZOO_DISABLE_PLUGINS", "ZOO_BUILD_STRATEGY", "ZOO_NO_PROGRESS", "ZOO_DOWNLOAD_RETRIES",
+           "ZOO_DOWNLOAD_TIMEOUT", "ZOO_LOCK_TIMEOUT")
 
 
 @pytest.fixture(autouse=True)

@@ -196,3 +196,66 @@ def test_cli_with_a_broken_plugin_warns_once_and_still_lists(site):
 
 def teardown_module() -> None:
     reset_plugins()
+
+
+def test_plugin_registering_a_model_twice_is_isolated(pm):
+    class Twice:
+        @zoo.hookimpl
+        def register_models(self, register):
+            register(CARDS)
+            register(CARDS)
+
+    registry = registry_with(pm, ("twice", Twice()))
+    assert pm.infos["twice"].error == "registers model 'inline-net' twice"
+    assert "inline-net" not in registry.by_short and "resnet56-cifar" in registry.by_short
+
+
+def test_hook_receives_only_the_arguments_it_declares(pm):
+    calls = []
+
+    class NoArgs:
+        @zoo.hookimpl
+        def register_models(self):
+            calls.append("called")
+
+    registry_with(pm, ("noargs", NoArgs()))
+    assert calls == ["called"] and pm.infos["noargs"].error is None
+
+
+COMMANDS = """\
+    import click
+    import zoo
+
+    @zoo.hookimpl
+    def register_models(register):
+        register({"models": {"cmd-net": {"task": "classifier", "builder": "torch.nn:Identity"}}})
+
+    @zoo.hookimpl
+    def register_commands(cli):
+        @cli.command("list")
+        def hijack():
+            click.echo("hijacked")
+
+        @cli.command("hello")
+        def hello():
+            raise zoo.ZooError("Something the user should read, in one line.")
+"""
+
+
+def test_plugin_commands_cannot_replace_builtins_and_errors_stay_one_line(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    fake_distribution(site, "zoo-commands", "commands", COMMANDS)
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    listed = subprocess.run([sys.executable, "-m", "zoo", "list"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "hijacked" not in listed.stdout and "cmd-net" in listed.stdout
+    assert "tried to replace the built-in command 'zoo list' (undone)" in listed.stderr
+    hello = subprocess.run([sys.executable, "-m", "zoo", "hello"], env=env, capture_output=True, text=True)
+    assert hello.returncode == 1
+    assert hello.stderr.strip().splitlines()[-1] == "Error: Something the user should read, in one line."
+    assert "Traceback" not in hello.stderr
+    shown = subprocess.run([sys.executable, "-m", "zoo", "plugins", "--json"], env=env, capture_output=True,
+                           text=True)
+    (record,) = [r for r in json.loads(shown.stdout) if r["name"] == "commands"]
+    assert record["error"] is None and record["models"] == ["cmd-net"]
+    assert record["problems"] == ["tried to replace the built-in command 'zoo list' (undone)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import socket
@@ -118,7 +119,7 @@ def test_interrupted_download_resumes_in_a_later_run(tmp_path, monkeypatch, serv
     data = safetensors_bytes(tmp_path, state)
     server.files["tiny.safetensors"] = Behaviour(data, drop_after=700, drops=1)
     register(tmp_path, monkeypatch, server.url("tiny.safetensors"), data)
-    monkeypatch.setattr(zoo._download, "RETRIES", 0)
+    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "0")
     with pytest.raises(WeightsError, match="700 bytes kept in .*partial, run the command again to resume"):
         zoo.fetch("tiny-linear")
     assert not (zoo_home / "weights").exists() or not list((zoo_home / "weights").iterdir())
@@ -289,10 +290,10 @@ def test_pickle_checkpoint_is_converted_with_provenance(tmp_path, monkeypatch, s
     assert_loaded(state)
     (cached,) = (zoo_home / "weights").glob("*.safetensors")
     with safe_open(str(cached), framework="pt") as f:
-        meta = f.metadata()
-    assert meta["zoo.source_sha256"] == hashlib.sha256(data).hexdigest()
-    assert meta["zoo.source_uri"] == server.url(ckpt.name)
-    assert meta["zoo.source_format"] == "torch-pickle" and "zoo.version" in meta
+        meta = json.loads(f.metadata()["zoo"])
+    assert meta["source_sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["source_uri"] == server.url(ckpt.name)
+    assert meta["source_format"] == "torch-pickle" and "zoo_version" in meta
     assert not list((zoo_home / "downloads").glob("*"))  # the pickle is gone once converted
     assert Store().verify(Store().entries()[0]) is None
 
@@ -362,3 +363,35 @@ def test_four_processes_loading_the_same_uncached_model_download_once(tmp_path, 
     assert len(server.gets("big.safetensors")) == 1
     assert cache_files(zoo_home) == [f"verified/{sha}.json", f"weights/{sha}.safetensors"]
     assert (zoo_home / "weights" / f"{sha}.safetensors").read_bytes() == data
+
+
+def test_relative_file_uri_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="a file URI needs an absolute path: file:///abs/path"):
+        parse_uri("file://tiny.safetensors")
+    assert parse_uri("file:///abs/tiny.safetensors").location == "/abs/tiny.safetensors"
+
+
+def test_no_network_error_does_not_claim_a_partial(tmp_path, monkeypatch):
+    data = safetensors_bytes(tmp_path, tiny_state())
+    register(tmp_path, monkeypatch, "http://127.0.0.1:9/tiny.safetensors", data)  # port 9: nothing listens
+    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "0")
+    with pytest.raises(WeightsError, match="failed after 1 attempt .*nothing was received; check the network"):
+        zoo.fetch("tiny-linear")
+
+
+def test_cache_verify_names_a_damaged_converted_file(tmp_path, monkeypatch, server, zoo_home):
+    from click.testing import CliRunner
+
+    from zoo.cli import cli
+
+    ckpt = tmp_path / "tiny.th"
+    torch.save({"state_dict": tiny_state()}, ckpt)
+    server.files["tiny.th"] = Behaviour(ckpt.read_bytes())
+    register(tmp_path, monkeypatch, server.url("tiny.th"), ckpt.read_bytes(), fmt="torch-pickle")
+    path = zoo.fetch("tiny-linear")
+    path.write_bytes(b"\x00" * 16)
+    result = CliRunner().invoke(cli, ["cache", "verify"])
+    assert result.exit_code == 1
+    assert "CORRUPT: not a readable safetensors file" in result.output
+    removed = CliRunner().invoke(cli, ["cache", "rm", "--corrupt"])
+    assert str(path) in removed.output and not path.exists()

@@ -75,6 +75,20 @@ def import_builder(spec: str, *, model: str) -> Callable[..., nn.Module]:
     return obj
 
 
+def _checked(builder: Callable[..., Any], card: ModelCard) -> Callable[..., nn.Module]:
+    """Wrap a builder so that anything but an nn.Module is a clear error, not an AttributeError later."""
+    from torch import nn
+
+    def build(**kwargs: Any) -> nn.Module:
+        model = builder(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise ZooError(f"Builder {card.builder!r} of model {card.name!r} returned a {type(model).__name__}, "
+                           "not a torch.nn.Module.")
+        return model
+
+    return build
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The requested device, or the best available one: cuda, then mps, then cpu."""
     import torch
@@ -140,7 +154,7 @@ def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLi
     """Build `card`'s model, load the safetensors file at `path` (if any), place it, set eval mode."""
     import torch
 
-    builder = import_builder(card.builder, model=card.name)
+    builder = _checked(import_builder(card.builder, model=card.name), card)
     kwargs = {**card.kwargs, **(overrides or {})}
     target_device = pick_device(device)
     target_dtype = _dtype(dtype)
@@ -153,7 +167,9 @@ def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLi
 
     with safe_open(str(path), framework="pt") as f:
         got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # header only, no tensor reads
-    strategy = strategy or os.environ.get("ZOO_BUILD_STRATEGY", "noinit")
+    from . import _config
+
+    strategy = strategy or _config.build_strategy()
     if strategy not in STRATEGIES:
         raise ZooError(f"Unknown build strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
     if strategy == "noinit":

@@ -44,7 +44,7 @@ class Metric:
 
     def label(self) -> str:
         star = "*" if self.source == "published" else ""
-        return f"{self.split} {self.name} {self.value:g}{star}"
+        return f"{self.split} {self.name} {self.value:.2f}{star}"
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def _parse_metric(ctx: _Ctx, where: str, raw: Any) -> Metric:
     _check_keys(ctx, where, raw, _METRIC_FIELDS, {"name", "value", "dataset", "split", "source"})
     source = _str(ctx, f"{where}.source", raw["source"])
     if source not in METRIC_SOURCES:
-        raise ctx.error(f"{where}.source", f"expected one of {METRIC_SOURCES}, got {source!r}")
+        raise ctx.error(f"{where}.source", f"expected one of {', '.join(METRIC_SOURCES)}, got {source!r}")
     metric = Metric(
         name=_str(ctx, f"{where}.name", raw["name"]),
         value=float(_expect(ctx, f"{where}.value", raw["value"], (int, float), "a number")),
@@ -285,10 +285,10 @@ def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
         raise ctx.error(f"{where}.sha256", "expected the full sha256: 64 lower-case hex digits")
     fmt = raw.get("format", "safetensors")
     if fmt not in FORMATS:
-        raise ctx.error(f"{where}.format", f"expected one of {FORMATS}, got {fmt!r}")
+        raise ctx.error(f"{where}.format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
-        raise ctx.error(f"{where}.dtype", f"expected one of {DTYPES}, got {dtype!r}")
+        raise ctx.error(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
     uri = _str(ctx, f"{where}.uri", raw["uri"])
     from ._uri import check_uri, parse_uri  # stdlib-only
 
@@ -321,7 +321,8 @@ def _parse_preprocess(ctx: _Ctx, raw: Any) -> Preprocess:
     _check_keys(ctx, "preprocess", raw, _PREPROCESS_FIELDS, {"mean", "std"})
     interpolation = raw.get("interpolation", "bilinear")
     if interpolation not in INTERPOLATIONS:
-        raise ctx.error("preprocess.interpolation", f"expected one of {INTERPOLATIONS}, got {interpolation!r}")
+        raise ctx.error("preprocess.interpolation",
+                        f"expected one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     mean = _floats(ctx, "preprocess.mean", raw["mean"])
     std = _floats(ctx, "preprocess.std", raw["std"], len(mean))
     if any(s <= 0 for s in std):

@@ -6,11 +6,16 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "build_strategy",
     "cache_root",
     "disabled_plugins",
+    "download_retries",
+    "download_timeout",
+    "lock_timeout",
     "mirror_dirs",
     "offline",
     "selected_plugins",
+    "show_progress",
     "user_registry_files",
 ]
 
@@ -39,14 +44,58 @@ def mirror_dirs() -> list[Path]:
 
 
 def user_registry_files() -> list[Path]:
-    """The user's registries: `$ZOO_HOME/registry.yaml` (if it exists) plus every path in `ZOO_REGISTRY`."""
-    files = []
+    """The user's registries: `$ZOO_HOME/registry.yaml` (if it exists) plus every path in `ZOO_REGISTRY`.
+
+    Each file once, even when ZOO_REGISTRY names the default one too.
+    """
+    candidates = []
     default = cache_root() / "registry.yaml"
     if default.is_file():
-        files.append(default)
+        candidates.append(default)
     raw = os.environ.get("ZOO_REGISTRY", "")
-    files.extend(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip())
+    candidates.extend(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip())
+    files, seen = [], set()
+    for path in candidates:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
     return files
+
+
+def _number(var: str, default: float) -> float:
+    raw = os.environ.get(var, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        from .errors import ZooError
+
+        raise ZooError(f"{var}={raw!r} is not a number.") from None
+
+
+def download_retries() -> int:
+    """`ZOO_DOWNLOAD_RETRIES` (default 5): retries after a dropped connection, each resuming with Range."""
+    return int(_number("ZOO_DOWNLOAD_RETRIES", 5))
+
+
+def download_timeout() -> float:
+    """`ZOO_DOWNLOAD_TIMEOUT` (default 30): seconds without data before a connection counts as dropped."""
+    return _number("ZOO_DOWNLOAD_TIMEOUT", 30.0)
+
+
+def lock_timeout() -> float:
+    """`ZOO_LOCK_TIMEOUT` (default 900): seconds to wait for another process fetching the same weights."""
+    return _number("ZOO_LOCK_TIMEOUT", 900.0)
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal unless `ZOO_NO_PROGRESS=1`."""
+    return os.environ.get("ZOO_NO_PROGRESS", "").strip().lower() not in TRUTHY
+
+
+def build_strategy() -> str:
+    """`ZOO_BUILD_STRATEGY`: noinit (default), meta or eager; see zoo/_builder.py."""
+    return os.environ.get("ZOO_BUILD_STRATEGY", "").strip() or "noinit"
 
 
 def _name_set(var: str) -> set[str] | None:

@@ -67,8 +67,9 @@ def extract_state_dict(obj: Any, spec: ConvertSpec, *, source: str) -> dict[str,
     state: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; "
-                               "set 'convert.key' on the card to the entry that holds the state dict.")
+            raise WeightsError(f"{source}: entry {key!r} holds a {type(value).__name__}, not a tensor. Name the "
+                               "entry that holds the state dict: 'convert: {key: ...}' on the card, or "
+                               "'zoo convert --key ...'.")
         new_key = str(key)
         if spec.strip_prefix and new_key.startswith(spec.strip_prefix):
             new_key = new_key[len(spec.strip_prefix):]
@@ -94,6 +95,23 @@ def content_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+PROVENANCE_KEY = "zoo"
+
+
+def read_provenance(path: Path) -> dict[str, str] | None:
+    """The provenance a converted file carries, or None (not converted by zoo, or unreadable)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get(PROVENANCE_KEY)
+        return json.loads(raw) if raw else None
+    except Exception:  # noqa: BLE001 - a damaged header reads as "no provenance"
+        return None
+
+
 def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str],
                        name: str | None = None) -> None:
     """Write `src` (a pickled checkpoint whose hash was checked) as safetensors to `dst`.
@@ -105,4 +123,9 @@ def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dic
 
     name = name or src.name
     state = extract_state_dict(_read_checkpoint(src, name), spec, source=name)
-    save_file(state, str(dst), metadata={**metadata, "zoo.content_sha256": content_digest(state)})
+    import json
+
+    provenance = {**metadata, "content_sha256": content_digest(state)}
+    # One key holding sorted JSON: safetensors writes metadata in hash-map order, so several keys would give a
+    # different header (and sha256) on every run for the same checkpoint.
+    save_file(state, str(dst), metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)})

@@ -16,16 +16,23 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from . import _config
 from .errors import WeightsError
 
 __all__ = ["download"]
 
 CHUNK: Final = 1 << 20
-RETRIES: Final = int(os.environ.get("ZOO_DOWNLOAD_RETRIES", "5"))
-TIMEOUT: Final = float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "30"))
 # Errors after which a retry with `Range: bytes=<have>-` can pick up where the file stopped.
 _TRANSIENT = (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError, socket.timeout,
               TimeoutError, urllib.error.URLError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed with {exc.expected} bytes still expected"
+    if isinstance(exc, urllib.error.URLError):
+        return f"{exc.reason}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _user_agent() -> str:
@@ -38,7 +45,7 @@ def _user_agent() -> str:
 
 
 def _progress(total: int | None, initial: int, desc: str):  # noqa: ANN202 - tqdm or a no-op
-    if not sys.stderr.isatty() or os.environ.get("ZOO_NO_PROGRESS"):
+    if not sys.stderr.isatty() or not _config.show_progress():
         return None
     from tqdm import tqdm
 
@@ -67,7 +74,7 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str) -> N
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - scheme checked by _uri
+        response = urllib.request.urlopen(request, timeout=_config.download_timeout())  # noqa: S310 - scheme checked by _uri
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # our partial is longer than the file: start over
             partial.unlink()
@@ -101,16 +108,18 @@ def download(url: str, partial: Path, *, expected_size: int | None = None, desc:
     each retry asking only for the missing bytes. Servers without Range support get a fresh download.
     """
     partial.parent.mkdir(parents=True, exist_ok=True)
+    retries = _config.download_retries()
     delay = 0.2
-    for attempt in range(RETRIES + 1):
+    for attempt in range(retries + 1):
         try:
             _attempt(url, partial, expected_size, desc or partial.name)
             return
         except _TRANSIENT as exc:
-            if attempt == RETRIES:
+            if attempt == retries:
                 have = partial.stat().st_size if partial.exists() else 0
-                raise WeightsError(
-                    f"Download of {url} failed after {RETRIES + 1} attempts ({type(exc).__name__}: {exc}); "
-                    f"{have} bytes kept in {partial}, run the command again to resume.") from None
+                kept = (f"{have} bytes kept in {partial}, run the command again to resume" if have
+                        else "nothing was received; check the network or use ZOO_MIRROR")
+                tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
+                raise WeightsError(f"Download of {url} failed after {tries} ({_describe(exc)}); {kept}.") from None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

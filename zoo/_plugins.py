@@ -8,6 +8,7 @@ warning line, and skipped; it never stops the other plugins or ``zoo list``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,7 +34,8 @@ class PluginInfo:
     builtin: bool = False
     hooks: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
-    error: str | None = None  # "ImportError: ..." when the plugin was skipped or a hook failed
+    error: str | None = None  # why the plugin was skipped (import failure, rejected, register_models raised)
+    problems: list[str] = field(default_factory=list)  # non-fatal: a hook other than register_models raised
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "models": self.models,
             "error": self.error,
+            "problems": self.problems,
         }
 
 
@@ -109,8 +112,11 @@ class Plugins:
             return
         info.hooks = sorted(hc.name for hc in self.manager.get_hookcallers(plugin) or [])
 
-    def _fail(self, info: PluginInfo, message: str) -> None:
-        info.error = message
+    def _fail(self, info: PluginInfo, message: str, *, fatal: bool = True) -> None:
+        if fatal:
+            info.error = message
+        else:
+            info.problems.append(message)
         disable = f"ZOO_DISABLE_PLUGINS={info.name}"
         import logging  # only when something went wrong: the import costs ~5 ms per CLI start
 
@@ -118,24 +124,41 @@ class Plugins:
             "zoo: plugin %r %s (skipped; see 'zoo plugins', silence with %s)", info.name, message, disable)
 
     # -- calling -----------------------------------------------------------------------------------
-    def each(self, hook_name: str) -> Iterator[tuple[str, Callable[..., Any]]]:
-        """Yield (plugin name, implementation) for one hook, in registration order."""
+    def each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
+        """Yield (plugin name, call) per implementation of one hook, in registration order.
+
+        Each call passes only the arguments that implementation declares, as pluggy does, so a hook
+        argument added later never breaks an older plugin.
+        """
         caller = getattr(self.manager.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):  # pluggy stores LIFO; we report in load order
-            yield impl.plugin_name, impl.function
+            wanted = {k: v for k, v in kwargs.items() if k in impl.argnames}
+            yield impl.plugin_name, functools.partial(impl.function, **wanted)
 
-    def call_isolated(self, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]) -> None:
+    def call_isolated(self, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]], *,
+                      fatal: bool = True) -> None:
         """Call `hook_name` on each plugin separately; a plugin that raises is recorded and skipped.
 
         pluggy's own hook call stops at the first exception, which would let one broken plugin hide
-        every plugin after it; calling implementations one by one keeps them independent.
+        every plugin after it; calling implementations one by one keeps them independent. With
+        ``fatal=False`` the failure is recorded as a problem and the plugin stays active (its models too).
         """
-        for name, function in self.each(hook_name):
+        caller = getattr(self.manager.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            name = impl.plugin_name
             try:
-                function(**make_kwargs(name))
+                impl.function(**{k: v for k, v in make_kwargs(name).items() if k in impl.argnames})
             except Exception as exc:  # noqa: BLE001
                 info = self.infos.setdefault(name, PluginInfo(name=name))
-                self._fail(info, f"raised in {hook_name}: {_describe(exc)}")
+                self._fail(info, f"raised in {hook_name}: {_describe(exc)}", fatal=fatal)
+
+    def fail_softly(self, name: str, message: str) -> None:
+        """Record a non-fatal problem of plugin `name` (shown by `zoo plugins`, warned once)."""
+        self._fail(self.infos.setdefault(name, PluginInfo(name=name)), message, fatal=False)
+
+    def fail(self, name: str, message: str) -> None:
+        """Mark plugin `name` as failed after loading (e.g. its cards conflict); it contributes nothing."""
+        self._fail(self.infos.setdefault(name, PluginInfo(name=name)), message)
 
     def active(self) -> set[str]:
         """Names of the plugins that loaded without error."""

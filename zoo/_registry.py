@@ -142,11 +142,19 @@ class Registry:
             return {"register": register}
 
         self.plugins.call_isolated("register_models", make_kwargs)
-        # A plugin whose hook raised half-way contributes nothing: all of its cards or none.
+        # A plugin whose hook raised half-way, or whose cards clash with each other or with the built-in
+        # catalogue's cards for it, contributes nothing: all of its cards or none, and never an error
+        # that stops `zoo list` for everyone.
         active = self.plugins.active()
         for plugin_name, cards in pending.items():
-            if plugin_name in active:
-                self._add_all(cards)
+            if plugin_name not in active:
+                continue
+            names = [card.name for card in cards]
+            clash = next((n for n in names if names.count(n) > 1 or f"{plugin_name}/{n}" in self.by_qualified), None)
+            if clash is not None:
+                self.plugins.fail(plugin_name, f"registers model {clash!r} twice")
+                continue
+            self._add_all(cards)
 
     def _add_all(self, cards: list[ModelCard]) -> None:
         for card in cards:
@@ -184,7 +192,8 @@ class Registry:
         if tag and tag not in card.weights:
             tags = ", ".join(card.weights) or "none"
             raise UnknownModelError(
-                f"Model {card.name!r} has no weights tag {tag!r}. Its tags: {tags}. Run 'zoo info {card.name}'.")
+                f"Model {card.name!r} has no weights tag {tag!r}. Its tags: {tags}. "
+                f"Run 'zoo info {self.display_name(card)}'.")
         return Resolved(card, tag or None)
 
     def _unknown_message(self, name: str) -> str:

@@ -28,7 +28,6 @@ from .errors import WeightsError
 
 __all__ = ["CacheEntry", "Store"]
 
-LOCK_TIMEOUT: Final = float(os.environ.get("ZOO_LOCK_TIMEOUT", "900"))
 LOCAL_SCHEMES: Final = ("pkg", "file", "path")
 
 
@@ -115,7 +114,7 @@ class Store:
         from filelock import FileLock
 
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.locks_dir / f"{variant.sha256}.lock"), timeout=LOCK_TIMEOUT):
+        with FileLock(str(self.locks_dir / f"{variant.sha256}.lock"), timeout=_config.lock_timeout()):
             if self._trusted(target, variant, model):  # another process finished while we waited
                 return target
             source, owned = self._acquire(variant, parsed, model)
@@ -133,10 +132,10 @@ class Store:
                     from ._convert import convert_checkpoint
 
                     convert_checkpoint(source, tmp, variant.convert, metadata={
-                        "zoo.source_uri": variant.uri,
-                        "zoo.source_sha256": variant.sha256,
-                        "zoo.source_format": variant.format,
-                        "zoo.version": _zoo_version(),
+                        "source_uri": variant.uri,
+                        "source_sha256": variant.sha256,
+                        "source_format": variant.format,
+                        "zoo_version": _zoo_version(),
                     }, name=parsed.file_name)
                 os.replace(tmp, target)
             finally:
@@ -210,7 +209,7 @@ class Store:
         return None
 
     # -- verification ------------------------------------------------------------------------------
-    def _check_hash(self, path: Path, variant: WeightsVariant, model: str) -> None:
+    def _check_hash(self, path: Path, variant: WeightsVariant, model: str, *, local: bool = False) -> None:
         from ._hashing import sha256_file
 
         size = path.stat().st_size
@@ -220,14 +219,16 @@ class Store:
                 f"(truncated or wrong file; sha256 expected {variant.sha256}).")
         actual = sha256_file(path)
         if actual != variant.sha256:
+            fix = ("if you changed the file on purpose, put its new sha256 on the card" if local
+                   else "delete it or fetch it again")
             raise WeightsError(
                 f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual}, "
-                f"expected {variant.sha256}. It was not loaded; delete it or fetch it again.")
+                f"expected {variant.sha256}. It was not loaded; {fix}.")
 
     def _verify_local(self, path: Path, variant: WeightsVariant, model: str) -> None:
         """Hash a local file once per (size, mtime): shipped weights are checked without a cost per load."""
         if not self._stamp_matches(path, variant.sha256):
-            self._check_hash(path, variant, model)
+            self._check_hash(path, variant, model, local=True)
             self._write_stamp(path, variant.sha256)
 
     @staticmethod
@@ -266,14 +267,18 @@ class Store:
 
     @staticmethod
     def _kind(path: Path) -> str:
+        from ._convert import read_provenance
+
+        provenance = read_provenance(path)
+        if provenance is not None and "source_format" in provenance:
+            return "converted"
         try:
             from safetensors import safe_open
 
-            with safe_open(str(path), framework="numpy") as f:
-                meta = f.metadata() or {}
+            with safe_open(str(path), framework="numpy"):
+                return "downloaded"
         except Exception:  # noqa: BLE001 - a broken header shows up in `verify`
             return "unreadable"
-        return "converted" if "zoo.source_format" in meta else "downloaded"
 
     def verify(self, entry: CacheEntry) -> str | None:
         """None when the file is intact, else what is wrong with it."""
@@ -284,23 +289,23 @@ class Store:
         actual = sha256_file(entry.path)
         if actual == entry.sha256:
             return None  # a downloaded file is named by its own sha256
+        if entry.kind == "unreadable":
+            return "not a readable safetensors file (damaged header or truncated)"
         if entry.kind != "converted":
             return f"sha256 {actual}, expected {entry.sha256}"
+        from safetensors.torch import load_file
+
+        from ._convert import content_digest, read_provenance
+
+        provenance = read_provenance(entry.path) or {}
         try:
-            from safetensors import safe_open
-            from safetensors.torch import load_file
-
-            from ._convert import content_digest
-
-            with safe_open(str(entry.path), framework="pt") as f:
-                meta = f.metadata() or {}
             digest = content_digest(load_file(str(entry.path)))
         except Exception as exc:  # noqa: BLE001
-            return f"unreadable: {type(exc).__name__}: {exc}"
-        if meta.get("zoo.source_sha256") != entry.sha256:
-            return f"metadata names source {meta.get('zoo.source_sha256')}, file name says {entry.sha256}"
-        expected = meta.get("zoo.content_sha256")
-        return None if digest == expected else f"content sha256 {digest}, expected {expected}"
+            return f"unreadable tensors ({type(exc).__name__}: {exc})"
+        if provenance.get("source_sha256") != entry.sha256:
+            return f"converted from {provenance.get('source_sha256')}, but the file name says {entry.sha256}"
+        expected = provenance.get("content_sha256")
+        return None if digest == expected else f"tensor content sha256 {digest}, expected {expected}"
 
     def remove(self, sha256: str) -> list[Path]:
         """Delete every cache file of one weights identity (the partial download included)."""

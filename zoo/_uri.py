@@ -57,6 +57,9 @@ def parse_uri(uri: str) -> ParsedUri:
             raise ValueError(f"ends in {segments[-1]!r}, which is not a plain file name")
         return ParsedUri("pkg", f"{package}/{rel}", segments[-1])
     if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"names host {parts.netloc!r}; a file URI needs an absolute path: file:///abs/path "
+                             "(or write a plain path, relative to the registry file)")
         path = unquote(parts.path)
         return ParsedUri("file", path, Path(path).name)
     if scheme and len(scheme) > 1:  # "c:" is a Windows drive, not a scheme

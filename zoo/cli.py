@@ -37,6 +37,10 @@ def _human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _table(headers: Sequence[str], rows: list[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
@@ -137,7 +141,8 @@ def list_command(pattern: str | None, task: str | None, plugin: str | None, pret
                      _headline(card), cached, card.plugin])
     click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
     if any(r["metric"] and r["metric"]["source"] == "published" for _, r in records):
-        click.echo("* published by the weights' authors (see 'zoo info NAME' for the source); others measured by zoo")
+        click.echo("* published by the weights' authors (see 'zoo info NAME' for the source); "
+                   "others measured with 'zoo eval'")
 
 
 def _card_dict(card: ModelCard, store: Any) -> dict[str, Any]:
@@ -151,6 +156,10 @@ def _card_dict(card: ModelCard, store: Any) -> dict[str, Any]:
         return obj
 
     data = clean(card)
+    # The same keys as the YAML card and `zoo list --json`, not the dataclass attribute names.
+    for old, new in (("input_shape", "input"), ("default_tag", "default"), ("origin", "card_file")):
+        if old in data:
+            data[new] = data.pop(old)
     data["qualified_name"] = card.qualified_name
     for tag, variant in card.weights.items():
         data["weights"][tag]["cached"] = store.is_available(variant)
@@ -191,7 +200,7 @@ def info_command(name: str, as_json: bool) -> None:
     if card.labels:
         out.append(f"  {'labels:':<12}{', '.join(card.labels)}")
     if not card.weights:
-        out.append("  weights:   none (zoo.load(..., pretrained=False) builds it with random init)")
+        out.append(f"  {'weights:':<12}none (zoo.load(..., pretrained=False) builds it with random init)")
     for tag, v in card.weights.items():
         default = " (default)" if tag == card.default_tag else ""
         cached = "yes" if store.is_available(v) else "no"
@@ -243,7 +252,11 @@ def _owners() -> dict[str, list[str]]:
     from ._registry import get_registry
 
     owners: dict[str, list[str]] = {}
-    for card in get_registry().cards:
+    try:
+        cards = get_registry().cards
+    except ZooError:
+        return owners  # a broken registry must not hide what is on disk
+    for card in cards:
         for tag, variant in card.weights.items():
             owners.setdefault(variant.sha256, []).append(f"{card.name}.{tag}")
     return owners
@@ -258,7 +271,7 @@ def cache_dir_command() -> None:
 
 
 @cache_group.command("ls")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON records instead of a table.")
 @_one_line_errors
 def cache_ls_command(as_json: bool) -> None:
     """List cached weights files and the models they belong to."""
@@ -279,7 +292,7 @@ def cache_ls_command(as_json: bool) -> None:
              r["path"]] for r in records]
     click.echo(_table(["models", "kind", "size", "sha256", "path"], rows))
     total = sum(r["size"] for r in records)
-    click.echo(f"{len(records)} files, {_human_bytes(total)} in {store.root}")
+    click.echo(f"{_plural(len(records), 'file')}, {_human_bytes(total)} in {store.root}")
 
 
 @cache_group.command("verify")
@@ -297,9 +310,9 @@ def cache_verify_command() -> None:
         bad += problem is not None
         click.echo(f"{entry.path.name}  {status}")
     if bad:
-        raise click.ClickException(f"{bad} of {len(entries)} cached files are corrupt; remove them with "
+        raise click.ClickException(f"{bad} of {_plural(len(entries), 'cached file')} corrupt; remove them with "
                                    "'zoo cache rm --corrupt' and fetch again.")
-    click.echo(f"{len(entries)} files verified.")
+    click.echo(f"{_plural(len(entries), 'file')} verified.")
 
 
 @cache_group.command("rm")
@@ -325,8 +338,10 @@ def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, pa
     for entry in store.entries():
         if (remove_all or (partial and entry.kind == "partial")
                 or (corrupt and store.verify(entry) is not None)):
-            entry.path.unlink(missing_ok=True)
-            removed.append(entry.path)
+            removed += store.remove(entry.sha256) if entry.kind != "partial" else []
+            if entry.path.exists():
+                entry.path.unlink()
+                removed.append(entry.path)
     for sha in shas:
         removed += store.remove(sha)
     for path in removed:
@@ -359,7 +374,7 @@ def convert_command(checkpoint: Path, output: Path, expected: str | None, key: s
     tmp = output.with_name(output.name + ".partial")
     try:
         convert_checkpoint(checkpoint, tmp, ConvertSpec(key=key, strip_prefix=strip_prefix),
-                           metadata={"zoo.source_sha256": actual, "zoo.source_uri": checkpoint.name})
+                           metadata={"source_sha256": actual, "source_uri": checkpoint.name})
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -482,24 +497,34 @@ def plugins_command(as_json: bool) -> None:
         return
     rows = []
     for info in infos:
-        status = "ok" if info.error is None else "FAILED"
+        status = "FAILED" if info.error else ("ok, with problems" if info.problems else "ok")
         dist = f"{info.distribution or '?'} {info.version or ''}".strip()
         rows.append([info.name, dist, "built-in" if info.builtin else "third-party", status,
                      str(len(info.models)), ", ".join(info.hooks) or "-"])
     click.echo(_table(["plugin", "distribution", "kind", "status", "models", "hooks"], rows))
     for info in infos:
-        if info.error:
-            click.echo(f"{info.name}: {info.error}")
+        for message in [info.error] if info.error else info.problems:
+            click.echo(f"{info.name}: {message}")
 
 
 # -- entry point ------------------------------------------------------------------------------------
 
 
 def _add_plugin_commands() -> None:
+    """Let plugins add subcommands; one that replaces a built-in command is undone and reported."""
     from ._plugins import get_plugins
 
     plugins = get_plugins()
-    plugins.call_isolated("register_commands", lambda _name: {"cli": cli})
+    builtin = dict(cli.commands)
+    for name, call in plugins.each("register_commands", cli=cli):
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+            plugins.fail_softly(name, f"raised in register_commands: {type(exc).__name__}: {exc}")
+        for command_name, command in builtin.items():
+            if cli.commands.get(command_name) is not command:
+                cli.commands[command_name] = command
+                plugins.fail_softly(name, f"tried to replace the built-in command 'zoo {command_name}' (undone)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -508,4 +533,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
     _add_plugin_commands()
-    cli.main(args=list(argv) if argv is not None else None, prog_name="zoo")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="zoo")
+    except ZooError as exc:  # raised by a plugin's command, which our decorator does not wrap
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
