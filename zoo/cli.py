@@ -477,6 +477,62 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
         raise SystemExit(1)
 
 
+@cli.command("finetune")
+@click.argument("name")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="ImageFolder directory, a .zip of one, or CIFAR-10 python batches.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory; its name becomes the new model's name.")
+@click.option("--epochs", default=5, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", type=float, help="Peak learning rate (default: 0.05 SGD / 1e-3 AdamW, per 128 images).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
+@click.option("--warmup", default=0.15, show_default=True, help="Fraction of steps spent warming up.")
+@click.option("--label-smoothing", default=0.1, show_default=True)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "crop-flip-erase"]), default="crop-flip",
+              show_default=True)
+@click.option("--freeze", type=click.Choice(["none", "backbone"]), default="none", show_default=True)
+@click.option("--balance", type=click.Choice(["none", "sampler", "loss"]), default="none", show_default=True,
+              help="For imbalanced data: class-balanced sampling or inverse-frequency loss weights.")
+@click.option("--accumulate", default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--val-split", default=0.1, show_default=True, help="Fraction held out (per class) for validation.")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (fast on GPUs and CPUs with native bf16).")
+@click.option("--no-channels-last", is_flag=True)
+@click.option("--scratch", is_flag=True, help="Start from random initialisation instead of the card's weights.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--device", help="cpu, cuda, mps (default: the best available; torchrun sets it per rank).")
+@_one_line_errors
+def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float | None,
+                     optimizer: str, weight_decay: float, schedule: str, warmup: float, label_smoothing: float,
+                     augment: str, freeze: str, balance: str, accumulate: int, val_split: float, bf16: bool,
+                     no_channels_last: bool, scratch: bool, seed: int, resume: bool, device: str | None) -> None:
+    """Fine-tune model NAME on a labelled dataset; the result loads as zoo.load(OUT's name)."""
+    from .runtime.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                            weight_decay=weight_decay, schedule=schedule, warmup=warmup,
+                            label_smoothing=label_smoothing, augment=augment, freeze=freeze, balance=balance,
+                            accumulate=accumulate, val_split=val_split, bf16=bf16,
+                            channels_last=not no_channels_last, seed=seed, pretrained=not scratch)
+    command = "zoo " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("zoo") else None
+    result = finetune(name, data, out, config=config, resume=resume, device=device, command=command)
+    if result.interrupted:
+        raise ZooError(f"Interrupted; a checkpoint is in {out}/checkpoint.pt. Add --resume to continue.")
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for row in result.history:
+        val = f"  val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
+        click.echo(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train top-1 {row['train_top1']:.2f}%"
+                   f"{val}  ({row['images_per_second']:.0f} img/s)")
+    click.echo(f"best epoch {result.best_epoch}: val top-1 {result.best_val_top1:.2f}%  -> {result.weights}")
+    click.echo(f"load it with zoo.load({result.name!r}) or 'zoo info {result.name}'")
+
+
 # -- plugins ----------------------------------------------------------------------------------------
 
 

@@ -65,3 +65,37 @@ def write_report(result: dict[str, Any], directory: Path) -> list[Path]:
                       title=f"{result['model']} on {Path(result['data']).name}: top-1 {metrics.get('top1')}%")
         written.append(png)
     return written
+
+
+def curves_png(history: list[dict[str, Any]], path: Path) -> None:
+    """Training curves: train loss (left axis) and train/val top-1 (right axis) per epoch, drawn with Pillow."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left, right, top, bottom = 640, 360, 60, 60, 30, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    epochs = [row["epoch"] for row in history]
+    losses = [row["train_loss"] for row in history]
+    series = [("train_loss", losses, (200, 60, 60), max(losses) * 1.1 or 1.0)]
+    for key, color in (("train_top1", (60, 60, 200)), ("val_top1", (40, 150, 40))):
+        values = [row[key] for row in history if key in row]
+        if values:
+            series.append((key, values, color, 100.0))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_of = (lambda e: left + plot_w * (e - epochs[0]) / (epochs[-1] - epochs[0])) if len(epochs) > 1 else (
+        lambda e: left + plot_w / 2)
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="gray")
+    for i, (name, values, color, scale) in enumerate(series):
+        points = [(x_of(e), top + plot_h * (1 - v / scale)) for e, v in zip(epochs, values, strict=False)]
+        if len(points) > 1:
+            draw.line(points, fill=color, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        draw.text((left + 10 + 150 * i, 8), f"{name} (last {values[-1]:.3g})", fill=color, font=font)
+    draw.text((6, top), f"{series[0][3]:.2f}", fill=(200, 60, 60), font=font)
+    draw.text((width - right + 6, top), "100%", fill="black", font=font)
+    draw.text((left, height - 24), f"epoch {epochs[0]} .. {epochs[-1]}", fill="gray", font=font)
+    tmp = path.with_name(path.name + ".partial")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -1,0 +1,437 @@
+"""Fine-tune any card on a labelled dataset; the result is a safetensors file plus a card in the user registry.
+
+The runtime owns the loop (devices, precision, batching, schedule, checkpoints, distribution, reports);
+the task plugin owns what is task-specific (augmentation, loss, metrics). Data is decoded once into a uint8
+tensor (the decode cache) and augmented a whole batch at a time, which is what makes this loop several
+times faster than a per-image DataLoader on a small CPU (bench/bench_finetune.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import _config
+from .._api import card as get_card
+from .._api import load
+from .._card import ModelCard
+from ..errors import ZooError
+from . import distributed
+from .datasets import load_dataset
+from .device import autocast, progress, tune_malloc
+from .tasks import get_task
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune"]
+
+
+@dataclass
+class FinetuneConfig:
+    """The recipe; every field is recorded on the resulting card."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float | None = None  # default: 0.05 for SGD, 1e-3 for AdamW (x batch_size / 128)
+    optimizer: str = "sgd"  # sgd (Nesterov, momentum 0.9) or adamw
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle or cosine (linear warm-up, then cosine)
+    warmup: float = 0.15  # fraction of all steps spent warming up
+    label_smoothing: float = 0.1
+    augment: str = "crop-flip"
+    freeze: str = "none"  # none or backbone (train the head only)
+    balance: str = "none"  # none, sampler (class-balanced sampling) or loss (inverse-frequency weights)
+    accumulate: int = 1
+    val_split: float = 0.1
+    bf16: bool = False
+    channels_last: bool = True
+    seed: int = 0
+    pretrained: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    name: str
+    out: Path
+    weights: Path
+    best_epoch: int
+    best_val_top1: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+# -- data split --------------------------------------------------------------------------------------
+
+def _stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class random split so every class is in validation in proportion (at least one image)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for cls in targets.unique():
+        idx = (targets == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        k = max(1, round(len(idx) * fraction)) if fraction > 0 and len(idx) > 1 else 0
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def _epoch_order(train_targets: torch.Tensor, balance: str, generator: torch.Generator) -> torch.Tensor:
+    import torch
+
+    n = len(train_targets)
+    if balance != "sampler":
+        return torch.randperm(n, generator=generator)
+    counts = torch.bincount(train_targets).float()
+    weights = (1.0 / counts)[train_targets]
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+# -- optimisation --------------------------------------------------------------------------------------
+
+def _optimizer(params: list, config: FinetuneConfig) -> torch.optim.Optimizer:
+    import torch
+
+    scale = config.batch_size * config.accumulate / 128
+    if config.optimizer == "sgd":
+        lr = config.lr or 0.05 * scale
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        lr = config.lr or 1e-3 * scale
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd or adamw.")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int):  # noqa: ANN202
+    import torch
+
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 1),
+            pct_start=min(max(config.warmup, 0.01), 0.9), anneal_strategy="cos", div_factor=10.0,
+            final_div_factor=100.0)
+    if config.schedule == "cosine":
+        warm = max(1, int(config.warmup * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle or cosine.")
+
+
+def _freeze(model: torch.nn.Module, card: ModelCard, how: str) -> list:
+    if how == "none":
+        return [p for p in model.parameters() if p.requires_grad]
+    if how != "backbone":
+        raise ZooError(f"Unknown --freeze {how!r}; use none or backbone.")
+    if not card.head:
+        raise ZooError(f"Model {card.name!r} does not say which module is its head; cannot freeze the backbone.")
+    head = set(map(id, model.get_submodule(card.head).parameters()))
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# -- checkpoints (our own files; read back with weights_only=True all the same) -----------------------
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ZooError(f"Cannot resume from {path}: {type(exc).__name__}: {exc}. Delete it to start over.") from None
+
+
+# -- the result card ---------------------------------------------------------------------------------
+
+def _write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[str, ...], kwargs: dict[str, Any],
+                     val_top1: float, n_val: int, data: str, config: FinetuneConfig, command: str) -> Path:
+    """Add (or replace) the user-registry card `name` for the fine-tuned weights, atomically and under a lock."""
+    import hashlib
+
+    import yaml
+    from filelock import FileLock
+
+    registry = _config.cache_root() / "registry.yaml"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    entry: dict[str, Any] = {
+        "task": card.task,
+        "builder": card.builder,
+        "kwargs": kwargs,
+        "description": f"{card.name} fine-tuned on {data} ({len(classes)} classes) with zoo finetune.",
+        "input": {"shape": list(card.input_shape)} if card.input_shape else None,
+        "preprocess": dataclasses.asdict(card.preprocess) if card.preprocess else None,
+        "labels": list(classes),
+        "head": card.head,
+        "params": None,
+        "license": card.license,
+        "source": f"zoo finetune of {card.qualified_name}",
+        "weights": {"finetuned": {
+            "uri": str(weights.resolve()),
+            "sha256": digest,
+            "size": weights.stat().st_size,
+            "format": "safetensors",
+            "dtype": "float32",
+            "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
+            "metrics": [{"name": "top1", "value": round(val_top1, 2), "dataset": data,
+                         "split": f"val ({n_val} images held out by --val-split {config.val_split}, "
+                                  f"seed {config.seed})",
+                         "source": "measured", "command": command}],
+        }},
+    }
+    if entry["preprocess"]:
+        entry["preprocess"] = {k: list(v) if isinstance(v, tuple) else v for k, v in entry["preprocess"].items()}
+    entry = {k: v for k, v in entry.items() if v is not None}
+    with FileLock(str(registry) + ".lock"):
+        data_now = yaml.safe_load(registry.read_text()) if registry.is_file() else None
+        document = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
+        document.setdefault("models", {})
+        document["models"] = document["models"] or {}
+        document["models"][name] = entry
+        tmp = registry.with_name(registry.name + ".partial")
+        tmp.write_text("# zoo user registry: written by 'zoo finetune' (and safe to edit by hand)\n"
+                       + yaml.safe_dump(document, sort_keys=False))
+        os.replace(tmp, registry)
+    return registry
+
+
+def _check_name(name: str, source: ModelCard) -> None:
+    from .._card import NAME_RE
+    from .._registry import get_registry
+
+    if not NAME_RE.match(name):
+        raise ZooError(f"Bad model name {name!r}: use lower-case letters, digits, '-' and '_'.")
+    for card in get_registry().by_short.get(name, []):
+        if card.plugin != "user":
+            raise ZooError(f"Model name {name!r} is taken by plugin {card.plugin!r}; choose another --out name.")
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+
+def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneConfig | None = None,
+             resume: bool = False, device: str | None = None, register: bool = True,
+             show_progress: bool = True, command: str | None = None) -> FinetuneResult:
+    """Fine-tune model `name` on `data`; write weights, metrics, curves and a card named after `out`.
+
+    Args:
+        out: output directory; its last component is the new model's name (``zoo.load(name)`` afterwards).
+        resume: continue from ``out/checkpoint.pt`` (written after every epoch and on Ctrl-C).
+    """
+    import torch
+
+    config = config or FinetuneConfig()
+    tune_malloc()
+    out = Path(out)
+    new_name = out.name
+    card = get_card(name)
+    _check_name(new_name, card)
+    task = get_task(card.task)
+    env = distributed.setup()
+    target = torch.device(device) if device else env.device
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + env.rank)
+
+    dataset = load_dataset(data, geometry=task.geometry(card))
+    classes = dataset.classes
+    same_labels = tuple(card.labels) == classes
+    overrides = {} if same_labels else {"num_classes": len(classes)}
+    if not same_labels and not card.head:
+        raise ZooError(f"Model {card.name!r} has other classes than {data} and no 'head' on its card to replace.")
+    train_idx, val_idx = _stratified_split(dataset.targets, config.val_split, config.seed)
+    if len(train_idx) == 0:
+        raise ZooError(f"{data}: no training images left after --val-split {config.val_split}.")
+    derived = dataclasses.replace(card, labels=classes, kwargs={**card.kwargs, **overrides})
+
+    pretrained = config.pretrained and card.variant() is not None
+    model = load(name, pretrained=pretrained, device=target, **overrides)
+    model.train()
+    params = _freeze(model, card, config.freeze)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model = distributed.wrap(model, env)
+    optimizer = _optimizer(params, config)
+    per_rank = math.ceil(len(train_idx) / env.world_size)
+    steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    class_weights = None
+    if config.balance == "loss":
+        counts = torch.bincount(dataset.targets[train_idx], minlength=len(classes)).float().clamp(min=1)
+        class_weights = (counts.sum() / (len(classes) * counts)).to(target)
+    elif config.balance not in ("none", "sampler"):
+        raise ZooError(f"Unknown --balance {config.balance!r}; use none, sampler or loss.")
+
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    start_epoch, history, best = 0, [], (-1.0, -1)
+    if resume:
+        if not checkpoint.is_file():
+            raise ZooError(f"Nothing to resume: {checkpoint} does not exist.")
+        state = _load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start_epoch, history, best = state["epoch"], json.loads(state["history"]), tuple(state["best"])
+
+    def save(epoch: int) -> None:
+        if env.rank == 0:
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
+                "history": json.dumps(history), "best": list(best)})
+
+    started = time.perf_counter()
+    interrupted = False
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            row = _train_epoch(train_model, task, derived, dataset, train_idx, optimizer, scheduler, config,
+                               generator, env, target, class_weights, show_progress, epoch)
+            row.update(_validate(model, task, derived, dataset, val_idx, config, target))
+            row["epoch"] = epoch + 1
+            history.append(row)
+            if env.rank == 0 and row.get("val_top1", -1.0) > best[0]:
+                best = (row["val_top1"], epoch + 1)
+                _save_weights(model, out / "best.safetensors")
+            save(epoch + 1)
+    except KeyboardInterrupt:
+        interrupted = True
+        save(epoch)  # resume repeats the interrupted epoch from its start
+    seconds = time.perf_counter() - started
+    weights = out / f"{new_name}.safetensors"
+    result = FinetuneResult(new_name, out, weights, best[1], best[0], history, seconds, interrupted)
+    if env.rank == 0 and not interrupted:
+        if not (out / "best.safetensors").is_file():  # no validation split: the last epoch is the result
+            _save_weights(model, out / "best.safetensors")
+            result.best_val_top1, result.best_epoch = float("nan"), config.epochs
+        shutil.copyfile(out / "best.safetensors", weights)
+        _write_history(out, history)
+        if register and val_idx.numel():
+            kwargs = {**card.kwargs, **overrides}
+            _write_user_card(new_name, card, weights, classes, kwargs, best[0], int(val_idx.numel()), str(data),
+                             config, command or f"zoo finetune {name} --data {data} --out {out}")
+            from .._registry import reset_registry
+
+            reset_registry()
+    distributed.cleanup(env)
+    return result
+
+
+def _batches(indices: torch.Tensor, batch_size: int):  # noqa: ANN202 - a generator of index tensors
+    for begin in range(0, len(indices), batch_size):
+        yield indices[begin:begin + batch_size]
+
+
+def _train_epoch(model, task, card, dataset, train_idx, optimizer, scheduler, config, generator, env,  # noqa: ANN001
+                 device, class_weights, show_progress, epoch) -> dict[str, Any]:
+    import torch
+
+    model.train()
+    order = train_idx[_epoch_order(dataset.targets[train_idx], config.balance, generator)]
+    order = order[env.rank::env.world_size]  # each rank its shard (DistributedSampler's rule)
+    bar = progress(len(order), f"epoch {epoch + 1}/{config.epochs}", show_progress and env.rank == 0)
+    seen, loss_sum, correct, start = 0, 0.0, 0, time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(_batches(order, config.batch_size)):
+        images = task.augment(dataset.images[batch], config.augment, generator).to(device, non_blocking=True)
+        targets = dataset.targets[batch].to(device)
+        x = task.prepare(images, card)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, config.bf16):
+            outputs = model(x)
+        loss = task.loss(outputs, targets, label_smoothing=config.label_smoothing, class_weights=class_weights)
+        (loss / config.accumulate).backward()
+        if (step + 1) % config.accumulate == 0 or _is_last_batch(step, len(order), config.batch_size):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler.last_epoch + 1 < _total_steps(scheduler):
+                scheduler.step()
+        seen += len(batch)
+        loss_sum += float(loss.detach()) * len(batch)
+        correct += int((outputs.argmax(1) == targets).sum())
+        if bar is not None:
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    totals = distributed.all_sum([seen, loss_sum, correct], env)
+    return {"train_loss": round(totals[1] / max(totals[0], 1), 4),
+            "train_top1": round(100.0 * totals[2] / max(totals[0], 1), 2),
+            "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+            "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}
+
+
+def _is_last_batch(step: int, n: int, batch_size: int) -> bool:
+    """True for the last batch of an epoch (flush a partial gradient accumulation)."""
+    return step == math.ceil(n / batch_size) - 1
+
+
+def _total_steps(scheduler) -> int:  # noqa: ANN001
+    return getattr(scheduler, "total_steps", 1 << 62)
+
+
+def _validate(model, task, card, dataset, val_idx, config, device) -> dict[str, Any]:  # noqa: ANN001
+    import torch
+
+    if val_idx.numel() == 0:
+        return {}
+    model.eval()
+    metrics = task.metrics(card)
+    with torch.inference_mode(), autocast(device, config.bf16):
+        for batch in _batches(val_idx, 256):
+            x = task.prepare(dataset.images[batch].to(device), card)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            metrics.update(model(x).float().cpu(), dataset.targets[batch])
+    summary = task.summarize({k: v.cpu() for k, v in metrics.compute().items()}, card)
+    model.train()
+    return {"val_top1": summary["top1"]}
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".partial")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    (out / "metrics.json").write_text(json.dumps(history, indent=2))
+    keys = list(history[0])
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    from .report import curves_png
+
+    curves_png(history, out / "curves.png")
