@@ -1,0 +1,188 @@
+"""zoo finetune end to end on small generated data: the result is a card anyone can load by name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import zoo
+import zoo.runtime.finetune as ft
+from zoo._registry import reset_registry
+from zoo.cli import cli
+from zoo.errors import ZooError
+from zoo.runtime.finetune import FinetuneConfig, finetune
+from zoo_classifier.models import build_cifar_resnet
+
+FAST = dict(epochs=3, batch_size=16, augment="crop-flip", val_split=0.2)
+
+
+def make_top_bottom(root: Path, per_class: int = 30, seed: int = 0, classes=("bottom", "top")) -> Path:
+    """Bright top half vs bright bottom half: learnable in a few steps, and flip-invariant."""
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+            rows = slice(0, 16) if label == "top" else slice(16, 32)
+            array[rows] += 150
+            Image.fromarray(array).save(root / label / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture()
+def source_card(tmp_path, monkeypatch) -> str:
+    """A 10-class CIFAR ResNet-20 card with (random, test-only) weights, to fine-tune from."""
+    torch.manual_seed(0)
+    path = tmp_path / "src.safetensors"
+    save_file(build_cifar_resnet(depth=20).state_dict(), str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "src.yaml").write_text(textwrap.dedent(f"""\
+        models:
+          src-resnet:
+            task: classifier
+            builder: zoo_classifier.models:build_cifar_resnet
+            kwargs: {{depth: 20, num_classes: 10}}
+            head: linear
+            input: {{shape: [3, 32, 32]}}
+            preprocess: {{resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
+            labels: [a, b, c, d, e, f, g, h, i, j]
+            weights:
+              v1: {{uri: src.safetensors, sha256: {sha}}}
+        """))
+    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "src.yaml"))
+    reset_registry()
+    return "src-resnet"
+
+
+def test_finetune_writes_weights_reports_and_a_loadable_card(tmp_path, source_card, zoo_home):
+    data = make_top_bottom(tmp_path / "data")
+    out = tmp_path / "runs" / "top-bottom"
+    result = finetune(source_card, data, out, config=FinetuneConfig(**FAST), device="cpu", show_progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.best_val_top1 == 100.0
+    for name in ("top-bottom.safetensors", "best.safetensors", "checkpoint.pt", "metrics.csv", "metrics.json",
+                 "curves.png"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.partial"))
+    # the card: in the user registry, with the measured metric and the recipe
+    card = zoo.card("top-bottom")
+    assert card.plugin == "user" and card.labels == ("bottom", "top") and card.kwargs["num_classes"] == 2
+    (metric,) = card.variant().metrics
+    assert (metric.source, metric.value) == ("measured", 100.0) and "12 images held out" in metric.split
+    assert '"epochs": 3' in card.variant().notes
+    # anyone can load it by name, in a fresh process, and it predicts
+    code = ("import zoo, torch; from zoo.runtime.predict import predict; import sys; "
+            "r = predict('top-bottom', sys.argv[1:], topk=1, device='cpu'); "
+            "print(' '.join(x['predictions'][0]['label'] for x in r))")
+    images = [str(data / "top" / "000.png"), str(data / "bottom" / "001.png")]
+    proc = subprocess.run([sys.executable, "-c", code, *images], capture_output=True, text=True,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["top", "bottom"]
+
+
+def test_freeze_backbone_trains_only_the_new_head(tmp_path, source_card):
+    data = make_top_bottom(tmp_path / "data")
+    finetune(source_card, data, tmp_path / "frozen", config=FinetuneConfig(**{**FAST, "freeze": "backbone"}),
+             device="cpu", show_progress=False)
+    source = load_file(str(tmp_path / "src.safetensors"))
+    tuned = load_file(str(tmp_path / "frozen" / "frozen.safetensors"))
+    assert tuned["linear.weight"].shape == (2, 64)
+    for key in ("conv1.weight", "layer3.2.conv2.weight", "layer2.0.bn1.weight"):
+        torch.testing.assert_close(tuned[key], source[key])
+    # frozen BatchNorm layers still track statistics in train mode, as torch does; weights stay put
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, source_card, monkeypatch, zoo_home):
+    data = make_top_bottom(tmp_path / "data")
+    out = tmp_path / "resumed"
+    real_validate = ft._validate
+    calls = []
+
+    def interrupt_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "_validate", interrupt_in_epoch_2)
+    result = finetune(source_card, data, out, config=FinetuneConfig(**FAST), device="cpu", show_progress=False)
+    assert result.interrupted and (out / "checkpoint.pt").is_file()
+    assert not (out / "resumed.safetensors").exists() and "resumed" not in zoo.list_models()
+    assert not list(out.glob("*.partial"))
+    monkeypatch.setattr(ft, "_validate", real_validate)
+    resumed = finetune(source_card, data, out, config=FinetuneConfig(**FAST), resume=True, device="cpu",
+                       show_progress=False)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3] and not resumed.interrupted
+    assert zoo.card("resumed").labels == ("bottom", "top")
+
+
+@pytest.mark.parametrize("options", [{"balance": "sampler"}, {"balance": "loss"}, {"optimizer": "adamw"},
+                                     {"schedule": "cosine", "accumulate": 2}, {"augment": "crop-flip-erase"}])
+def test_recipe_options_run_and_learn(tmp_path, source_card, options):
+    data = make_top_bottom(tmp_path / "data")
+    # imbalanced on purpose: 30 "top" vs 10 "bottom"
+    for path in sorted((data / "bottom").glob("*.png"))[10:]:
+        path.unlink()
+    config = FinetuneConfig(**{**FAST, "epochs": 8, "batch_size": 8, **options})
+    result = finetune(source_card, data, tmp_path / "opt", config=config, device="cpu", show_progress=False)
+    assert result.best_val_top1 >= 75.0, result.history
+
+
+def test_cli_finetune_and_refusals(tmp_path, source_card):
+    data = make_top_bottom(tmp_path / "data")
+    result = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out", str(tmp_path / "cli-net"),
+                                      "--epochs", "2", "--batch-size", "16", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "best epoch" in result.output and "zoo.load('cli-net')" in result.output
+    taken = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out",
+                                     str(tmp_path / "resnet56-cifar")])
+    assert taken.exit_code == 1 and "is taken by plugin 'classifier'" in taken.output
+    nothing = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out",
+                                       str(tmp_path / "fresh"), "--resume"])
+    assert nothing.exit_code == 1 and "Nothing to resume" in nothing.output
+
+
+def test_metrics_files_agree(tmp_path, source_card):
+    data = make_top_bottom(tmp_path / "data")
+    finetune(source_card, data, tmp_path / "m", config=FinetuneConfig(**FAST), device="cpu", show_progress=False)
+    rows = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    csv_lines = (tmp_path / "m" / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == len(rows) + 1 and csv_lines[0].split(",")[0] == "train_loss"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path, source_card, zoo_home):
+    """DDP with gloo: 2 ranks, each its shard; only rank 0 writes the weights and the card."""
+    data = make_top_bottom(tmp_path / "data")
+    out = tmp_path / "ddp-net"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_port=29531", "-m", "zoo", "finetune", source_card,
+         "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "8"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best epoch") == 1  # rank 0 reports
+    reset_registry()
+    card = zoo.card("ddp-net")
+    assert card.labels == ("bottom", "top")
+    history = json.loads((out / "metrics.json").read_text())
+    assert len(history) == 2 and all(row["val_top1"] >= 0 for row in history)
+
+
+def test_bad_options_are_clear(tmp_path, source_card):
+    data = make_top_bottom(tmp_path / "data")
+    with pytest.raises(ZooError, match="Unknown --balance 'most'"):
+        finetune(source_card, data, tmp_path / "x", config=FinetuneConfig(balance="most"), device="cpu")
