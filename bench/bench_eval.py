@@ -1,0 +1,92 @@
+"""`zoo eval` throughput against the classic evaluation loop, on 10,000 CIFAR-10 JPEGs, in one run.
+
+Anchor (the loop most tutorials and the seed document use): torchvision ``ImageFolder`` + ``ToTensor`` +
+``Normalize`` + ``DataLoader(batch_size=128, num_workers=2)`` under ``torch.no_grad``, with the same model
+object. zoo: ``zoo.runtime.evaluate`` (decode with torchvision's decoders, normalise whole batches,
+channels_last, inference_mode), cold (decode cache empty) and warm (decode cache hit). Both read the same
+ImageFolder directory of 10,000 JPEGs (the last 1,000 of each class of the CIFAR-10 *train* split in
+../shared; the test split is not available). Top-1 of both must agree.
+
+Run: .venv/bin/python bench/bench_eval.py [--images-per-class 1000] [--model resnet56-cifar] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import AKAMASTER, extract_cifar_subset, require, timed  # noqa: E402
+
+
+def classic_loop(model, root: Path, mean, std) -> tuple[float, float]:  # noqa: ANN001
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(mean, std)]))
+    loader = DataLoader(dataset, batch_size=128, num_workers=2)
+    correct = total = 0
+    with torch.no_grad():
+        for images, targets in loader:
+            correct += int((model(images).argmax(1) == targets).sum())
+            total += len(targets)
+    return total, 100.0 * correct / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images-per-class", type=int, default=1000)
+    parser.add_argument("--model", default="resnet56-cifar")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    require(AKAMASTER)
+    work = Path(tempfile.mkdtemp(prefix="zoo-bench-eval-"))
+    os.environ["ZOO_HOME"] = str(work / "home")
+    os.environ["ZOO_MIRROR"] = str(AKAMASTER)
+    os.environ["ZOO_NO_PROGRESS"] = "1"
+    import torch
+
+    import zoo
+    from zoo.runtime.evaluate import evaluate
+
+    root = extract_cifar_subset(work / "images", args.images_per_class)
+    model = zoo.load(args.model, device="cpu")
+    pre = zoo.card(args.model).preprocess
+    n = 10 * args.images_per_class
+    classic_times, (total, classic_top1) = timed(lambda: classic_loop(model, root, pre.mean, pre.std))
+    cold_times, cold = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
+                                              show_progress=False))
+    warm_times, warm = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
+                                              show_progress=False), repeat=2)
+    assert total == n == cold.images and warm.decode_cached
+    rows = {
+        "classic ImageFolder+DataLoader(2 workers)": (classic_times[0], classic_top1),
+        "zoo eval, cold (decodes)": (cold_times[0], cold.metrics["top1"]),
+        "zoo eval, warm (decode cache)": (min(warm_times), warm.metrics["top1"]),
+    }
+    anchor = rows["classic ImageFolder+DataLoader(2 workers)"][0]
+    report = {"model": args.model, "images": n, "threads": torch.get_num_threads(), "rows": {
+        k: {"seconds": round(t, 2), "images_per_second": round(n / t), "top1": round(a, 2),
+            "speedup_vs_classic": round(anchor / t, 2)} for k, (t, a) in rows.items()}}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{args.model} on {n} CIFAR-10 train JPEGs (last {args.images_per_class}/class), "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'pipeline':<44}{'s':>8}{'img/s':>9}{'top-1':>8}{'x classic':>11}")
+    for name, row in report["rows"].items():
+        print(f"{name:<44}{row['seconds']:>8.2f}{row['images_per_second']:>9}{row['top1']:>8.2f}"
+              f"{row['speedup_vs_classic']:>11.2f}")
+    if abs(cold.metrics["top1"] - classic_top1) > 0.1:
+        sys.exit(f"top-1 differs: zoo {cold.metrics['top1']} vs classic {classic_top1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
