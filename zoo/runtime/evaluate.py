@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .._api import card as get_card
 from .._api import load
 from .datasets import load_dataset
-from .device import autocast, progress, tune_malloc
+from .device import autocast, fuse_for_inference, progress, tune_malloc
 from .tasks import get_task
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class EvalResult:
 
 def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, batch_size: int | None = None,
              device: str | None = None, bf16: bool = False, channels_last: bool = True, skip_bad: bool = False,
-             cache: bool = True, show_progress: bool = True) -> EvalResult:
+             cache: bool = True, show_progress: bool = True, fuse: bool = True) -> EvalResult:
     """Measure model `name` (or an already-loaded `model` with that card) on a labelled dataset.
 
     The card's preprocessing is applied: geometry once at decode time (cached), normalisation on whole
@@ -60,6 +60,8 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     if model is None:
         model = load(name, device=device)
     target_device = next(model.parameters()).device
+    if fuse and not model.training:
+        model = fuse_for_inference(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     batch_size = batch_size or (128 if bf16 else 64)
@@ -80,5 +82,5 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     seconds = time.perf_counter() - start
     summary = task.summarize({k: v.cpu() for k, v in metrics.compute().items()}, card)
     return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped,
-                      dataset.from_cache, {"batch_size": batch_size, "bf16": bf16,
+                      dataset.from_cache, {"batch_size": batch_size, "bf16": bf16, "fuse": fuse,
                                            "channels_last": channels_last, "device": str(target_device)})
