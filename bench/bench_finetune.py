@@ -72,7 +72,7 @@ def main() -> None:
     rows = [("seed loop: ImageFolder + per-image transforms, 2 workers", seed_ips)]
     for bf16 in ([False, True] if args.bf16 else [False]):
         config = FinetuneConfig(epochs=1, batch_size=128, val_split=0.0, bf16=bf16, label_smoothing=0.0)
-        result = finetune(args.model, root, work / f"run-bf16-{bf16}", config=config, device="cpu",
+        result = finetune(args.model, root, work / ("run-bf16" if bf16 else "run-fp32"), config=config, device="cpu",
                           register=False, show_progress=False)
         rows.append((f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
                      result.history[0]["images_per_second"]))
