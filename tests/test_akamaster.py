@@ -7,6 +7,7 @@ with the reason elsewhere.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -69,3 +70,13 @@ def test_top1_through_zoo_matches_the_reference_loop(mirror):
             predictions = torch.cat([model(chunk).argmax(1) for chunk in batch.split(500)])
         top1 = 100.0 * (predictions == torch.tensor(targets)).float().mean().item()
         assert abs(top1 - expected) <= 0.3, (name, top1)
+
+
+@pytest.mark.slow
+def test_measured_metric_on_the_card_reproduces(mirror):
+    """Honest metrics: the card's measured figure, re-run with the command the card gives."""
+    data = require_shared("datasets", "cifar10-train-jpeg.zip")
+    result = CliRunner().invoke(cli, ["eval", "resnet20-cifar", "--data", str(data), "--compare", "--json"])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.output)["compare"]
+    assert verdict["card_source"] == "measured" and verdict["reproduces"], verdict

@@ -60,9 +60,11 @@ def test_published_metrics_match_the_upstream_table():
     published = {"resnet20-cifar": 91.73, "resnet32-cifar": 92.63, "resnet44-cifar": 93.10,
                  "resnet56-cifar": 93.39}
     for name, value in published.items():
-        (metric,) = zoo.card(name).variant().metrics
+        metric = zoo.card(name).variant().metrics[0]  # the headline `zoo list` shows
         assert (metric.value, metric.source, metric.split) == (value, "published", "test")
         assert "akamaster" in metric.reference
+        (measured,) = [m for m in zoo.card(name).variant().metrics if m.source == "measured"]
+        assert measured.command == f"zoo eval {name} --data cifar10-train-jpeg.zip"
 
 
 def test_yaml_merge_keys_keep_per_model_fields():

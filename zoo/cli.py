@@ -410,13 +410,13 @@ def predict_command(name: str, images: tuple[Path, ...], topk: int, as_json: boo
 
 
 def _card_metric(name: str, metric: str) -> Any:
+    """The card's figure to compare with: a measured one (re-runnable on the same data) before a published one."""
     from ._api import card as get_card
 
     variant = get_card(name).variant()
-    for m in variant.metrics if variant else ():
-        if m.name == metric:
-            return m
-    return None
+    candidates = [m for m in (variant.metrics if variant else ()) if m.name == metric]
+    measured = [m for m in candidates if m.source == "measured"]
+    return (measured or candidates or [None])[0]
 
 
 @cli.command("eval")
