@@ -79,7 +79,7 @@ def main() -> None:
             rows.append((f"zoo.load (strategy {strategy})", best(lambda: zoo.load(name, device="cpu"), args.repeat)))
         os.environ.pop("ZOO_BUILD_STRATEGY")
         rows.append(("zoo build_model only (no registry lookup)",
-                     best(lambda: build_model(card, card.variant(), path, device="cpu"), args.repeat)))
+                     best(lambda: build_model(card, path, device="cpu"), args.repeat)))
         rows.append(("floor: safetensors load_file alone", best(lambda: load_file(str(path)), args.repeat)))
         rows.append(("floor: read the file's bytes", best(lambda: Path(path).read_bytes(), args.repeat)))
         size = Path(path).stat().st_size / 2**20

@@ -56,7 +56,7 @@ def test_both_strategies_give_the_same_model(tmp_path, monkeypatch, strategy):
     state = trained_like_state()
     path = register_resnet(tmp_path, monkeypatch, state)
     card = zoo.card("my-resnet")
-    model = build_model(card, card.variant(), path, device="cpu", strategy=strategy)
+    model = build_model(card, path, device="cpu", strategy=strategy)
     assert not model.training
     for key, value in model.state_dict().items():
         assert value.device.type == "cpu"
@@ -126,7 +126,7 @@ def test_num_classes_override_keeps_backbone_and_reinitialises_the_head(tmp_path
     state = trained_like_state()
     path = register_resnet(tmp_path, monkeypatch, state)
     card = zoo.card("my-resnet")
-    model = build_model(card, card.variant(), path, device="cpu", overrides={"num_classes": 3},
+    model = build_model(card, path, device="cpu", overrides={"num_classes": 3},
                         strategy=strategy)
     assert model.linear.weight.shape == (3, 64) and not model.linear.weight.is_meta
     assert torch.isfinite(model.linear.weight).all() and model.linear.weight.abs().sum() > 0

@@ -78,7 +78,7 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
     path = None
     if pretrained:
         path = fetch(name)
-    return build_model(resolved.card, resolved.variant, path, device=device, dtype=dtype, overrides=overrides)
+    return build_model(resolved.card, path, device=device, dtype=dtype, overrides=overrides)
 
 
 def transforms(name: str) -> v2.Compose:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ._card import ModelCard, WeightsVariant
+from ._card import ModelCard
 from .errors import WeightsError, ZooError
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def _head_keys(card: ModelCard, expected: Mapping[str, tuple[int, ...]],
     return {k for k in expected if k.startswith(prefix) and k in got and tuple(expected[k]) != tuple(got[k])}
 
 
-def build_model(card: ModelCard, variant: WeightsVariant | None, path: os.PathLike | None, *,
+def build_model(card: ModelCard, path: os.PathLike | None, *,
                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                 overrides: Mapping[str, Any] | None = None, strategy: str | None = None) -> nn.Module:
     """Build `card`'s model, load the safetensors file at `path` (if any), place it, set eval mode."""
