@@ -518,17 +518,20 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
                             accumulate=accumulate, val_split=val_split, bf16=bf16,
                             channels_last=not no_channels_last, seed=seed, pretrained=not scratch)
     command = "zoo " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("zoo") else None
-    result = finetune(name, data, out, config=config, resume=resume, device=device, command=command)
+
+    def report(row: dict[str, Any]) -> None:  # as each epoch ends: long runs show progress in logs too
+        val = f"  val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
+        click.echo(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train top-1 {row['train_top1']:.2f}%"
+                   f"{val}  ({row['images_per_second']:.0f} img/s, {row['seconds']:.0f} s)")
+
+    result = finetune(name, data, out, config=config, resume=resume, device=device, command=command,
+                      on_epoch=report)
     if result.interrupted:
         raise ZooError(f"Interrupted; a checkpoint is in {out}/checkpoint.pt. Add --resume to continue.")
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    for row in result.history:
-        val = f"  val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
-        click.echo(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train top-1 {row['train_top1']:.2f}%"
-                   f"{val}  ({row['images_per_second']:.0f} img/s)")
     click.echo(f"best epoch {result.best_epoch}: val top-1 {result.best_val_top1:.2f}%  -> {result.weights}")
     click.echo(f"load it with zoo.load({result.name!r}) or 'zoo info {result.name}'")
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,12 +235,14 @@ def _check_name(name: str, source: ModelCard) -> None:
 
 def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneConfig | None = None,
              resume: bool = False, device: str | None = None, register: bool = True,
-             show_progress: bool = True, command: str | None = None) -> FinetuneResult:
+             show_progress: bool = True, command: str | None = None,
+             on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FinetuneResult:
     """Fine-tune model `name` on `data`; write weights, metrics, curves and a card named after `out`.
 
     Args:
         out: output directory; its last component is the new model's name (``zoo.load(name)`` afterwards).
         resume: continue from ``out/checkpoint.pt`` (written after every epoch and on Ctrl-C).
+        on_epoch: called (on rank 0) with each epoch's metrics row as soon as the epoch ends.
     """
     import torch
 
@@ -314,6 +317,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
             row.update(_validate(model, task, derived, dataset, val_idx, config, target))
             row["epoch"] = epoch + 1
             history.append(row)
+            if on_epoch is not None and env.rank == 0:
+                on_epoch(row)
             if env.rank == 0 and row.get("val_top1", -1.0) > best[0]:
                 best = (row["val_top1"], epoch + 1)
                 _save_weights(model, out / "best.safetensors")
