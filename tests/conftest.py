@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,13 +27,6 @@ def zoo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     zoo._registry.reset_registry()
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a `zoo` subprocess: this interpreter's, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()}
-    env.update(extra)
-    return env
-
-
 def require_shared(*parts: str) -> Path:
     """Path under ../shared, or skip the test with the reason (fresh machines do not have it)."""
     path = SHARED.joinpath(*parts)
@@ -43,5 +34,3 @@ def require_shared(*parts: str) -> Path:
         pytest.skip(f"needs {path} (../shared is only present on the project's CI and dev machines)")
     return path
 
-
-PYTHON = sys.executable
