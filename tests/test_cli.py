@@ -19,7 +19,7 @@ resnet20-cifar  classifier  270K    3x32x32  akamaster (converted, fp32)  test t
 resnet32-cifar  classifier  464K    3x32x32  akamaster (converted, fp32)  test top1 92.63*  no      classifier
 resnet44-cifar  classifier  659K    3x32x32  akamaster (converted, fp32)  test top1 93.10*  no      classifier
 resnet56-cifar  classifier  853K    3x32x32  akamaster (converted, fp32)  test top1 93.39*  no      classifier
-* published by the weights' authors (see 'zoo info NAME' for the source); others measured with 'zoo eval'
+* published by the weights' authors; others measured by zoo ('zoo info NAME' gives the source or the command)
 """
 
 

@@ -80,7 +80,8 @@ def test_finetune_writes_weights_reports_and_a_loadable_card(tmp_path, source_ca
     card = zoo.card("top-bottom")
     assert card.plugin == "user" and card.labels == ("bottom", "top") and card.kwargs["num_classes"] == 2
     (metric,) = card.variant().metrics
-    assert (metric.source, metric.value) == ("measured", 100.0) and "12 images held out" in metric.split
+    assert (metric.source, metric.value, metric.split) == ("measured", 100.0, "val")
+    assert metric.note.startswith("12 images held out (stratified by class) by --val-split 0.2")
     assert '"epochs": 3' in card.variant().notes
     # anyone can load it by name, in a fresh process, and it predicts
     code = ("import zoo, torch; from zoo.runtime.predict import predict; import sys; "

@@ -141,8 +141,8 @@ def list_command(pattern: str | None, task: str | None, plugin: str | None, pret
                      _headline(card), cached, card.plugin])
     click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
     if any(r["metric"] and r["metric"]["source"] == "published" for _, r in records):
-        click.echo("* published by the weights' authors (see 'zoo info NAME' for the source); "
-                   "others measured with 'zoo eval'")
+        click.echo("* published by the weights' authors; others measured by zoo "
+                   "('zoo info NAME' gives the source or the command)")
 
 
 def _card_dict(card: ModelCard, store: Any) -> dict[str, Any]:

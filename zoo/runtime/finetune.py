@@ -198,10 +198,10 @@ def _write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[s
             "format": "safetensors",
             "dtype": "float32",
             "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
-            "metrics": [{"name": "top1", "value": round(val_top1, 2), "dataset": data,
-                         "split": f"val ({n_val} images held out by --val-split {config.val_split}, "
-                                  f"seed {config.seed})",
-                         "source": "measured", "command": command}],
+            "metrics": [{"name": "top1", "value": round(val_top1, 2), "dataset": data, "split": "val",
+                         "source": "measured", "command": command,
+                         "note": f"{n_val} images held out (stratified by class) by --val-split {config.val_split} "
+                                 f"(seed {config.seed}); best of {config.epochs} epochs"}],
         }},
     }
     if entry["preprocess"]:
