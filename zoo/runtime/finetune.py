@@ -319,7 +319,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
             history.append(row)
             if on_epoch is not None and env.rank == 0:
                 on_epoch(row)
-            if env.rank == 0 and row.get("val_top1", -1.0) > best[0]:
+            # ">=": on a tie (small validation sets often tie) the later, longer-trained epoch wins
+            if env.rank == 0 and "val_top1" in row and row["val_top1"] >= best[0]:
                 best = (row["val_top1"], epoch + 1)
                 _save_weights(model, out / "best.safetensors")
             save(epoch + 1)
