@@ -34,3 +34,30 @@ def require_shared(*parts: str) -> Path:
         pytest.skip(f"needs {path} (../shared is only present on the project's CI and dev machines)")
     return path
 
+
+def register_resnet20_card(directory: Path, monkeypatch: pytest.MonkeyPatch, name: str, labels: list[str]) -> str:
+    """A user-registry card for a CIFAR ResNet-20 with `labels`, whose weights are a seeded random init
+    saved next to it (test-only data). Returns the card's name."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo_classifier.models import build_cifar_resnet
+
+    torch.manual_seed(0)
+    weights = directory / f"{name}.safetensors"
+    save_file(build_cifar_resnet(depth=20, num_classes=len(labels)).state_dict(), str(weights))
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    registry = directory / f"{name}.yaml"
+    registry.write_text(
+        f"models:\n  {name}:\n    task: classifier\n    builder: zoo_classifier.models:build_cifar_resnet\n"
+        f"    kwargs: {{depth: 20, num_classes: {len(labels)}}}\n    head: linear\n"
+        "    input: {shape: [3, 32, 32]}\n"
+        "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+        f"    labels: [{', '.join(labels)}]\n"
+        f"    weights:\n      v1: {{uri: {weights.name}, sha256: {sha}}}\n")
+    monkeypatch.setenv("ZOO_REGISTRY", str(registry))
+    zoo._registry.reset_registry()
+    return name
+

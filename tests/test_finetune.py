@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +13,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import zoo
 import zoo.runtime.finetune as ft
+from tests.conftest import register_resnet20_card
 from zoo._registry import reset_registry
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.runtime.finetune import FinetuneConfig, finetune
-from zoo_classifier.models import build_cifar_resnet
 
 FAST = dict(epochs=3, batch_size=16, augment="crop-flip", val_split=0.2)
 
@@ -44,26 +42,7 @@ def make_top_bottom(root: Path, per_class: int = 30, seed: int = 0, classes=("bo
 @pytest.fixture()
 def source_card(tmp_path, monkeypatch) -> str:
     """A 10-class CIFAR ResNet-20 card with (random, test-only) weights, to fine-tune from."""
-    torch.manual_seed(0)
-    path = tmp_path / "src.safetensors"
-    save_file(build_cifar_resnet(depth=20).state_dict(), str(path))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    (tmp_path / "src.yaml").write_text(textwrap.dedent(f"""\
-        models:
-          src-resnet:
-            task: classifier
-            builder: zoo_classifier.models:build_cifar_resnet
-            kwargs: {{depth: 20, num_classes: 10}}
-            head: linear
-            input: {{shape: [3, 32, 32]}}
-            preprocess: {{resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
-            labels: [a, b, c, d, e, f, g, h, i, j]
-            weights:
-              v1: {{uri: src.safetensors, sha256: {sha}}}
-        """))
-    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "src.yaml"))
-    reset_registry()
-    return "src-resnet"
+    return register_resnet20_card(tmp_path, monkeypatch, "src-resnet", list("abcdefghij"))
 
 
 def test_finetune_writes_weights_reports_and_a_loadable_card(tmp_path, source_card, zoo_home):
@@ -98,7 +77,7 @@ def test_freeze_backbone_trains_only_the_new_head(tmp_path, source_card):
     data = make_top_bottom(tmp_path / "data")
     finetune(source_card, data, tmp_path / "frozen", config=FinetuneConfig(**{**FAST, "freeze": "backbone"}),
              device="cpu", show_progress=False)
-    source = load_file(str(tmp_path / "src.safetensors"))
+    source = load_file(str(tmp_path / "src-resnet.safetensors"))
     tuned = load_file(str(tmp_path / "frozen" / "frozen.safetensors"))
     assert tuned["linear.weight"].shape == (2, 64)
     for key in ("conv1.weight", "layer3.2.conv2.weight", "layer2.0.bn1.weight"):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import pickle
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -16,16 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 
 import zoo
-from zoo._registry import reset_registry
+from tests.conftest import register_resnet20_card
 from zoo.cli import cli
 from zoo.runtime.datasets import DatasetError, Geometry, load_dataset
 from zoo.runtime.evaluate import evaluate
 from zoo.runtime.images import ImageError, decode_image, read_image
 from zoo.runtime.predict import predict
-from zoo_classifier.models import build_cifar_resnet
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -59,26 +55,7 @@ def zip_folder(folder: Path, archive: Path, prefix: str = "data/train/") -> Path
 @pytest.fixture()
 def tiny_classifier(tmp_path, monkeypatch) -> str:
     """A CIFAR ResNet-20 card for 3 classes with (random, test-only) weights in a user registry."""
-    torch.manual_seed(0)
-    path = tmp_path / "w.safetensors"
-    save_file(build_cifar_resnet(depth=20, num_classes=3).state_dict(), str(path))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
-        models:
-          shapes-resnet:
-            task: classifier
-            builder: zoo_classifier.models:build_cifar_resnet
-            kwargs: {{depth: 20, num_classes: 3}}
-            head: linear
-            input: {{shape: [3, 32, 32]}}
-            preprocess: {{resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
-            labels: [circle, square, triangle]
-            weights:
-              v1: {{uri: w.safetensors, sha256: {sha}}}
-        """))
-    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
-    reset_registry()
-    return "shapes-resnet"
+    return register_resnet20_card(tmp_path, monkeypatch, "shapes-resnet", list(CLASSES))
 
 
 # -- images -----------------------------------------------------------------------------------------
