@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._card import ModelCard
-from ._registry import get_registry
+from ._registry import Resolved, get_registry
 from ._store import Store
 from .errors import WeightsError
 
@@ -47,7 +47,10 @@ def fetch(name: str) -> Path:
         UnknownModelError: no such model or tag.
         WeightsError: the model has no weights, or they could not be fetched or verified.
     """
-    resolved = get_registry().resolve(name)
+    return _fetch_resolved(get_registry().resolve(name))
+
+
+def _fetch_resolved(resolved: Resolved) -> Path:
     variant = resolved.variant
     if variant is None:
         raise WeightsError(f"Model {resolved.card.name!r} has no pretrained weights; "
@@ -75,9 +78,7 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
     from ._builder import build_model
 
     resolved = get_registry().resolve(name)
-    path = None
-    if pretrained:
-        path = fetch(name)
+    path = _fetch_resolved(resolved) if pretrained else None
     return build_model(resolved.card, path, device=device, dtype=dtype, overrides=overrides)
 
 
