@@ -42,7 +42,7 @@ def test_installed_wheel_lists_and_loads(wheel, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import zoo, zoo_classifier, zoo._registry as r; "
                             "print(zoo.__file__); print(zoo_classifier.__file__); print(r.builtin_registry_path())"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
-    for line in where.stdout.split():
+    for line in where.stdout.splitlines():
         assert line.startswith(str(site)), line  # the wheel, not the source tree
     listed = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
@@ -50,4 +50,5 @@ def test_installed_wheel_lists_and_loads(wheel, tmp_path):
     loaded = subprocess.run([sys.executable, "-c", "import zoo; m = zoo.load('resnet18-cifar', pretrained=False, "
                              "device='cpu'); print(type(m).__name__, m.training)"],
                             capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == ["CifarResNet18", "False"], loaded.stderr

@@ -15,9 +15,6 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from zoo_tinynet.models import build_tinynet  # noqa: E402
-
 LABELS = ("horizontal", "vertical")
 
 
@@ -42,6 +39,13 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     from safetensors.torch import save_file
+
+    # The model code of the package next to this script (it need not be installed). Importing it here, not at
+    # the top, keeps `stripes` importable without putting the source tree on sys.path (the tests use the
+    # installed package), and no __pycache__ is left in the source tree.
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(HERE))
+    from zoo_tinynet.models import build_tinynet
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
