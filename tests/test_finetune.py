@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.runtime.finetune import FinetuneConfig, finetune
 
-FAST = dict(epochs=3, batch_size=16, augment="crop-flip", val_split=0.2)
+FAST = dict(epochs=3, batch_size=8, augment="crop-flip", val_split=0.2)
 
 
 def make_top_bottom(root: Path, per_class: int = 30, seed: int = 0, classes=("bottom", "top")) -> Path:
@@ -107,6 +109,70 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, source_card, monkeyp
                        show_progress=False)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3] and not resumed.interrupted
     assert zoo.card("resumed").labels == ("bottom", "top")
+
+
+class _StopAtBatch(ft.StopRequest):
+    """Asks to stop when the loop checks for the `at`-th time (the loop checks after every batch)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.checks, self.at = 0, at
+
+    @property
+    def requested(self) -> bool:
+        self.checks += 1
+        return self.checks == self.at
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, source_card, monkeypatch):
+    """Stop in the middle of epoch 2, resume: the weights equal those of a run that never stopped."""
+    data = make_top_bottom(tmp_path / "data")
+    config = FinetuneConfig(**{**FAST, "epochs": 2, "batch_size": 16})  # 48 training images: 3 batches per epoch
+    straight = finetune(source_card, data, tmp_path / "straight", config=config, device="cpu", show_progress=False,
+                        register=False)
+    real_stop_request = ft.StopRequest
+    monkeypatch.setattr(ft, "StopRequest", lambda: _StopAtBatch(at=4))  # checks: 2 batches, epoch 1 end, 1st batch of 2
+    stopped = finetune(source_card, data, tmp_path / "stopped", config=config, device="cpu", show_progress=False,
+                       register=False)
+    assert stopped.interrupted and [row["epoch"] for row in stopped.history] == [1]
+    saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+    assert json.loads(saved["position"])["epoch"] == 1 and json.loads(saved["position"])["step"] == 1
+    monkeypatch.setattr(ft, "StopRequest", real_stop_request)
+    resumed = finetune(source_card, data, tmp_path / "stopped", config=config, resume=True, device="cpu",
+                       show_progress=False, register=False)
+    assert not resumed.interrupted and [row["epoch"] for row in resumed.history] == [1, 2]
+    a, b = load_file(str(straight.weights)), load_file(str(resumed.weights))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    # the resumed epoch's row counts all of its images, the ones before the stop included
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-4)
+
+
+def test_sigterm_stops_at_a_batch_and_resume_finishes(tmp_path, source_card):
+    """A real signal to a real `zoo finetune`: it writes a checkpoint, says how to resume, and resume completes."""
+    data = make_top_bottom(tmp_path / "data", per_class=60)
+    out = tmp_path / "sig-net"
+    args = [sys.executable, "-m", "zoo", "finetune", source_card, "--data", str(data), "--out", str(out),
+            "--epochs", "3", "--batch-size", "4", "--checkpoint-minutes", "0.0001", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stdout + stderr
+    assert "Stopping after this batch" in stderr and "--resume" in stderr
+    assert not list(out.glob("*.partial")) and not (out / "sig-net.safetensors").exists()
+    position = json.loads(torch.load(checkpoint, weights_only=True)["position"])
+    assert position["epoch"] < 3
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((out / "metrics.json").read_text())) == 3 and (out / "sig-net.safetensors").is_file()
 
 
 @pytest.mark.parametrize("options", [{"balance": "sampler"}, {"balance": "loss"}, {"optimizer": "adamw"},

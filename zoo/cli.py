@@ -502,14 +502,20 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
 @click.option("--no-channels-last", is_flag=True)
 @click.option("--scratch", is_flag=True, help="Start from random initialisation instead of the card's weights.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt, exactly where it stopped.")
+@click.option("--checkpoint-minutes", default=10.0, show_default=True,
+              help="Also write OUT/checkpoint.pt mid-epoch this often (0: at epoch ends only).")
 @click.option("--device", help="cpu, cuda, mps (default: the best available; torchrun sets it per rank).")
 @_one_line_errors
 def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float | None,
                      optimizer: str, weight_decay: float, schedule: str, warmup: float, label_smoothing: float,
                      augment: str, freeze: str, balance: str, accumulate: int, val_split: float, bf16: bool,
-                     no_channels_last: bool, scratch: bool, seed: int, resume: bool, device: str | None) -> None:
-    """Fine-tune model NAME on a labelled dataset; the result loads as zoo.load(OUT's name)."""
+                     no_channels_last: bool, scratch: bool, seed: int, resume: bool, checkpoint_minutes: float,
+                     device: str | None) -> None:
+    """Fine-tune model NAME on a labelled dataset; the result loads as zoo.load(OUT's name).
+
+    Ctrl-C (or SIGTERM) stops at the next batch and leaves OUT/checkpoint.pt; --resume continues from there.
+    """
     from .runtime.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -525,9 +531,12 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
                    f"{val}  ({row['images_per_second']:.0f} img/s, {row['seconds']:.0f} s)")
 
     result = finetune(name, data, out, config=config, resume=resume, device=device, command=command,
-                      on_epoch=report)
+                      on_epoch=report, checkpoint_every=checkpoint_minutes * 60)
     if result.interrupted:
-        raise ZooError(f"Interrupted; a checkpoint is in {out}/checkpoint.pt. Add --resume to continue.")
+        if (out / "checkpoint.pt").is_file():
+            raise ZooError(f"Stopped; the checkpoint is {out / 'checkpoint.pt'}. Run the same command with --resume "
+                           "to continue.")
+        raise ZooError("Stopped before the first checkpoint was written; nothing to resume.")
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:

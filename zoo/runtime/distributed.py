@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Env", "all_sum", "cleanup", "setup", "wrap"]
+__all__ = ["Env", "all_sum", "any_true", "cleanup", "setup", "wrap"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,13 @@ def all_sum(values: list[float], env: Env) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=env.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def any_true(flag: bool, env: Env) -> bool:
+    """True on every rank when any rank's flag is: all ranks stop at the same batch, or DDP would hang."""
+    if not env.initialized:
+        return flag
+    return all_sum([float(flag)], env)[0] > 0
 
 
 def cleanup(env: Env) -> None:

@@ -28,6 +28,7 @@ from ..errors import ZooError
 from . import distributed
 from .datasets import load_dataset
 from .device import autocast, progress, tune_malloc
+from .stopping import StopRequest
 from .tasks import get_task
 
 if TYPE_CHECKING:
@@ -71,6 +72,18 @@ class FinetuneResult:
     interrupted: bool = False
 
 
+@dataclass
+class _Position:
+    """Where a run stands, precisely enough to resume in the middle of an epoch (checkpoint.pt keeps it)."""
+
+    epoch: int = 0  # the epoch in progress, from 0
+    step: int = 0  # batches of that epoch already trained (by this rank)
+    seen: int = 0  # that epoch's running totals, for its metrics row
+    loss_sum: float = 0.0
+    correct: int = 0
+    seconds: float = 0.0
+
+
 # -- data split --------------------------------------------------------------------------------------
 
 def _stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +101,13 @@ def _stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tupl
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
-def _epoch_order(train_targets: torch.Tensor, balance: str, generator: torch.Generator) -> torch.Tensor:
+def _epoch_order(train_targets: torch.Tensor, balance: str, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's sample order: a function of (seed, epoch) only, so every DDP rank draws the same
+    permutation and takes disjoint shards of it (DistributedSampler's rule), and a resumed run can
+    recompute it to skip the batches it already trained."""
     import torch
 
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     n = len(train_targets)
     if balance != "sampler":
         return torch.randperm(n, generator=generator)
@@ -236,13 +253,16 @@ def _check_name(name: str, source: ModelCard) -> None:
 def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneConfig | None = None,
              resume: bool = False, device: str | None = None, register: bool = True,
              show_progress: bool = True, command: str | None = None,
-             on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FinetuneResult:
+             on_epoch: Callable[[dict[str, Any]], None] | None = None,
+             checkpoint_every: float = 600.0) -> FinetuneResult:
     """Fine-tune model `name` on `data`; write weights, metrics, curves and a card named after `out`.
 
     Args:
         out: output directory; its last component is the new model's name (``zoo.load(name)`` afterwards).
-        resume: continue from ``out/checkpoint.pt`` (written after every epoch and on Ctrl-C).
+        resume: continue from ``out/checkpoint.pt``, exactly where it stopped (even mid-epoch).
         on_epoch: called (on rank 0) with each epoch's metrics row as soon as the epoch ends.
+        checkpoint_every: seconds between mid-epoch checkpoints (0: only at epoch ends). A long CPU epoch
+            then loses at most this much work to a crash or a machine that goes away without a signal.
     """
     import torch
 
@@ -256,7 +276,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     env = distributed.setup()
     target = torch.device(device) if device else env.device
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed + env.rank)
+    generator = torch.Generator().manual_seed(config.seed + env.rank)  # augmentation: differs per rank
 
     dataset = load_dataset(data, geometry=task.geometry(card))
     classes = dataset.classes
@@ -289,7 +309,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
-    start_epoch, history, best = 0, [], (-1.0, -1)
+    position, history, best = _Position(), [], (-1.0, -1)
     if resume:
         if not checkpoint.is_file():
             raise ZooError(f"Nothing to resume: {checkpoint} does not exist.")
@@ -298,35 +318,46 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
-        start_epoch, history, best = state["epoch"], json.loads(state["history"]), tuple(state["best"])
+        history, best = json.loads(state["history"]), tuple(state["best"])
+        position = _Position(**json.loads(state["position"])) if "position" in state else _Position(state["epoch"])
+        if env.rank > 0:  # only rank 0's generator was saved; keep the ranks' augmentations apart
+            generator.manual_seed(config.seed + env.rank + 7919 * (position.epoch * 1_000_003 + position.step))
 
-    def save(epoch: int) -> None:
+    def save() -> None:
         if env.rank == 0:
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-                "history": json.dumps(history), "best": list(best)})
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": position.epoch,
+                "position": json.dumps(dataclasses.asdict(position)), "history": json.dumps(history),
+                "best": list(best)})
 
     started = time.perf_counter()
     interrupted = False
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            row = _train_epoch(train_model, task, derived, dataset, train_idx, optimizer, scheduler, config,
-                               generator, env, target, class_weights, show_progress, epoch)
-            row.update(_validate(model, task, derived, dataset, val_idx, config, target))
-            row["epoch"] = epoch + 1
-            history.append(row)
-            if on_epoch is not None and env.rank == 0:
-                on_epoch(row)
-            # ">=": on a tie (small validation sets often tie) the later, longer-trained epoch wins
-            if env.rank == 0 and "val_top1" in row and row["val_top1"] >= best[0]:
-                best = (row["val_top1"], epoch + 1)
-                _save_weights(model, out / "best.safetensors")
-            save(epoch + 1)
-    except KeyboardInterrupt:
-        interrupted = True
-        save(epoch)  # resume repeats the interrupted epoch from its start
+    loop = _Loop(train_model, task, derived, dataset, train_idx, optimizer, scheduler, config, generator, env,
+                 target, class_weights, show_progress, save, checkpoint_every)
+    with StopRequest() as stop:
+        try:
+            while position.epoch < config.epochs:
+                row = loop.train_epoch(position, stop)
+                if row is None:  # stopped at a batch boundary; the checkpoint is written
+                    interrupted = True
+                    break
+                row.update(_validate(model, task, derived, dataset, val_idx, config, target))
+                row["epoch"] = position.epoch + 1
+                history.append(row)
+                if on_epoch is not None and env.rank == 0:
+                    on_epoch(row)
+                # ">=": on a tie (small validation sets often tie) the later, longer-trained epoch wins
+                if env.rank == 0 and "val_top1" in row and row["val_top1"] >= best[0]:
+                    best = (row["val_top1"], position.epoch + 1)
+                    _save_weights(model, out / "best.safetensors")
+                position = _Position(epoch=position.epoch + 1)
+                save()
+                if position.epoch < config.epochs and distributed.any_true(stop.requested, env):
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:  # a second Ctrl-C: abort now; the last checkpoint on disk stands
+            interrupted = True
     seconds = time.perf_counter() - started
     weights = out / f"{new_name}.safetensors"
     result = FinetuneResult(new_name, out, weights, best[1], best[0], history, seconds, interrupted)
@@ -347,55 +378,90 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     return result
 
 
-def _batches(indices: torch.Tensor, batch_size: int):  # noqa: ANN202 - a generator of index tensors
-    for begin in range(0, len(indices), batch_size):
-        yield indices[begin:begin + batch_size]
+def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [indices[begin:begin + batch_size] for begin in range(0, len(indices), batch_size)]
 
 
-def _train_epoch(model, task, card, dataset, train_idx, optimizer, scheduler, config, generator, env,  # noqa: ANN001
-                 device, class_weights, show_progress, epoch) -> dict[str, Any]:
-    import torch
+@dataclass
+class _Loop:
+    """One training epoch at a time, resumable from any batch boundary (what the checkpoint records)."""
 
-    model.train()
-    order = train_idx[_epoch_order(dataset.targets[train_idx], config.balance, generator)]
-    order = order[env.rank::env.world_size]  # each rank its shard (DistributedSampler's rule)
-    bar = progress(len(order), f"epoch {epoch + 1}/{config.epochs}", show_progress and env.rank == 0)
-    seen, loss_sum, correct, start = 0, 0.0, 0, time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    for step, batch in enumerate(_batches(order, config.batch_size)):
-        images = task.augment(dataset.images[batch], config.augment, generator).to(device, non_blocking=True)
-        targets = dataset.targets[batch].to(device)
-        x = task.prepare(images, card)
-        if config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, config.bf16):
-            outputs = model(x)
-        loss = task.loss(outputs, targets, label_smoothing=config.label_smoothing, class_weights=class_weights)
-        (loss / config.accumulate).backward()
-        if (step + 1) % config.accumulate == 0 or _is_last_batch(step, len(order), config.batch_size):
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler.last_epoch + 1 < _total_steps(scheduler):
-                scheduler.step()
-        seen += len(batch)
-        loss_sum += float(loss.detach()) * len(batch)
-        correct += int((outputs.argmax(1) == targets).sum())
+    model: Any
+    task: Any
+    card: ModelCard
+    dataset: Any
+    train_idx: torch.Tensor
+    optimizer: Any
+    scheduler: Any
+    config: FinetuneConfig
+    generator: torch.Generator
+    env: distributed.Env
+    device: torch.device
+    class_weights: torch.Tensor | None
+    show_progress: bool
+    save: Callable[[], None]
+    checkpoint_every: float
+
+    def train_epoch(self, position: _Position, stop: StopRequest) -> dict[str, Any] | None:
+        """Train the rest of `position`'s epoch, updating `position` as it goes. None: a stop was requested,
+        and a checkpoint at the last completed batch is written."""
+        import torch
+
+        config, env = self.config, self.env
+        self.model.train()
+        order = self.train_idx[_epoch_order(self.dataset.targets[self.train_idx], config.balance, config.seed,
+                                            position.epoch)]
+        batches = _batches(order[env.rank::env.world_size], config.batch_size)  # each rank its shard
+        bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
+                       self.show_progress and env.rank == 0)
         if bar is not None:
-            bar.update(len(batch))
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
-    totals = distributed.all_sum([seen, loss_sum, correct], env)
-    return {"train_loss": round(totals[1] / max(totals[0], 1), 4),
-            "train_top1": round(100.0 * totals[2] / max(totals[0], 1), 2),
-            "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
-            "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}
-
-
-def _is_last_batch(step: int, n: int, batch_size: int) -> bool:
-    """True for the last batch of an epoch (flush a partial gradient accumulation)."""
-    return step == math.ceil(n / batch_size) - 1
+            bar.update(position.seen)
+        start, last_save = time.perf_counter() - position.seconds, time.monotonic()
+        self.optimizer.zero_grad(set_to_none=True)
+        for step in range(position.step, len(batches)):
+            batch = batches[step]
+            images = self.task.augment(self.dataset.images[batch], config.augment, self.generator)
+            targets = self.dataset.targets[batch].to(self.device)
+            x = self.task.prepare(images.to(self.device, non_blocking=True), self.card)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, config.bf16):
+                outputs = self.model(x)
+            loss = self.task.loss(outputs, targets, label_smoothing=config.label_smoothing,
+                                  class_weights=self.class_weights)
+            (loss / config.accumulate).backward()
+            stepped = (step + 1) % config.accumulate == 0 or step == len(batches) - 1
+            if stepped:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scheduler.last_epoch + 1 < _total_steps(self.scheduler):
+                    self.scheduler.step()
+            position.step = step + 1
+            position.seen += len(batch)
+            position.loss_sum += float(loss.detach()) * len(batch)
+            position.correct += int((outputs.argmax(1) == targets).sum())
+            position.seconds = time.perf_counter() - start
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{position.loss_sum / position.seen:.3f}")
+            if not stepped or step == len(batches) - 1:
+                continue  # a checkpoint never splits a gradient accumulation; the epoch end saves anyway
+            if distributed.any_true(stop.requested, env):
+                if bar is not None:
+                    bar.close()
+                self.save()
+                return None
+            if self.checkpoint_every > 0 and time.monotonic() - last_save >= self.checkpoint_every:
+                self.save()
+                last_save = time.monotonic()
+        if bar is not None:
+            bar.close()
+        totals = distributed.all_sum([position.seen, position.loss_sum, position.correct], env)
+        seconds = position.seconds
+        return {"train_loss": round(totals[1] / max(totals[0], 1), 4),
+                "train_top1": round(100.0 * totals[2] / max(totals[0], 1), 2),
+                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+                "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}
 
 
 def _total_steps(scheduler) -> int:  # noqa: ANN001
