@@ -149,3 +149,31 @@ def test_convert_is_deterministic(tmp_path):
         assert run("convert", str(ckpt), str(out), "--key", "net", "--strip-prefix", "module.").exit_code == 0
         digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_convert_casts_a_safetensors_file_to_float16(tmp_path):
+    """The release step for shipped weights: best.safetensors -> fp16, integer buffers untouched."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from zoo._convert import read_provenance
+
+    src = tmp_path / "best.safetensors"
+    state = {"conv.weight": torch.randn(8, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(7)}
+    save_file(state, str(src))
+    out = tmp_path / "half.safetensors"
+    assert run("convert", str(src), str(out), "--dtype", "float16").exit_code == 0
+    half = load_file(str(out))
+    assert half["conv.weight"].dtype == torch.float16 and half["bn.num_batches_tracked"].dtype == torch.int64
+    assert torch.allclose(half["conv.weight"].float(), state["conv.weight"], atol=1e-3)
+    assert half["bn.num_batches_tracked"].item() == 7
+    assert read_provenance(out)["dtype"] == "float16" and read_provenance(out)["source_uri"] == "best.safetensors"
+    assert out.stat().st_size < src.stat().st_size
+
+
+def test_convert_names_a_damaged_safetensors_file(tmp_path):
+    src = tmp_path / "cut.safetensors"
+    src.write_bytes((200).to_bytes(8, "little") + b'{"w": {"dtype": "F32"')  # header cut short
+    result = run("convert", str(src), str(tmp_path / "out.safetensors"))
+    assert result.exit_code == 1 and "cut.safetensors" in result.output
+    assert not (tmp_path / "out.safetensors").exists()

@@ -21,7 +21,7 @@ from .errors import WeightsError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["content_digest", "convert_checkpoint", "extract_state_dict"]
+__all__ = ["cast_floating", "content_digest", "convert_checkpoint", "extract_state_dict"]
 
 
 def _unpickler_reason(exc: BaseException) -> str:
@@ -34,9 +34,24 @@ def _unpickler_reason(exc: BaseException) -> str:
     return reason if len(reason) <= 200 else reason[:197] + "..."
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file opens with its header's length (8 bytes, little-endian) and then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
+
+
 def _read_checkpoint(path: Path, name: str) -> Any:
     import torch
 
+    if _is_safetensors(path):  # no pickle inside; lets `zoo convert` re-key or re-cast a safetensors file
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{name}: not a readable safetensors file ({exc}).") from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
             warnings.simplefilter("ignore", UserWarning)
@@ -112,17 +127,26 @@ def read_provenance(path: Path) -> dict[str, str] | None:
         return None
 
 
+def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors to `dtype`; integer ones (BatchNorm's num_batches_tracked) keep theirs."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str],
-                       name: str | None = None) -> None:
-    """Write `src` (a pickled checkpoint whose hash was checked) as safetensors to `dst`.
+                       name: str | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write `src` (a pickled checkpoint whose hash was checked, or a safetensors file) as safetensors to `dst`.
 
     Args:
         name: how to call the file in messages (the URI's file name rather than a cache path).
+        dtype: cast floating tensors to this (fp16 halves a file; zoo.load casts back to the model's dtype).
     """
     from safetensors.torch import save_file
 
     name = name or src.name
     state = extract_state_dict(_read_checkpoint(src, name), spec, source=name)
+    if dtype is not None:
+        state = cast_floating(state, dtype)
+        metadata = {**metadata, "dtype": str(dtype).removeprefix("torch.")}
     import json
 
     provenance = {**metadata, "content_sha256": content_digest(state)}

@@ -356,11 +356,18 @@ def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, pa
 @click.option("--sha256", "expected", help="Refuse to read CHECKPOINT unless its sha256 is this.")
 @click.option("--key", help="Entry of the checkpoint dict holding the state dict (default: guess).")
 @click.option("--strip-prefix", help="Remove this prefix from every key (e.g. 'module.').")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+              help="Cast floating tensors (float16 halves the file; zoo.load casts back to the model's dtype).")
 @_one_line_errors
 def convert_command(checkpoint: Path, output: Path, expected: str | None, key: str | None,
-                    strip_prefix: str | None) -> None:
-    """Convert a PyTorch checkpoint to safetensors without executing pickle code."""
+                    strip_prefix: str | None, dtype: str | None) -> None:
+    """Convert a PyTorch checkpoint to safetensors without executing pickle code.
+
+    CHECKPOINT may also be a safetensors file, to rename keys or cast it (--dtype).
+    """
     import os
+
+    import torch
 
     from ._card import ConvertSpec
     from ._convert import convert_checkpoint
@@ -374,7 +381,8 @@ def convert_command(checkpoint: Path, output: Path, expected: str | None, key: s
     tmp = output.with_name(output.name + ".partial")
     try:
         convert_checkpoint(checkpoint, tmp, ConvertSpec(key=key, strip_prefix=strip_prefix),
-                           metadata={"source_sha256": actual, "source_uri": checkpoint.name})
+                           metadata={"source_sha256": actual, "source_uri": checkpoint.name},
+                           dtype=getattr(torch, dtype) if dtype else None)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
