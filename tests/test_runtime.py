@@ -222,6 +222,20 @@ def test_evaluate_matches_a_hand_written_loop(tmp_path, tiny_classifier):
     del per_class
 
 
+@pytest.mark.parametrize("fuse", [True, False])
+def test_evaluate_hands_the_callers_model_back_unchanged(tmp_path, tiny_classifier, fuse):
+    """A model in train mode is measured in eval mode, then returned in train mode and contiguous memory."""
+    folder = make_folder(tmp_path / "shapes", per_class=2)
+    expected = evaluate(tiny_classifier, folder, device="cpu", show_progress=False).metrics["top1"]
+    model = zoo.load(tiny_classifier, device="cpu").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = evaluate(tiny_classifier, folder, model=model, fuse=fuse, show_progress=False)
+    assert result.metrics["top1"] == expected
+    assert model.training
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+
+
 def test_eval_cli_report_and_compare(tmp_path, tiny_classifier):
     folder = make_folder(tmp_path / "shapes")
     out = tmp_path / "report"

@@ -57,28 +57,37 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     start = time.perf_counter()
     dataset = load_dataset(data, geometry=task.geometry(card), skip_bad=skip_bad, cache=cache)
     targets = task.align_targets(dataset.classes, card)[dataset.targets]
+    callers = model
+    was_training = model.training if model is not None else False
     if model is None:
         model = load(name, device=device)
+    model.eval()  # BatchNorm's running statistics and no dropout, even for a model handed over in train mode
     target_device = next(model.parameters()).device
-    if fuse and not model.training:
-        model = fuse_for_inference(model)
+    if fuse:
+        model = fuse_for_inference(model)  # a traced copy, or the same module where tracing fails
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
     metrics = task.metrics(card)
     bar = progress(len(dataset), f"eval {card.name}", show_progress)
-    with torch.inference_mode(), autocast(target_device, bf16):
-        for begin in range(0, len(dataset), batch_size):
-            images = dataset.images[begin:begin + batch_size].to(target_device, non_blocking=True)
-            x = task.prepare(images, card)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            outputs = model(x)
-            metrics.update(outputs.float().cpu(), targets[begin:begin + batch_size])
-            if bar is not None:
-                bar.update(images.shape[0])
-    if bar is not None:
-        bar.close()
+    try:
+        with torch.inference_mode(), autocast(target_device, bf16):
+            for begin in range(0, len(dataset), batch_size):
+                images = dataset.images[begin:begin + batch_size].to(target_device, non_blocking=True)
+                x = task.prepare(images, card)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                outputs = model(x)
+                metrics.update(outputs.float().cpu(), targets[begin:begin + batch_size])
+                if bar is not None:
+                    bar.update(images.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+        if callers is not None:  # hand the caller's model back as it came
+            if model is callers and channels_last:
+                callers.to(memory_format=torch.contiguous_format)
+            callers.train(was_training)
     seconds = time.perf_counter() - start
     summary = task.summarize({k: v.cpu() for k, v in metrics.compute().items()}, card)
     return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped,
