@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pluggy
 import pytest
+from click.testing import CliRunner
 
 import zoo
 from zoo import hookspecs
 from zoo._plugins import Plugins, reset_plugins
 from zoo._registry import Registry, reset_registry
+from zoo.cli import cli
 from zoo.errors import UnknownModelError
 
 CARDS = {"models": {"inline-net": {"task": "classifier", "builder": "torch.nn:Identity"}}}
@@ -166,16 +168,29 @@ def test_plugin_selection_variables(site, monkeypatch, env, present, absent):
     reset_registry()
     names = zoo.list_models()
     assert all(n in names for n in present) and not any(n in names for n in absent)
-    # a plugin left out by ZOO_LOAD_PLUGINS is never imported (so it cannot fail either)
-    assert ("broken" in zoo._registry.get_registry().plugins.infos) == ("ZOO_LOAD_PLUGINS" not in env)
+    # a plugin left out by ZOO_LOAD_PLUGINS is never imported (so it cannot fail either), but still listed
+    broken = zoo._registry.get_registry().plugins.infos["broken"]
+    if "ZOO_LOAD_PLUGINS" in env:
+        assert broken.error is None and broken.skipped == "not named in ZOO_LOAD_PLUGINS"
+    else:
+        assert broken.error.startswith("failed to import") and broken.skipped is None
 
 
 def test_model_of_a_disabled_builtin_plugin_says_why(monkeypatch):
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "classifier")
     reset_registry()
-    with pytest.raises(UnknownModelError, match="Model 'resnet56-cifar' is unavailable: its plugin 'classifier' "
-                                                "is not loaded"):
+    with pytest.raises(UnknownModelError, match=r"Model 'resnet56-cifar' is unavailable: its plugin 'classifier' "
+                                                r"is not loaded \(disabled by ZOO_DISABLE_PLUGINS\)"):
         zoo.card("resnet56-cifar")
+
+
+def test_zoo_plugins_shows_a_disabled_plugin(monkeypatch):
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "classifier")
+    reset_registry()
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if line.startswith("classifier "))
+    assert "skipped" in row and "classifier: disabled by ZOO_DISABLE_PLUGINS" in result.output
 
 
 def test_cli_with_a_broken_plugin_warns_once_and_still_lists(site):

@@ -36,6 +36,7 @@ class PluginInfo:
     models: list[str] = field(default_factory=list)
     error: str | None = None  # why the plugin was skipped (import failure, rejected, register_models raised)
     problems: list[str] = field(default_factory=list)  # non-fatal: a hook other than register_models raised
+    skipped: str | None = None  # why the plugin was not imported at all (ZOO_DISABLE_PLUGINS / ZOO_LOAD_PLUGINS)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class PluginInfo:
             "models": self.models,
             "error": self.error,
             "problems": self.problems,
+            "skipped": self.skipped,
         }
 
 
@@ -73,8 +75,6 @@ class Plugins:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in self.infos:
                 continue  # the first distribution on sys.path wins, as for any import
-            if (selected is not None and ep.name not in selected) or ep.name in disabled:
-                continue
             dist = getattr(ep, "dist", None)
             info = PluginInfo(
                 name=ep.name,
@@ -84,6 +84,12 @@ class Plugins:
             )
             info.builtin = info.distribution == BUILTIN_DISTRIBUTION
             self.infos[ep.name] = info
+            if ep.name in disabled:
+                info.skipped = "disabled by ZOO_DISABLE_PLUGINS"
+                continue
+            if selected is not None and ep.name not in selected:
+                info.skipped = "not named in ZOO_LOAD_PLUGINS"
+                continue
             try:
                 plugin = ep.load()
             except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
@@ -162,7 +168,7 @@ class Plugins:
 
     def active(self) -> set[str]:
         """Names of the plugins that loaded without error."""
-        return {name for name, info in self.infos.items() if info.error is None}
+        return {name for name, info in self.infos.items() if info.error is None and info.skipped is None}
 
 
 _PLUGINS: Plugins | None = None

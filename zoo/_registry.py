@@ -125,6 +125,7 @@ class Registry:
             else:
                 info = self.plugins.infos.get(card.plugin)
                 why = (info.error if info and info.error
+                       else f"is not loaded ({info.skipped})" if info and info.skipped
                        else "is not loaded (see ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS)")
                 self.inactive[card.name] = f"its plugin {card.plugin!r} {why}"
 

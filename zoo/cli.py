@@ -569,17 +569,18 @@ def plugins_command(as_json: bool) -> None:
         click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
         return
     if not infos:
-        click.echo("No plugins loaded (check ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS).")
+        click.echo("No plugins installed.")
         return
     rows = []
     for info in infos:
-        status = "FAILED" if info.error else ("ok, with problems" if info.problems else "ok")
+        status = ("FAILED" if info.error else "skipped" if info.skipped
+                  else "ok, with problems" if info.problems else "ok")
         dist = f"{info.distribution or '?'} {info.version or ''}".strip()
         rows.append([info.name, dist, "built-in" if info.builtin else "third-party", status,
                      str(len(info.models)), ", ".join(info.hooks) or "-"])
     click.echo(_table(["plugin", "distribution", "kind", "status", "models", "hooks"], rows))
     for info in infos:
-        for message in [info.error] if info.error else info.problems:
+        for message in [info.error] if info.error else [info.skipped] if info.skipped else info.problems:
             click.echo(f"{info.name}: {message}")
 
 
