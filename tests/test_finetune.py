@@ -193,6 +193,13 @@ def test_cli_finetune_and_refusals(tmp_path, source_card):
                                       "--epochs", "2", "--batch-size", "16", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "best epoch" in result.output and "zoo.load('cli-net')" in result.output
+    # the card's validation figure is re-measured by zoo eval on the same held-out images
+    note = zoo.card("cli-net").variant().metrics[0].note
+    assert note.endswith(f"zoo eval cli-net --data {data} --val-split 0.1 --seed 0 --compare")
+    again = CliRunner().invoke(cli, ["eval", "cli-net", "--data", str(data), "--val-split", "0.1", "--compare",
+                                     "--tolerance", "0", "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert "(6 images" in again.output and "reproduces the card's measured" in again.output
     taken = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out",
                                      str(tmp_path / "resnet56-cifar")])
     assert taken.exit_code == 1 and "is taken by plugin 'classifier'" in taken.output

@@ -441,14 +441,18 @@ def _card_metric(name: str, metric: str) -> Any:
 @click.option("--no-cache", is_flag=True, help="Decode the images again instead of using the decode cache.")
 @click.option("--compare", is_flag=True, help="Check the measured top-1 against the card's figure.")
 @click.option("--tolerance", default=0.3, show_default=True, help="Points of top-1 --compare accepts.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Measure only the images 'zoo finetune --val-split F --seed S' held out for validation.")
+@click.option("--seed", default=0, show_default=True, help="The seed of that split.")
 @_one_line_errors
 def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batch_size: int | None, bf16: bool,
-                 device: str | None, skip_bad: bool, no_cache: bool, compare: bool, tolerance: float) -> None:
+                 device: str | None, skip_bad: bool, no_cache: bool, compare: bool, tolerance: float,
+                 val_split: float | None, seed: int) -> None:
     """Evaluate model NAME on a labelled dataset (the card's preprocessing, batched, no grad)."""
     from .runtime.evaluate import evaluate
 
     result = evaluate(name, data, batch_size=batch_size, device=device, bf16=bf16, skip_bad=skip_bad,
-                      cache=not no_cache)
+                      cache=not no_cache, val_split=val_split, seed=seed)
     record = result.as_dict()
     verdict = None
     if compare:
@@ -469,7 +473,8 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
     else:
         m = record["metrics"]
         head = f"top-1 {m['top1']:.2f}%" + (f"  top-5 {m['top5']:.2f}%" if "top5" in m else "")
-        click.echo(f"{result.model} on {data}: {head}  ({result.images} images, "
+        part = f" (validation split {val_split}, seed {seed})" if val_split is not None else ""
+        click.echo(f"{result.model} on {data}{part}: {head}  ({result.images} images, "
                    f"{result.images_per_second:.0f} img/s{', decode cached' if result.decode_cached else ''})")
         worst = sorted(m["per_class"].items(), key=lambda kv: kv[1])[:3]
         click.echo("lowest per-class top-1: " + ", ".join(f"{k} {v:.1f}%" for k, v in worst))

@@ -11,6 +11,7 @@ from .._api import card as get_card
 from .._api import load
 from .datasets import load_dataset
 from .device import autocast, fuse_for_inference, progress, tune_malloc
+from .splits import stratified_split
 from .tasks import get_task
 
 if TYPE_CHECKING:
@@ -42,12 +43,14 @@ class EvalResult:
 
 def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, batch_size: int | None = None,
              device: str | None = None, bf16: bool = False, channels_last: bool = True, skip_bad: bool = False,
-             cache: bool = True, show_progress: bool = True, fuse: bool = True) -> EvalResult:
+             cache: bool = True, show_progress: bool = True, fuse: bool = True, val_split: float | None = None,
+             seed: int = 0) -> EvalResult:
     """Measure model `name` (or an already-loaded `model` with that card) on a labelled dataset.
 
     The card's preprocessing is applied: geometry once at decode time (cached), normalisation on whole
     batches on the device. Runs under ``inference_mode``, in channels_last memory format, and with bf16
-    autocast when ``bf16=True``.
+    autocast when ``bf16=True``. With `val_split`, only the images ``zoo finetune --val-split F --seed S``
+    held out for validation are measured: a fine-tuned card's figure can be checked on the same images.
     """
     import torch
 
@@ -57,6 +60,10 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     start = time.perf_counter()
     dataset = load_dataset(data, geometry=task.geometry(card), skip_bad=skip_bad, cache=cache)
     targets = task.align_targets(dataset.classes, card)[dataset.targets]
+    images = dataset.images
+    if val_split is not None:
+        _, keep = stratified_split(dataset.targets, val_split, seed)
+        images, targets = images[keep], targets[keep]
     callers = model
     was_training = model.training if model is not None else False
     if model is None:
@@ -69,18 +76,18 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
         model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
     metrics = task.metrics(card)
-    bar = progress(len(dataset), f"eval {card.name}", show_progress)
+    bar = progress(len(targets), f"eval {card.name}", show_progress)
     try:
         with torch.inference_mode(), autocast(target_device, bf16):
-            for begin in range(0, len(dataset), batch_size):
-                images = dataset.images[begin:begin + batch_size].to(target_device, non_blocking=True)
-                x = task.prepare(images, card)
+            for begin in range(0, len(targets), batch_size):
+                batch = images[begin:begin + batch_size].to(target_device, non_blocking=True)
+                x = task.prepare(batch, card)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 outputs = model(x)
                 metrics.update(outputs.float().cpu(), targets[begin:begin + batch_size])
                 if bar is not None:
-                    bar.update(images.shape[0])
+                    bar.update(batch.shape[0])
     finally:
         if bar is not None:
             bar.close()
@@ -90,6 +97,9 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
             callers.train(was_training)
     seconds = time.perf_counter() - start
     summary = task.summarize({k: v.cpu() for k, v in metrics.compute().items()}, card)
-    return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped,
-                      dataset.from_cache, {"batch_size": batch_size, "bf16": bf16, "fuse": fuse,
-                                           "channels_last": channels_last, "device": str(target_device)})
+    settings = {"batch_size": batch_size, "bf16": bf16, "fuse": fuse, "channels_last": channels_last,
+                "device": str(target_device)}
+    if val_split is not None:
+        settings.update(val_split=val_split, seed=seed)
+    return EvalResult(card.name, str(data), len(targets), summary, seconds, dataset.skipped,
+                      dataset.from_cache, settings)

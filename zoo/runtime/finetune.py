@@ -28,6 +28,7 @@ from ..errors import ZooError
 from . import distributed
 from .datasets import load_dataset
 from .device import autocast, progress, tune_malloc
+from .splits import stratified_split
 from .stopping import StopRequest
 from .tasks import get_task
 
@@ -84,22 +85,7 @@ class _Position:
     seconds: float = 0.0
 
 
-# -- data split --------------------------------------------------------------------------------------
-
-def _stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class random split so every class is in validation in proportion (at least one image)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for cls in targets.unique():
-        idx = (targets == cls).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        k = max(1, round(len(idx) * fraction)) if fraction > 0 and len(idx) > 1 else 0
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
-
+# -- sample order --------------------------------------------------------------------------------------
 
 def _epoch_order(train_targets: torch.Tensor, balance: str, seed: int, epoch: int) -> torch.Tensor:
     """The epoch's sample order: a function of (seed, epoch) only, so every DDP rank draws the same
@@ -218,7 +204,9 @@ def _write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[s
             "metrics": [{"name": "top1", "value": round(val_top1, 2), "dataset": data, "split": "val",
                          "source": "measured", "command": command,
                          "note": f"{n_val} images held out (stratified by class) by --val-split {config.val_split} "
-                                 f"(seed {config.seed}); best of {config.epochs} epochs"}],
+                                 f"(seed {config.seed}); best of {config.epochs} epochs. Measure again: zoo eval "
+                                 f"{name} --data {data} --val-split {config.val_split} --seed {config.seed} "
+                                 "--compare"}],
         }},
     }
     if entry["preprocess"]:
@@ -284,7 +272,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     overrides = {} if same_labels else {"num_classes": len(classes)}
     if not same_labels and not card.head:
         raise ZooError(f"Model {card.name!r} has other classes than {data} and no 'head' on its card to replace.")
-    train_idx, val_idx = _stratified_split(dataset.targets, config.val_split, config.seed)
+    train_idx, val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
     if len(train_idx) == 0:
         raise ZooError(f"{data}: no training images left after --val-split {config.val_split}.")
     derived = dataclasses.replace(card, labels=classes, kwargs={**card.kwargs, **overrides})
