@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["autocast", "fuse_for_inference", "progress", "tune_malloc"]
+__all__ = ["autocast", "fuse_for_inference", "tune_malloc"]
 
 _TUNED = False
 
@@ -60,12 +60,3 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def progress(total: int, desc: str, enabled: bool = True):  # noqa: ANN201 - tqdm or None
-    """A tqdm bar on a terminal (stderr), nothing otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from .._api import card as get_card
 from .._api import load
 from .datasets import load_dataset
-from .device import autocast, fuse_for_inference, progress, tune_malloc
+from .device import autocast, fuse_for_inference, tune_malloc
+from .progress import progress
 from .splits import stratified_split
 from .tasks import get_task
 

@@ -27,7 +27,8 @@ from .._card import ModelCard
 from ..errors import ZooError
 from . import distributed
 from .datasets import load_dataset
-from .device import autocast, progress, tune_malloc
+from .device import autocast, tune_malloc
+from .progress import progress
 from .splits import stratified_split
 from .stopping import StopRequest
 from .tasks import get_task
@@ -401,9 +402,7 @@ class _Loop:
                                             position.epoch)]
         batches = _batches(order[env.rank::env.world_size], config.batch_size)  # each rank its shard
         bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
-                       self.show_progress and env.rank == 0)
-        if bar is not None:
-            bar.update(position.seen)
+                       self.show_progress and env.rank == 0, initial=position.seen)
         start, last_save = time.perf_counter() - position.seconds, time.monotonic()
         self.optimizer.zero_grad(set_to_none=True)
         for step in range(position.step, len(batches)):
