@@ -165,8 +165,9 @@ def test_sigterm_stops_at_a_batch_and_resume_finishes(tmp_path, source_card):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stdout + stderr
-    assert "Stopping after this batch" in stderr and "--resume" in stderr
+    assert proc.returncode == 130, stdout + stderr
+    assert "Stopping after this batch" in stderr and "Run the same command with --resume" in stderr
+    assert "Error" not in stderr
     assert not list(out.glob("*.partial")) and not (out / "sig-net.safetensors").exists()
     position = json.loads(torch.load(checkpoint, weights_only=True)["position"])
     assert position["epoch"] < 3

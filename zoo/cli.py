@@ -536,7 +536,9 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
                             label_smoothing=label_smoothing, augment=augment, freeze=freeze, balance=balance,
                             accumulate=accumulate, val_split=val_split, bf16=bf16,
                             channels_last=not no_channels_last, seed=seed, pretrained=not scratch)
-    command = "zoo " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("zoo") else None
+    # the card records the command that reproduces the run: a resumed run's --resume is not part of it
+    command = ("zoo " + " ".join(a for a in sys.argv[1:] if a != "--resume")
+               if sys.argv and sys.argv[0].endswith("zoo") else None)
 
     def report(row: dict[str, Any]) -> None:  # as each epoch ends: long runs show progress in logs too
         val = f"  val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
@@ -545,11 +547,13 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
 
     result = finetune(name, data, out, config=config, resume=resume, device=device, command=command,
                       on_epoch=report, checkpoint_every=checkpoint_minutes * 60)
-    if result.interrupted:
+    if result.interrupted:  # asked for, so not an "Error:"; 130 is the shell's code for "interrupted"
         if (out / "checkpoint.pt").is_file():
-            raise ZooError(f"Stopped; the checkpoint is {out / 'checkpoint.pt'}. Run the same command with --resume "
-                           "to continue.")
-        raise ZooError("Stopped before the first checkpoint was written; nothing to resume.")
+            click.echo(f"Stopped; the checkpoint is {out / 'checkpoint.pt'}. Run the same command with --resume "
+                       "to continue.", err=True)
+        else:
+            click.echo("Stopped before the first checkpoint was written; nothing to resume.", err=True)
+        raise SystemExit(130)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:
