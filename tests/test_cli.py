@@ -10,11 +10,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+import zoo._registry
 from zoo.cli import cli
 
 LIST_OUTPUT = """\
 name            task        params  input    weights (default)            metric            cached  plugin
-resnet18-cifar  classifier  11.2M   3x32x32  none                         -                 -       classifier
+resnet18-cifar  classifier  11.2M   3x32x32  zoo-e12 (safetensors, fp16)  val top1 87.80    yes     classifier
 resnet20-cifar  classifier  270K    3x32x32  akamaster (converted, fp32)  test top1 91.73*  no      classifier
 resnet32-cifar  classifier  464K    3x32x32  akamaster (converted, fp32)  test top1 92.63*  no      classifier
 resnet44-cifar  classifier  659K    3x32x32  akamaster (converted, fp32)  test top1 93.10*  no      classifier
@@ -35,8 +36,9 @@ def test_list_table():
 
 def test_list_filters_and_json():
     records = json.loads(run("list", "--task", "classifier", "--pretrained", "--json").output)
-    assert [r["name"] for r in records] == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
-    first = records[0]
+    assert [r["name"] for r in records] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
+                                            "resnet56-cifar"]
+    first = records[1]
     assert first["params"] == 269722 and first["input"] == [3, 32, 32] and first["cached"] is False
     assert first["metric"] == {"name": "top1", "value": 91.73, "dataset": "cifar10", "split": "test",
                                "source": "published",
@@ -68,7 +70,6 @@ def test_info_shows_the_whole_card():
 
 @pytest.mark.parametrize("args, message", [
     (["info", "resnet56-cifr"], "Error: Unknown model 'resnet56-cifr'. Did you mean 'resnet56-cifar'"),
-    (["fetch", "resnet18-cifar"], "Error: Model 'resnet18-cifar' has no pretrained weights"),
     (["info", "resnet56-cifar.v2"], "Error: Model 'resnet56-cifar' has no weights tag 'v2'"),
 ])
 def test_errors_are_one_line_with_exit_code_1(args, message):
@@ -76,6 +77,18 @@ def test_errors_are_one_line_with_exit_code_1(args, message):
     assert result.exit_code == 1
     assert result.output.startswith(message) and result.output.count("\n") == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_fetch_of_a_card_without_weights_says_how_to_build_it(tmp_path, monkeypatch):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("models:\n  bare-net:\n    task: classifier\n"
+                        "    builder: zoo_classifier.models:build_resnet18_cifar\n")
+    monkeypatch.setenv("ZOO_REGISTRY", str(registry))
+    zoo._registry.reset_registry()
+    result = CliRunner().invoke(cli, ["fetch", "bare-net"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: Model 'bare-net' has no pretrained weights; use zoo.load('bare-net', "
+                             "pretrained=False) for random init.\n")
 
 
 def test_cache_commands_on_an_empty_cache(zoo_home):

@@ -140,10 +140,14 @@ def test_pretrained_false_builds_random_init_without_weights():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_model_without_weights_says_how_to_build_it():
-    expected = r"has no pretrained weights; use zoo.load\('resnet18-cifar', pretrained=False\)"
+def test_model_without_weights_says_how_to_build_it(tmp_path, monkeypatch):
+    (tmp_path / "registry.yaml").write_text(
+        "models:\n  bare-net:\n    task: classifier\n    builder: zoo_classifier.models:build_resnet18_cifar\n")
+    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
+    reset_registry()
+    expected = r"has no pretrained weights; use zoo.load\('bare-net', pretrained=False\)"
     with pytest.raises(WeightsError, match=expected):
-        zoo.load("resnet18-cifar")
+        zoo.load("bare-net")
 
 
 def test_auto_device_is_cpu_here_and_explicit_devices_are_honoured():

@@ -127,10 +127,12 @@ def test_short_name_claimed_twice_is_an_error_listing_both(tmp_path, monkeypatch
     assert "classifier/resnet56-cifar" in zoo.list_models() and "user/resnet56-cifar" in zoo.list_models()
 
 
-def test_list_filters():
+def test_list_filters(tmp_path, monkeypatch):
+    user_registry(tmp_path, monkeypatch, "models:\n  bare-net: {task: classifier, builder: 'torch.nn:Identity'}\n")
     assert zoo.list_models("resnet5*") == ["resnet56-cifar"]
-    assert zoo.list_models(pretrained=True) == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
-                                                "resnet56-cifar"]
+    assert zoo.list_models(pretrained=True) == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar",
+                                                "resnet44-cifar", "resnet56-cifar"]
+    assert "bare-net" in zoo.list_models() and "bare-net" not in zoo.list_models(pretrained=True)
     assert zoo.list_models(task="detector") == []
     assert zoo.list_models(plugin="classifier")[0] == "resnet18-cifar"
 

@@ -26,7 +26,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("zoo/__init__.py", "zoo/registry.yaml", "zoo/runtime/evaluate.py", "zoo/py.typed",
-                     "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py"):
+                     "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py",
+                     "zoo_classifier/weights/resnet18-cifar-zoo-e12-fp16.safetensors"):
         assert expected in names, expected
     assert not any(n.startswith(("tests/", "plugins/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -47,8 +48,13 @@ def test_installed_wheel_lists_and_loads(wheel, tmp_path):
     listed = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, env=env,
                             cwd=tmp_path)
     assert listed.returncode == 0 and "resnet56-cifar" in listed.stdout, listed.stderr
-    loaded = subprocess.run([sys.executable, "-c", "import zoo; m = zoo.load('resnet18-cifar', pretrained=False, "
-                             "device='cpu'); print(type(m).__name__, m.training)"],
-                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    # the shipped weights come from the installed package (pkg://), verified, with no network
+    loaded = subprocess.run([sys.executable, "-c", "import zoo, zoo._store as s; m = zoo.load('resnet18-cifar', "
+                             "device='cpu'); print(type(m).__name__, m.training); "
+                             "print(s.Store().resolve(zoo.card('resnet18-cifar').variant(), model='resnet18-cifar'))"],
+                            capture_output=True, text=True, env={**env, "ZOO_OFFLINE": "1",
+                                                                 "ZOO_HOME": str(tmp_path / "home")}, cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.split() == ["CifarResNet18", "False"], loaded.stderr
+    kind, weights = loaded.stdout.splitlines()
+    assert kind.split() == ["CifarResNet18", "False"], loaded.stderr
+    assert weights.startswith(str(site / "zoo_classifier" / "weights")), weights
