@@ -3,11 +3,12 @@
 Anchor (the loop most tutorials and the seed document use): torchvision ``ImageFolder`` + ``ToTensor`` +
 ``Normalize`` + ``DataLoader(batch_size=128, num_workers=2)`` under ``torch.no_grad``, with the same model
 object. zoo: ``zoo.runtime.evaluate`` (decode with torchvision's decoders, normalise whole batches,
-channels_last, inference_mode), cold (decode cache empty) and warm (decode cache hit). Both read the same
+channels_last, inference_mode), cold (decode cache empty) and warm (decode cache hit), and with ``--bf16``
+also warm under bf16 autocast (fast only on CPUs with native bf16: AVX512-BF16/AMX). Both read the same
 ImageFolder directory of 10,000 JPEGs (the last 1,000 of each class of the CIFAR-10 *train* split in
 ../shared; the test split is not available). Top-1 of both must agree.
 
-Run: .venv/bin/python bench/bench_eval.py [--images-per-class 1000] [--model resnet56-cifar] [--json]
+Run: .venv/bin/python bench/bench_eval.py [--images-per-class 1000] [--model resnet56-cifar] [--bf16] [--json]
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=1000)
     parser.add_argument("--model", default="resnet56-cifar")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--bf16", action="store_true", help="also measure zoo eval (warm) with bf16 autocast")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     require(AKAMASTER)
@@ -66,11 +68,16 @@ def main() -> None:
     warm_times, warm = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
                                               show_progress=False), repeat=2)
     assert total == n == cold.images and warm.decode_cached
+    if args.bf16:
+        bf16_times, bf16 = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
+                                                  bf16=True, show_progress=False), repeat=2)
     rows = {
         "classic ImageFolder+DataLoader(2 workers)": (classic_times[0], classic_top1),
         "zoo eval, cold (decodes)": (cold_times[0], cold.metrics["top1"]),
         "zoo eval, warm (decode cache)": (min(warm_times), warm.metrics["top1"]),
     }
+    if args.bf16:
+        rows["zoo eval, warm, bf16 autocast"] = (min(bf16_times), bf16.metrics["top1"])
     anchor = rows["classic ImageFolder+DataLoader(2 workers)"][0]
     report = {"model": args.model, "images": n, "threads": torch.get_num_threads(), "rows": {
         k: {"seconds": round(t, 2), "images_per_second": round(n / t), "top1": round(a, 2),
