@@ -68,15 +68,14 @@ def main() -> None:
     warm_times, warm = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
                                               show_progress=False), repeat=2)
     assert total == n == cold.images and warm.decode_cached
-    if args.bf16:
-        bf16_times, bf16 = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
-                                                  bf16=True, show_progress=False), repeat=2)
     rows = {
         "classic ImageFolder+DataLoader(2 workers)": (classic_times[0], classic_top1),
         "zoo eval, cold (decodes)": (cold_times[0], cold.metrics["top1"]),
         "zoo eval, warm (decode cache)": (min(warm_times), warm.metrics["top1"]),
     }
     if args.bf16:
+        bf16_times, bf16 = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
+                                                  bf16=True, show_progress=False), repeat=2)
         rows["zoo eval, warm, bf16 autocast"] = (min(bf16_times), bf16.metrics["top1"])
     anchor = rows["classic ImageFolder+DataLoader(2 workers)"][0]
     report = {"model": args.model, "images": n, "threads": torch.get_num_threads(), "rows": {

@@ -1,0 +1,57 @@
+"""One bare training step (forward, backward, SGD step on random tensors), fp32 against bf16 autocast.
+
+Why: whether ``--bf16`` pays depends on the CPU (native AVX512-BF16/AMX or emulated), so the runtime leaves
+it opt-in; this measures it on the machine at hand. Anchor: the same step in fp32, in the same run. The
+model is built from its card without weights (``zoo.load(name, pretrained=False)``), channels_last, as
+``zoo finetune`` trains it.
+
+Run: .venv/bin/python bench/bench_step.py [--model resnet18-cifar] [--batch-size 128] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median, timed  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18-cifar")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    import torch
+
+    import zoo
+
+    shape = zoo.card(args.model).input_shape
+    x = torch.randn(args.batch_size, *shape).contiguous(memory_format=torch.channels_last)
+    seconds = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = zoo.load(args.model, pretrained=False, device="cpu").train().to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        with torch.no_grad():
+            y = torch.randint(0, model(x[:2]).shape[1], (args.batch_size,))
+
+        def step(model=model, optimizer=optimizer, precision=precision) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(x)
+            torch.nn.functional.cross_entropy(out.float(), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        timed(step, repeat=2)  # warm-up: oneDNN picks and caches its kernels
+        seconds[precision] = median(timed(step, repeat=args.steps)[0])
+    print(f"{args.model}, bare training step, batch {args.batch_size}, channels_last, "
+          f"{torch.get_num_threads()} threads")
+    for precision, s in seconds.items():
+        print(f"{precision:<6}{args.batch_size / s:>9.1f} img/s{seconds['fp32'] / s:>8.2f} x fp32")
+
+
+if __name__ == "__main__":
+    main()
