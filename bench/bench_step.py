@@ -4,7 +4,7 @@ Why: whether ``--bf16`` pays depends on the CPU (native AVX512-BF16/AMX or emula
 it opt-in; this measures it on the machine at hand. Anchor: the same step in fp32, in the same run. The
 model is built from its card without weights (``zoo.load(name, pretrained=False)``), channels_last, as
 ``zoo finetune`` trains it. ``--compile`` adds a row for the bf16 step with the model wrapped in
-``torch.compile`` (inductor), the measurement behind the runtime not compiling (docs/architecture.md).
+``torch.compile`` (inductor): whether compiling the loop would pay (bench/README.md; it does not yet).
 
 Run: .venv/bin/python bench/bench_step.py [--model resnet18-cifar] [--batch-size 128] [--steps 5] [--compile]
 """
@@ -34,7 +34,8 @@ def main() -> None:
     x = torch.randn(args.batch_size, *shape).contiguous(memory_format=torch.channels_last)
     seconds = {}
     warmup = {}
-    for precision in ("fp32", "bf16", "bf16+compile")[:3 if args.compile else 2]:
+    variants = ["fp32", "bf16"] + (["bf16+compile"] if args.compile else [])
+    for precision in variants:
         torch.manual_seed(0)
         model = zoo.load(args.model, pretrained=False, device="cpu").train().to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
