@@ -177,7 +177,8 @@ def test_sigterm_stops_at_a_batch_and_resume_finishes(tmp_path, source_card):
 
 
 @pytest.mark.parametrize("options", [{"balance": "sampler"}, {"balance": "loss"}, {"optimizer": "adamw"},
-                                     {"schedule": "cosine", "accumulate": 2}, {"augment": "crop-flip-erase"}])
+                                     {"schedule": "cosine", "accumulate": 2}, {"augment": "crop-flip-erase"},
+                                     {"augment": "crop-flip-trivial-erase"}])
 def test_recipe_options_run_and_learn(tmp_path, source_card, options):
     data = make_top_bottom(tmp_path / "data")
     # imbalanced on purpose: 30 "top" vs 10 "bottom"

@@ -18,6 +18,7 @@ from PIL import Image
 import zoo
 from tests.conftest import register_resnet20_card
 from zoo.cli import cli
+from zoo.errors import ZooError
 from zoo.runtime.datasets import DatasetError, Geometry, load_dataset
 from zoo.runtime.evaluate import evaluate
 from zoo.runtime.images import ImageError, decode_image, read_image
@@ -255,3 +256,39 @@ def test_eval_refuses_classes_the_model_does_not_know(tmp_path, tiny_classifier)
     (folder / "circle").rename(folder / "hexagon")
     result = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder)])
     assert result.exit_code == 1 and "Dataset classes ['hexagon'] are not labels of model" in result.output
+
+
+@pytest.mark.parametrize("preset", ["crop-flip", "crop-flip-erase", "crop-flip-trivial-erase"])
+def test_augment_presets_are_seeded_by_the_loops_generator(preset):
+    from zoo_classifier.task import ClassifierTask
+
+    task = ClassifierTask()
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = task.augment(images, preset, torch.Generator().manual_seed(7))
+    after = torch.rand(1)  # TrivialAugment draws from torch's global generator inside fork_rng only
+    b = task.augment(images, preset, torch.Generator().manual_seed(7))
+    c = task.augment(images, preset, torch.Generator().manual_seed(8))
+    assert torch.equal(before, after)
+    assert a.dtype == torch.uint8 and a.shape == images.shape
+    assert torch.equal(a, b) and not torch.equal(a, c)  # a resumed run redraws the same batches
+    assert not torch.equal(a, images)
+
+
+def test_trivial_augment_draws_one_op_per_image():
+    from zoo_classifier.task import _trivial_augment
+
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = _trivial_augment(images, torch.Generator().manual_seed(0))
+    changed = (out != images).flatten(1).any(1)
+    # one of 14 ops is the identity and a few strengths are no-ops; the rest change their image
+    assert 40 <= changed.sum() < 64, changed.sum()
+
+
+def test_unknown_augment_preset_lists_the_known_ones():
+    from zoo_classifier.task import ClassifierTask
+
+    with pytest.raises(ZooError, match="crop-flip-trivial-erase"):
+        ClassifierTask().augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment", torch.Generator())

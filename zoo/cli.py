@@ -504,8 +504,10 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
 @click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
 @click.option("--warmup", default=0.15, show_default=True, help="Fraction of steps spent warming up.")
 @click.option("--label-smoothing", default=0.1, show_default=True)
-@click.option("--augment", type=click.Choice(["none", "crop-flip", "crop-flip-erase"]), default="crop-flip",
-              show_default=True)
+@click.option("--augment", type=click.Choice(["none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase"]),
+              default="crop-flip", show_default=True,
+              help="Batch augmentation: random crop + flip, then cutout (-erase), TrivialAugmentWide per image "
+                   "(-trivial-).")
 @click.option("--freeze", type=click.Choice(["none", "backbone"]), default="none", show_default=True)
 @click.option("--balance", type=click.Choice(["none", "sampler", "loss"]), default="none", show_default=True,
               help="For imbalanced data: class-balanced sampling or inverse-frequency loss weights.")

@@ -12,7 +12,10 @@ from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry
 
-__all__ = ["ClassifierTask"]
+__all__ = ["AUGMENT_PRESETS", "ClassifierTask"]
+
+# In the order of their strength; each one's operations are in its name (docs/usage.md, zoo finetune --augment).
+AUGMENT_PRESETS = ("none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase")
 
 
 class ClassifierTask:
@@ -81,11 +84,12 @@ class ClassifierTask:
                                                  label_smoothing=label_smoothing)
 
     def augment(self, images: torch.Tensor, preset: str, generator: torch.Generator) -> torch.Tensor:
-        """Augment a whole uint8 batch at once (no per-image Python): the fine-tuning hot loop."""
+        """Augment a whole uint8 batch at once (no per-image Python, except TrivialAugment's one op per image):
+        the fine-tuning hot loop."""
         if preset == "none":
             return images
-        if preset not in ("crop-flip", "crop-flip-erase"):
-            raise ZooError(f"Unknown augmentation preset {preset!r}; use none, crop-flip or crop-flip-erase.")
+        if preset not in AUGMENT_PRESETS:
+            raise ZooError(f"Unknown augmentation preset {preset!r}; use one of: {', '.join(AUGMENT_PRESETS)}.")
         n, _, h, w = images.shape
         pad = max(1, h // 8)  # 4 pixels at 32x32, the CIFAR recipe
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect" if images.is_floating_point()
@@ -98,7 +102,9 @@ class ClassifierTask:
         cropped = padded.permute(0, 2, 3, 1)[batch_index, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
         flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
         out = torch.where(flip.view(n, 1, 1, 1), cropped.flip(3), cropped)
-        if preset == "crop-flip-erase":  # Cutout: one h/2 square of zeros per image, half of the time
+        if preset == "crop-flip-trivial-erase":
+            out = _trivial_augment(out, generator)
+        if preset.endswith("-erase"):  # Cutout: one h/2 square of zeros per image, half of the time
             size = h // 2
             cy = torch.randint(0, h, (n,), generator=generator).to(images.device)
             cx = torch.randint(0, w, (n,), generator=generator).to(images.device)
@@ -108,3 +114,17 @@ class ClassifierTask:
             mask &= (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1)
             out = out.masked_fill(mask.unsqueeze(1), 0)
         return out.contiguous()
+
+
+def _trivial_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """TrivialAugmentWide (Müller & Hutter, 2021): one random op at a random strength per image, torchvision's
+    implementation. Its draws come from torch's global generator, so they are seeded from the loop's own
+    generator inside fork_rng: a run stays reproducible and resumable, and the caller's global state is untouched.
+    About 0.1 ms per 32x32 image in Python: small beside a training step on a CPU, and the one per-image cost."""
+    from torchvision.transforms import v2
+
+    augment = v2.TrivialAugmentWide()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([augment(image) for image in images])
