@@ -3,11 +3,13 @@
 Anchor (seed document 000): ``ImageFolder`` + per-image ``RandomCrop(32, padding=4)``,
 ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` + ``DataLoader(batch_size=128, shuffle=True,
 num_workers=2)``, SGD, cross-entropy. zoo: ``zoo.runtime.finetune`` (decoded uint8 tensor, crop+flip on
-whole batches, channels_last, the same SGD step), fp32 and, with ``--bf16``, bf16 autocast. Same model
+whole batches, channels_last, the same SGD step), fp32 and, with ``--bf16``, bf16 autocast; ``--compile``
+adds bf16 autocast with the model under torch.compile, timed on its second epoch (the first pays the
+compile, printed separately). Same model
 architecture (CIFAR ResNet-20 by default), same images: the last N per class of the CIFAR-10 train split in
 ../shared, one epoch each. Training images/s are reported without zoo's one-off decode (shown separately).
 
-Run: .venv/bin/python bench/bench_finetune.py [--images-per-class 300] [--model resnet20-cifar] [--bf16]
+Run: .venv/bin/python bench/bench_finetune.py [--images-per-class 300] [--model resnet20-cifar] [--bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=300)
     parser.add_argument("--model", default="resnet20-cifar")
     parser.add_argument("--bf16", action="store_true", help="also measure zoo with bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="also measure zoo with bf16 + torch.compile")
     args = parser.parse_args()
     require(AKAMASTER)
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-ft-"))
@@ -76,8 +79,19 @@ def main() -> None:
                           register=False, show_progress=False)
         rows.append((f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
                      result.history[0]["images_per_second"]))
+    compile_seconds = None
+    if args.compile:
+        config = FinetuneConfig(epochs=2, batch_size=128, val_split=0.0, bf16=True, label_smoothing=0.0,
+                                compile=True)
+        result = finetune(args.model, root, work / "run-compile", config=config, device="cpu", register=False,
+                          show_progress=False)
+        first, second = result.history
+        compile_seconds = first["seconds"] - second["seconds"]
+        rows.append(("zoo finetune loop (bf16, channels_last, torch.compile; epoch 2)", second["images_per_second"]))
     print(f"{args.model}, one epoch of {n} CIFAR-10 train JPEGs, batch 128, {torch.get_num_threads()} threads")
     print(f"zoo decodes the {n} JPEGs once in {decode_seconds:.2f} s (then cached)")
+    if compile_seconds is not None:
+        print(f"torch.compile made epoch 1 {compile_seconds:.1f} s longer than epoch 2 (the one-off compile)")
     print(f"{'loop':<64}{'img/s':>8}{'x seed':>8}")
     for name, ips in rows:
         print(f"{name:<64}{ips:>8.0f}{ips / seed_ips:>8.2f}")

@@ -189,6 +189,19 @@ def test_recipe_options_run_and_learn(tmp_path, source_card, options):
     assert result.best_val_top1 >= 75.0, result.history
 
 
+def test_compiled_training_learns_and_saves_plain_weights(tmp_path, source_card, zoo_home):
+    data = make_top_bottom(tmp_path / "data")
+    # 48 training images in batches of 10: the short last batch takes the second (static) compile
+    config = FinetuneConfig(**{**FAST, "batch_size": 10, "compile": True})
+    result = finetune(source_card, data, tmp_path / "compiled-net", config=config, device="cpu", show_progress=False)
+    assert result.best_val_top1 >= 75.0, result.history
+    state = load_file(result.weights)
+    assert not [key for key in state if "_orig_mod" in key]  # the plain module's keys, loadable anywhere
+    assert set(state) == set(zoo.load(source_card).state_dict())
+    assert '"compile": true' in zoo.card("compiled-net").variant().notes
+    assert zoo.load("compiled-net")(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
 def test_cli_finetune_and_refusals(tmp_path, source_card):
     data = make_top_bottom(tmp_path / "data")
     result = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out", str(tmp_path / "cli-net"),

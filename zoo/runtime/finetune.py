@@ -58,6 +58,7 @@ class FinetuneConfig:
     val_split: float = 0.1
     bf16: bool = False
     channels_last: bool = True
+    compile: bool = False  # torch.compile the training forward and backward (bench/README.md: when it pays)
     seed: int = 0
     pretrained: bool = True
 
@@ -285,6 +286,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model = distributed.wrap(model, env)
+    if config.compile:
+        train_model = _compiled(train_model)
     optimizer = _optimizer(params, config)
     per_rank = math.ceil(len(train_idx) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
@@ -365,6 +368,19 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
             reset_registry()
     distributed.cleanup(env)
     return result
+
+
+def _compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """The training model under torch.compile (inductor), for the loop's steps only.
+
+    Validation, checkpoints and the saved weights keep using the plain module (same parameters, clean
+    state_dict keys). dynamic=False: an epoch's short last batch costs one more static compile instead of
+    turning every step's graph dynamic. The first steps pay the compile (about 30 s for a ResNet on 2 CPU
+    cores, less from inductor's disk cache afterwards); bench/bench_finetune.py --compile times the rest.
+    """
+    import torch
+
+    return torch.compile(module, dynamic=False)
 
 
 def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
