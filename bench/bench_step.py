@@ -4,7 +4,7 @@ Why: whether ``--bf16`` pays depends on the CPU (native AVX512-BF16/AMX or emula
 it opt-in; this measures it on the machine at hand. Anchor: the same step in fp32, in the same run. The
 model is built from its card without weights (``zoo.load(name, pretrained=False)``), channels_last, as
 ``zoo finetune`` trains it. ``--compile`` adds a row for the bf16 step with the model wrapped in
-``torch.compile`` (inductor): whether compiling the loop would pay (bench/README.md; it does not yet).
+``torch.compile`` (inductor), the step ``zoo finetune --compile`` runs (bench_finetune.py times the loop).
 
 Run: .venv/bin/python bench/bench_step.py [--model resnet18-cifar] [--batch-size 128] [--steps 5] [--compile]
 """

@@ -375,8 +375,8 @@ def _compiled(module: torch.nn.Module) -> torch.nn.Module:
 
     Validation, checkpoints and the saved weights keep using the plain module (same parameters, clean
     state_dict keys). dynamic=False: an epoch's short last batch costs one more static compile instead of
-    turning every step's graph dynamic. The first steps pay the compile (about 30 s for a ResNet on 2 CPU
-    cores, less from inductor's disk cache afterwards); bench/bench_finetune.py --compile times the rest.
+    turning every step's graph dynamic. The first steps pay the compile (about 20 s for a ResNet-20 on 2 CPU
+    cores, about 2 s from inductor's disk cache afterwards; bench/README.md).
     """
     import torch
 
