@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -200,6 +201,38 @@ def test_compiled_training_learns_and_saves_plain_weights(tmp_path, source_card,
     assert set(state) == set(zoo.load(source_card).state_dict())
     assert '"compile": true' in zoo.card("compiled-net").variant().notes
     assert zoo.load("compiled-net")(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_ema_saves_the_average_and_resumes_it(tmp_path, source_card, monkeypatch, zoo_home):
+    """--ema: the saved weights are the moving average (not the last step's), validated as such, and a run
+    stopped mid-epoch resumes to the same average (the checkpoint carries it)."""
+    data = make_top_bottom(tmp_path / "data")
+    config = FinetuneConfig(**FAST)
+    plain = finetune(source_card, data, tmp_path / "plain", config=config, device="cpu", show_progress=False,
+                     register=False)
+    averaged = dataclasses.replace(config, ema=0.5)
+    straight = finetune(source_card, data, tmp_path / "ema-net", config=averaged, device="cpu", show_progress=False)
+    assert straight.best_val_top1 >= 75.0, straight.history
+    a, b = load_file(str(plain.weights)), load_file(str(straight.weights))
+    assert set(a) == set(b) and not torch.allclose(a["linear.weight"], b["linear.weight"])  # same run, averaged weights
+    assert '"ema": 0.5' in zoo.card("ema-net").variant().notes
+    real_stop_request = ft.StopRequest
+    monkeypatch.setattr(ft, "StopRequest", lambda: _StopAtBatch(at=4))
+    stopped = finetune(source_card, data, tmp_path / "stopped", config=averaged, device="cpu", show_progress=False,
+                       register=False)
+    assert stopped.interrupted
+    monkeypatch.setattr(ft, "StopRequest", real_stop_request)
+    with pytest.raises(ZooError, match="with --ema"):
+        finetune(source_card, data, tmp_path / "stopped", config=config, resume=True, device="cpu",
+                 show_progress=False, register=False)  # the other way round: an --ema checkpoint, resumed without
+    resumed = finetune(source_card, data, tmp_path / "stopped", config=averaged, resume=True, device="cpu",
+                       show_progress=False, register=False)
+    c = load_file(str(resumed.weights))
+    for key in b:
+        torch.testing.assert_close(b[key], c[key], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ZooError, match="--ema 1.5"):
+        finetune(source_card, data, tmp_path / "bad", config=dataclasses.replace(config, ema=1.5), device="cpu",
+                 show_progress=False)
 
 
 def test_cli_finetune_and_refusals(tmp_path, source_card):

@@ -518,6 +518,9 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler "
                    "on CPU).")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and "
+                   "save it instead (0: off).")
 @click.option("--scratch", is_flag=True, help="Start from random initialisation instead of the card's weights.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt, exactly where it stopped.")
@@ -528,7 +531,7 @@ def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batc
 def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float | None,
                      optimizer: str, weight_decay: float, schedule: str, warmup: float, label_smoothing: float,
                      augment: str, freeze: str, balance: str, accumulate: int, val_split: float, bf16: bool,
-                     no_channels_last: bool, compile_: bool, scratch: bool, seed: int, resume: bool,
+                     no_channels_last: bool, compile_: bool, ema: float, scratch: bool, seed: int, resume: bool,
                      checkpoint_minutes: float, device: str | None) -> None:
     """Fine-tune model NAME on a labelled dataset; the result loads as zoo.load(OUT's name).
 
@@ -540,7 +543,7 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
                             weight_decay=weight_decay, schedule=schedule, warmup=warmup,
                             label_smoothing=label_smoothing, augment=augment, freeze=freeze, balance=balance,
                             accumulate=accumulate, val_split=val_split, bf16=bf16,
-                            channels_last=not no_channels_last, compile=compile_, seed=seed,
+                            channels_last=not no_channels_last, compile=compile_, ema=ema, seed=seed,
                             pretrained=not scratch)
     # the card records the command that reproduces the run: a resumed run's --resume is not part of it
     command = ("zoo " + " ".join(a for a in sys.argv[1:] if a != "--resume")

@@ -59,6 +59,8 @@ class FinetuneConfig:
     bf16: bool = False
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward and backward (bench/README.md: when it pays)
+    ema: float = 0.0  # > 0: keep an exponential moving average of the weights with this decay per step;
+    #                   validation, best-epoch selection and the saved weights then use the average
     seed: int = 0
     pretrained: bool = True
 
@@ -289,6 +291,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     if config.compile:
         train_model = _compiled(train_model)
     optimizer = _optimizer(params, config)
+    averaged = _averaged(model, config.ema)
     per_rank = math.ceil(len(train_idx) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
@@ -307,6 +310,11 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
             raise ZooError(f"Nothing to resume: {checkpoint} does not exist.")
         state = _load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
+        if (averaged is not None) != ("ema" in state):
+            said = "with" if "ema" in state else "without"
+            raise ZooError(f"{checkpoint} was written {said} --ema; resume with the options it was started with.")
+        if averaged is not None:
+            averaged.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
@@ -321,12 +329,14 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": position.epoch,
                 "position": json.dumps(dataclasses.asdict(position)), "history": json.dumps(history),
-                "best": list(best)})
+                "best": list(best), **({"ema": averaged.state_dict()} if averaged is not None else {})})
 
     started = time.perf_counter()
     interrupted = False
     loop = _Loop(train_model, task, derived, dataset, train_idx, optimizer, scheduler, config, generator, env,
-                 target, class_weights, show_progress, save, checkpoint_every)
+                 target, class_weights, show_progress, save, checkpoint_every,
+                 (lambda: averaged.update_parameters(model)) if averaged is not None else None)
+    result_model = averaged.module if averaged is not None else model  # what is validated and saved
     with StopRequest() as stop:
         try:
             while position.epoch < config.epochs:
@@ -334,7 +344,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
                 if row is None:  # stopped at a batch boundary; the checkpoint is written
                     interrupted = True
                     break
-                row.update(_validate(model, task, derived, dataset, val_idx, config, target))
+                row.update(_validate(result_model, task, derived, dataset, val_idx, config, target))
                 row["epoch"] = position.epoch + 1
                 history.append(row)
                 if on_epoch is not None and env.rank == 0:
@@ -342,7 +352,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
                 # ">=": on a tie (small validation sets often tie) the later, longer-trained epoch wins
                 if env.rank == 0 and "val_top1" in row and row["val_top1"] >= best[0]:
                     best = (row["val_top1"], position.epoch + 1)
-                    _save_weights(model, out / "best.safetensors")
+                    _save_weights(result_model, out / "best.safetensors")
                 position = _Position(epoch=position.epoch + 1)
                 save()
                 if position.epoch < config.epochs and distributed.any_true(stop.requested, env):
@@ -355,7 +365,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     result = FinetuneResult(new_name, out, weights, best[1], best[0], history, seconds, interrupted)
     if env.rank == 0 and not interrupted:
         if not (out / "best.safetensors").is_file():  # no validation split: the last epoch is the result
-            _save_weights(model, out / "best.safetensors")
+            _save_weights(result_model, out / "best.safetensors")
             result.best_val_top1, result.best_epoch = float("nan"), config.epochs
         shutil.copyfile(out / "best.safetensors", weights)
         _write_history(out, history)
@@ -383,6 +393,23 @@ def _compiled(module: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(module, dynamic=False)
 
 
+def _averaged(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of `model`'s weights, updated after every optimizer step, or None.
+
+    torch.optim.swa_utils does the averaging (foreach lerp). use_buffers=True averages BatchNorm's
+    running statistics along with the weights, so the average is usable as it stands, with no extra pass
+    over the data to recompute them. The average starts at the weights after the first step; there is no
+    decay warm-up, so pick a decay whose horizon (about 1 / (1 - decay) steps) fits well inside the run.
+    """
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ZooError(f"--ema {decay}: the decay must lie between 0 and 1 (e.g. 0.999), or be 0 for none.")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return [indices[begin:begin + batch_size] for begin in range(0, len(indices), batch_size)]
 
@@ -406,6 +433,7 @@ class _Loop:
     show_progress: bool
     save: Callable[[], None]
     checkpoint_every: float
+    after_step: Callable[[], None] | None = None  # e.g. update the weights' moving average (--ema)
 
     def train_epoch(self, position: _Position, stop: StopRequest) -> dict[str, Any] | None:
         """Train the rest of `position`'s epoch, updating `position` as it goes. None: a stop was requested,
@@ -437,6 +465,8 @@ class _Loop:
             if stepped:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.after_step is not None:
+                    self.after_step()
                 if self.scheduler.last_epoch + 1 < _total_steps(self.scheduler):
                     self.scheduler.step()
             position.step = step + 1
