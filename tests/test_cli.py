@@ -14,12 +14,12 @@ import zoo._registry
 from zoo.cli import cli
 
 LIST_OUTPUT = """\
-name            task        params  input    weights (default)                    metric            cached  plugin
-resnet18-cifar  classifier  11.2M   3x32x32  zoo-cutout-e120 (safetensors, fp16)  val top1 92.96    yes     classifier
-resnet20-cifar  classifier  270K    3x32x32  akamaster (converted, fp32)          test top1 91.73*  no      classifier
-resnet32-cifar  classifier  464K    3x32x32  akamaster (converted, fp32)          test top1 92.63*  no      classifier
-resnet44-cifar  classifier  659K    3x32x32  akamaster (converted, fp32)          test top1 93.10*  no      classifier
-resnet56-cifar  classifier  853K    3x32x32  akamaster (converted, fp32)          test top1 93.39*  no      classifier
+name            task        params  input    weights (default)                        metric            cached  plugin
+resnet18-cifar  classifier  11.2M   3x32x32  zoo-cutout-e120-ema (safetensors, fp16)  val top1 93.32    yes     classifier
+resnet20-cifar  classifier  270K    3x32x32  akamaster (converted, fp32)              test top1 91.73*  no      classifier
+resnet32-cifar  classifier  464K    3x32x32  akamaster (converted, fp32)              test top1 92.63*  no      classifier
+resnet44-cifar  classifier  659K    3x32x32  akamaster (converted, fp32)              test top1 93.10*  no      classifier
+resnet56-cifar  classifier  853K    3x32x32  akamaster (converted, fp32)              test top1 93.39*  no      classifier
 * published by the weights' authors; others measured by zoo ('zoo info NAME' gives the source or the command)
 """
 
