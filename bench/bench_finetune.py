@@ -70,7 +70,7 @@ def main() -> None:
     n = 10 * args.images_per_class
     seed_ips = seed_loop(zoo.load(args.model, device="cpu"), root, card.preprocess.mean, card.preprocess.std)
     start = time.perf_counter()
-    load_dataset(root, geometry=get_task(card.task).geometry(card))  # decode once (cached for the runs below)
+    load_dataset(root, geometry=get_task(card).geometry())  # decode once (cached for the runs below)
     decode_seconds = time.perf_counter() - start
     rows = [("seed loop: ImageFolder + per-image transforms, 2 workers", seed_ips)]
     for bf16 in ([False, True] if args.bf16 else [False]):

@@ -78,5 +78,5 @@ def test_measured_metric_on_the_card_reproduces(mirror):
     data = require_shared("datasets", "cifar10-train-jpeg.zip")
     result = CliRunner().invoke(cli, ["eval", "resnet20-cifar", "--data", str(data), "--compare", "--json"])
     assert result.exit_code == 0, result.output
-    verdict = json.loads(result.output)["compare"]
+    verdict = json.loads(result.stdout)["compare"]
     assert verdict["card_source"] == "measured" and verdict["reproduces"], verdict

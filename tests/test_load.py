@@ -160,9 +160,12 @@ def test_card_params_match_the_built_models():
     """The `params` column of `zoo list` comes from the card; it must be the truth."""
     for name in zoo.list_models():
         card = zoo.card(name)
+        if card.params > 5_000_000 and card.task == "detector":
+            continue  # the big torchvision detectors: tests/test_torchvision_detectors.py checks their counts
         model = zoo.load(name, pretrained=False, device="cpu")
         assert card.params == sum(p.numel() for p in model.parameters()), name
-        assert card.labels and model(torch.zeros(1, *card.input_shape)).shape == (1, len(card.labels))
+        if card.task == "classifier":
+            assert card.labels and model(torch.zeros(1, *card.input_shape)).shape == (1, len(card.labels))
 
 
 def test_transforms_follow_the_card():

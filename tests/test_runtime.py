@@ -262,7 +262,7 @@ def test_eval_refuses_classes_the_model_does_not_know(tmp_path, tiny_classifier)
 def test_augment_presets_are_seeded_by_the_loops_generator(preset):
     from zoo_classifier.task import ClassifierTask
 
-    task = ClassifierTask()
+    task = ClassifierTask(zoo.card("resnet20-cifar"))
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     torch.manual_seed(123)
     before = torch.rand(1)
@@ -291,4 +291,5 @@ def test_unknown_augment_preset_lists_the_known_ones():
     from zoo_classifier.task import ClassifierTask
 
     with pytest.raises(ZooError, match="crop-flip-trivial-erase"):
-        ClassifierTask().augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment", torch.Generator())
+        ClassifierTask(zoo.card("resnet20-cifar")).augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment",
+                                                           torch.Generator())

@@ -68,6 +68,6 @@ def test_validation_top1_on_the_card_reproduces(offline):
     result = CliRunner().invoke(cli, ["eval", "resnet18-cifar", "--data", str(data), "--val-split", "0.1",
                                       "--seed", "0", "--compare", "--json"])
     assert result.exit_code == 0, result.output
-    record = json.loads(result.output)
+    record = json.loads(result.stdout)
     assert record["images"] == 5000 and record["compare"]["reproduces"], record["compare"]
     assert record["compare"]["card_split"] == "val" and record["compare"]["card_source"] == "measured"

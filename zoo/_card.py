@@ -22,6 +22,7 @@ SCHEMA_VERSION: Final = 1
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 TAG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+SHA256_PREFIX_RE: Final = re.compile(r"^[0-9a-f]{8,63}$")
 BUILDER_RE: Final = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 FORMATS: Final = ("safetensors", "torch-pickle")
 DTYPES: Final = ("float32", "float16", "bfloat16")
@@ -62,7 +63,7 @@ class WeightsVariant:
 
     tag: str
     uri: str
-    sha256: str
+    sha256: str | None  # the full sha256; None when the publisher gives only a prefix
     format: str = "safetensors"
     size: int | None = None
     dtype: str = "float32"
@@ -70,6 +71,9 @@ class WeightsVariant:
     convert: ConvertSpec | None = None
     metrics: tuple[Metric, ...] = ()
     notes: str | None = None
+    # Publishers such as torchvision give only the first hex digits of a file's sha256 (in its file name). Such a
+    # variant is pinned by the prefix until its first verified download, then by the full sha256 recorded then.
+    sha256_prefix: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -222,7 +226,8 @@ _CARD_FIELDS = {
     "task", "plugin", "builder", "kwargs", "input", "preprocess", "labels", "head", "params",
     "license", "source", "citation", "description", "weights", "default",
 }
-_WEIGHTS_FIELDS = {"uri", "sha256", "size", "format", "dtype", "license", "convert", "metrics", "notes"}
+_WEIGHTS_FIELDS = {"uri", "sha256", "sha256_prefix", "size", "format", "dtype", "license", "convert", "metrics",
+                   "notes"}
 _METRIC_FIELDS = {"name", "value", "dataset", "split", "source", "reference", "command", "note"}
 _PREPROCESS_FIELDS = {"resize", "crop", "interpolation", "mean", "std"}
 _CONVERT_FIELDS = {"key", "strip_prefix", "rename"}
@@ -274,15 +279,37 @@ def _parse_convert(ctx: _Ctx, where: str, raw: Any) -> ConvertSpec:
     )
 
 
+def _parse_pin(ctx: _Ctx, where: str, raw: dict) -> tuple[str | None, str | None]:
+    """The variant's hash pin: (full sha256, None) or (None, the publisher's sha256 prefix); exactly one."""
+    given = [key for key in ("sha256", "sha256_prefix") if raw.get(key) is not None]
+    if not given:
+        raise ctx.error(f"{where}.sha256", "missing required field (or 'sha256_prefix' where the publisher gives "
+                        "only the first hex digits of the hash)")
+    if len(given) == 2:
+        raise ctx.error(f"{where}.sha256_prefix", "give either 'sha256' (the full hash) or 'sha256_prefix', not "
+                        "both; with the full hash the prefix says nothing more")
+    if given == ["sha256"]:
+        sha = _str(ctx, f"{where}.sha256", raw["sha256"])
+        if not SHA256_RE.match(sha):
+            raise ctx.error(f"{where}.sha256", "expected the full sha256: 64 lower-case hex digits")
+        return sha, None
+    if isinstance(raw["sha256_prefix"], int) and not isinstance(raw["sha256_prefix"], bool):
+        raise ctx.error(f"{where}.sha256_prefix", f"expected a string, got int {raw['sha256_prefix']!r}: hex digits "
+                        "that are all decimal read as a number in YAML; put them in quotes")
+    prefix = _str(ctx, f"{where}.sha256_prefix", raw["sha256_prefix"])
+    if not SHA256_PREFIX_RE.match(prefix):
+        raise ctx.error(f"{where}.sha256_prefix", "expected the first 8 to 63 lower-case hex digits of the sha256 "
+                        f"(the full 64 go in 'sha256'), got {_short(prefix)}")
+    return None, prefix
+
+
 def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
     where = f"weights.{tag}"
     if not isinstance(tag, str) or not TAG_RE.match(tag):
         raise ctx.error(where, "weights tags are lower-case letters, digits, '-' and '_'")
     _expect(ctx, where, raw, dict, "a mapping")
-    _check_keys(ctx, where, raw, _WEIGHTS_FIELDS, {"uri", "sha256"})
-    sha = _str(ctx, f"{where}.sha256", raw["sha256"])
-    if not SHA256_RE.match(sha):
-        raise ctx.error(f"{where}.sha256", "expected the full sha256: 64 lower-case hex digits")
+    _check_keys(ctx, where, raw, _WEIGHTS_FIELDS, {"uri"})
+    sha, prefix = _parse_pin(ctx, where, raw)
     fmt = raw.get("format", "safetensors")
     if fmt not in FORMATS:
         raise ctx.error(f"{where}.format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -295,6 +322,10 @@ def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
     problem = check_uri(uri)
     if problem:
         raise ctx.error(f"{where}.uri", problem)
+    if prefix is not None and fmt == "safetensors" and parse_uri(uri).scheme in ("pkg", "file", "path"):
+        raise ctx.error(f"{where}.sha256_prefix", "a local safetensors file is used in place and needs the full "
+                        "'sha256' (sha256sum prints it); 'sha256_prefix' is for downloads whose publisher gives "
+                        "only a prefix")
     if parse_uri(uri).scheme == "path" and not Path(uri).is_absolute() and Path(ctx.file).is_file():
         uri = str(Path(ctx.file).resolve().parent / uri)  # relative to the registry file, not the cwd
     convert = _parse_convert(ctx, f"{where}.convert", raw["convert"]) if raw.get("convert") else None
@@ -306,6 +337,7 @@ def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
         tag=tag,
         uri=uri,
         sha256=sha,
+        sha256_prefix=prefix,
         format=fmt,
         size=_positive_int(ctx, f"{where}.size", raw["size"]) if raw.get("size") is not None else None,
         dtype=dtype,

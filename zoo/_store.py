@@ -9,9 +9,17 @@ Layout under the cache root (``ZOO_HOME``; no symlinks, so it can live on any fi
     locks/<sha256>.lock               inter-process locks: N processes loading one model download once
     verified/<sha256>.json            (size, mtime) of local files already hashed, so a shipped file is
                                       not re-hashed on every load
+    pins/<key>.json                   for cards that give only the publisher's sha256 prefix: the full sha256
+                                      of the first download that matched it, enforced from then on
 
 A file appears under ``weights/`` only by an atomic rename after its hash matched, so anything there
 is complete and verified; everything in progress is a ``.partial``.
+
+Prefix-pinned variants (``sha256_prefix`` on the card) cannot be named by a hash nobody knows in advance.
+Until their first verified download, their lock and partial download are named by ``<key>``, the sha256 of
+the card's URI and prefix; the accepted file is then named by its full sha256 like any other, and that
+hash is written to ``pins/<key>.json`` (trust on first use, like ssh's known_hosts). Later downloads, mirror
+copies and the cached file must match the recorded hash, not just the prefix.
 """
 
 from __future__ import annotations
@@ -29,6 +37,20 @@ from .errors import WeightsError
 __all__ = ["CacheEntry", "Store"]
 
 LOCAL_SCHEMES: Final = ("pkg", "file", "path")
+_SHA256_HEX: Final = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The full sha256 recorded on a prefix-pinned variant's first verified download."""
+
+    path: Path  # pins/<key>.json
+    uri: str
+    sha256_prefix: str
+    sha256: str
+    size: int
+    recorded: str  # ISO 8601, UTC
+    source: str  # where those bytes came from: the URL or a mirror file
 
 
 @dataclass(frozen=True)
@@ -65,10 +87,38 @@ class Store:
         self.downloads_dir: Final = self.root / "downloads"
         self.locks_dir: Final = self.root / "locks"
         self.verified_dir: Final = self.root / "verified"
+        self.pins_dir: Final = self.root / "pins"
 
     # -- where things are --------------------------------------------------------------------------
-    def cached_path(self, variant: WeightsVariant) -> Path:
-        return self.weights_dir / f"{variant.sha256}.safetensors"
+    def cached_path(self, variant: WeightsVariant) -> Path | None:
+        """Where the variant's verified file is (or will be); None for a prefix pin not yet recorded."""
+        sha = self.known_sha256(variant)
+        return self.weights_dir / f"{sha}.safetensors" if sha else None
+
+    def known_sha256(self, variant: WeightsVariant) -> str | None:
+        """The card's full sha256, or the one recorded for its prefix (None: not yet, or a damaged record)."""
+        if variant.sha256 is not None:
+            return variant.sha256
+        try:
+            pin = self.read_pin(variant, model=variant.tag)
+        except WeightsError:
+            return None
+        return pin.sha256 if pin else None
+
+    @staticmethod
+    def pin_key(variant: WeightsVariant) -> str:
+        """Names the lock, partial and pin record of a prefix-pinned variant: its URI and prefix, hashed.
+
+        Hashed rather than spelt out so that no URL ever becomes a path; keyed on the prefix too so that a
+        card whose author changed the prefix starts a new record instead of tripping over the old one.
+        """
+        import hashlib
+
+        return hashlib.sha256(f"zoo-pin|{variant.uri}|{variant.sha256_prefix}".encode()).hexdigest()
+
+    def _key(self, variant: WeightsVariant) -> str:
+        """What locks and partial downloads are named by: the full sha256, else the pin key."""
+        return variant.sha256 if variant.sha256 is not None else self.pin_key(variant)
 
     def is_local(self, variant: WeightsVariant) -> bool:
         """Safetensors shipped in a package or on disk are used in place, never copied."""
@@ -81,7 +131,8 @@ class Store:
                 return self._local_path(parse_uri(variant.uri)).is_file()
             except WeightsError:
                 return False
-        return self.cached_path(variant).is_file()
+        target = self.cached_path(variant)
+        return target is not None and target.is_file()
 
     def _local_path(self, parsed: ParsedUri) -> Path:
         if parsed.scheme != "pkg":
@@ -103,49 +154,88 @@ class Store:
         """A verified safetensors file for `variant`: from the cache, a mirror, disk or the network."""
         parsed = parse_uri(variant.uri)
         if self.is_local(variant):
+            if variant.sha256 is None:  # the card parser refuses this; a variant built in code may not
+                raise WeightsError(f"Local weights file {variant.uri} for {model!r} is used in place and needs the "
+                                   "full sha256 on the card, not a prefix.")
             path = self._local_path(parsed)
             if not path.is_file():
                 raise WeightsError(f"Weights file for {model!r} not found: {path} (from {variant.uri}).")
             self._verify_local(path, variant, model)
             return path
-        target = self.cached_path(variant)
-        if self._trusted(target, variant, model):
+        if variant.sha256 is None:
+            return self._resolve_prefix_pinned(variant, parsed, model)
+        target = self.weights_dir / f"{variant.sha256}.safetensors"
+        if self._trusted(target, variant.sha256, model):
             return target
+        with self._lock(variant.sha256):
+            if self._trusted(target, variant.sha256, model):  # another process finished while we waited
+                return target
+            source, owned, _ = self._acquire(variant, parsed, model)
+            self._install(source, owned, variant, variant.sha256, parsed, target)
+        return target
+
+    def _resolve_prefix_pinned(self, variant: WeightsVariant, parsed: ParsedUri, model: str) -> Path:
+        """Like `resolve`, for a card that gives only the publisher's sha256 prefix (trust on first use)."""
+        pin = self.read_pin(variant, model=model)
+        if pin is not None and self._trusted(self.weights_dir / f"{pin.sha256}.safetensors", pin.sha256, model):
+            return self.weights_dir / f"{pin.sha256}.safetensors"
+        with self._lock(self.pin_key(variant)):
+            pin = self.read_pin(variant, model=model)  # another process may have recorded it while we waited
+            if pin is not None:
+                target = self.weights_dir / f"{pin.sha256}.safetensors"
+                if self._trusted(target, pin.sha256, model):
+                    return target
+            source, owned, sha = self._acquire(variant, parsed, model, pin=pin)
+            size = source.stat().st_size
+            origin = f"mirror {source}" if not owned and parsed.scheme not in LOCAL_SCHEMES else variant.uri
+            target = self.weights_dir / f"{sha}.safetensors"
+            # The full hash now names the file, so a card that pins the same bytes by their full sha256 shares it.
+            with self._lock(sha):
+                if self._trusted(target, sha, model):
+                    if owned:
+                        source.unlink(missing_ok=True)
+                else:
+                    self._install(source, owned, variant, sha, parsed, target)
+            if pin is None:
+                self._write_pin(variant, sha, size, source=origin)
+        return target
+
+    def _lock(self, key: str):  # noqa: ANN202 - a filelock.FileLock
         from filelock import FileLock
 
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.locks_dir / f"{variant.sha256}.lock"), timeout=_config.lock_timeout()):
-            if self._trusted(target, variant, model):  # another process finished while we waited
-                return target
-            source, owned = self._acquire(variant, parsed, model)
-            self.weights_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + f".{os.getpid()}.partial")
-            try:
-                if variant.format == "safetensors":
-                    if owned:
-                        os.replace(source, tmp)
-                    else:
-                        import shutil
+        return FileLock(str(self.locks_dir / f"{key}.lock"), timeout=_config.lock_timeout())
 
-                        shutil.copyfile(source, tmp)
+    def _install(self, source: Path, owned: bool, variant: WeightsVariant, sha: str, parsed: ParsedUri,
+                 target: Path) -> None:
+        """Put hash-checked `source` (sha256 `sha`) into the cache as `target`, converting a pickle first."""
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".{os.getpid()}.partial")
+        try:
+            if variant.format == "safetensors":
+                if owned:
+                    os.replace(source, tmp)
                 else:
-                    from ._convert import convert_checkpoint
+                    import shutil
 
-                    convert_checkpoint(source, tmp, variant.convert, metadata={
-                        "source_uri": variant.uri,
-                        "source_sha256": variant.sha256,
-                        "source_format": variant.format,
-                        "zoo_version": _zoo_version(),
-                    }, name=parsed.file_name)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-            self._write_stamp(target, variant.sha256)
-            if owned:
-                source.unlink(missing_ok=True)  # the converted file replaces the pickle
-        return target
+                    shutil.copyfile(source, tmp)
+            else:
+                from ._convert import convert_checkpoint
 
-    def _trusted(self, target: Path, variant: WeightsVariant, model: str) -> bool:
+                convert_checkpoint(source, tmp, variant.convert, metadata={
+                    "source_uri": variant.uri,
+                    "source_sha256": sha,
+                    "source_format": variant.format,
+                    "zoo_version": _zoo_version(),
+                }, name=parsed.file_name)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._write_stamp(target, sha)
+        if owned:
+            source.unlink(missing_ok=True)  # the converted file replaces the pickle
+
+    def _trusted(self, target: Path, sha256: str, model: str) -> bool:
         """True if `target` is the verified file; a cached file that changed since is re-checked.
 
         Files are verified when they enter the cache; a load then compares (size, mtime) with the
@@ -154,28 +244,28 @@ class Store:
         """
         if not target.is_file():
             return False
-        if self._stamp_matches(target, variant.sha256):
+        if self._stamp_matches(target, sha256):
             return True
-        problem = self.verify(CacheEntry(target, variant.sha256, target.stat().st_size, self._kind(target)))
+        problem = self.verify(CacheEntry(target, sha256, target.stat().st_size, self._kind(target)))
         if problem is None:
-            self._write_stamp(target, variant.sha256)
+            self._write_stamp(target, sha256)
             return True
         _warn("zoo: cached weights for %r are corrupt (%s); removed, fetching again", model, problem)
         target.unlink(missing_ok=True)
         return False
 
     # -- sources -----------------------------------------------------------------------------------
-    def _acquire(self, variant: WeightsVariant, parsed: ParsedUri, model: str) -> tuple[Path, bool]:
-        """A local file whose sha256 matched, and whether the store owns it (may move/delete it)."""
+    def _acquire(self, variant: WeightsVariant, parsed: ParsedUri, model: str,
+                 pin: Pin | None = None) -> tuple[Path, bool, str]:
+        """A local file whose sha256 matched, whether the store owns it (may move/delete it), and its sha256."""
         if parsed.scheme in LOCAL_SCHEMES:
             path = self._local_path(parsed)
             if not path.is_file():
                 raise WeightsError(f"Weights file for {model!r} not found: {path} (from {variant.uri}).")
-            self._check_hash(path, variant, model)
-            return path, False
-        mirrored = self._from_mirror(variant, parsed, model)
+            return path, False, self._check_hash(path, variant, model, pin=pin)
+        mirrored = self._from_mirror(variant, parsed, model, pin)
         if mirrored is not None:
-            return mirrored, False
+            return mirrored[0], False, mirrored[1]
         if _config.offline():
             mirrors = os.pathsep.join(map(str, _config.mirror_dirs())) or "unset"
             raise WeightsError(
@@ -184,16 +274,17 @@ class Store:
                 f"(now: {mirrors}) or run 'zoo fetch {model}' with network access.")
         from ._download import download
 
-        partial = self.downloads_dir / f"{variant.sha256}-{parsed.file_name}.partial"
+        partial = self.downloads_dir / f"{self._key(variant)}-{parsed.file_name}.partial"
         download(variant.uri, partial, expected_size=variant.size, desc=f"{model} {parsed.file_name}")
         try:
-            self._check_hash(partial, variant, model)
+            sha = self._check_hash(partial, variant, model, pin=pin)
         except WeightsError:
             partial.unlink(missing_ok=True)  # wrong bytes are never worth resuming
             raise
-        return partial, True
+        return partial, True, sha
 
-    def _from_mirror(self, variant: WeightsVariant, parsed: ParsedUri, model: str) -> Path | None:
+    def _from_mirror(self, variant: WeightsVariant, parsed: ParsedUri, model: str,
+                     pin: Pin | None = None) -> tuple[Path, str] | None:
         if not safe_file_name(parsed.file_name):
             return None
         for directory in _config.mirror_dirs():
@@ -201,29 +292,113 @@ class Store:
             if not candidate.is_file():
                 continue
             try:
-                self._check_hash(candidate, variant, model)
+                sha = self._check_hash(candidate, variant, model, pin=pin)
             except WeightsError as exc:
                 _warn("zoo: ignoring mirror copy: %s", exc)
                 continue
-            return candidate
+            return candidate, sha
         return None
 
     # -- verification ------------------------------------------------------------------------------
-    def _check_hash(self, path: Path, variant: WeightsVariant, model: str, *, local: bool = False) -> None:
+    def _check_hash(self, path: Path, variant: WeightsVariant, model: str, *, local: bool = False,
+                    pin: Pin | None = None) -> str:
+        """The file's sha256, if it is the card's file: the full sha256 on the card, else the one recorded
+        for the card's prefix (`pin`), else (first download) any hash that starts with the prefix."""
         from ._hashing import sha256_file
 
+        expected = variant.sha256 or (pin.sha256 if pin else f"{variant.sha256_prefix}...")
         size = path.stat().st_size
         if variant.size is not None and size != variant.size:
             raise WeightsError(
                 f"Weights file {path} for {model!r} has {size} bytes, the card expects {variant.size} "
-                f"(truncated or wrong file; sha256 expected {variant.sha256}).")
+                f"(truncated or wrong file; sha256 expected {expected}).")
         actual = sha256_file(path)
-        if actual != variant.sha256:
+        if variant.sha256 is not None and actual != variant.sha256:
             fix = ("if you changed the file on purpose, put its new sha256 on the card" if local
                    else "delete it or fetch it again")
             raise WeightsError(
                 f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual}, "
                 f"expected {variant.sha256}. It was not loaded; {fix}.")
+        if variant.sha256 is None and pin is not None and actual != pin.sha256:
+            shares = "also starts" if actual.startswith(pin.sha256_prefix) else "does not even start"
+            raise WeightsError(
+                f"Weights file {path} for {model!r} has sha256 {actual}, but {variant.uri} was pinned to "
+                f"{pin.sha256} on its first verified download ({pin.recorded}); the new hash {shares} with the "
+                f"publisher's prefix {pin.sha256_prefix}. The publisher changed the file, or it was tampered "
+                f"with; it was not loaded. If you trust the new file, reset the pin with 'zoo cache rm {model}' "
+                f"and fetch again (record: {pin.path}).")
+        if variant.sha256 is None and pin is None and not actual.startswith(variant.sha256_prefix or "-"):
+            raise WeightsError(
+                f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual} does not "
+                f"start with the publisher's prefix {variant.sha256_prefix}. It was not loaded; delete it or "
+                "fetch it again.")
+        return actual
+
+    # -- pins (prefix-pinned variants) ---------------------------------------------------------------
+    def pin_path(self, variant: WeightsVariant) -> Path:
+        return self.pins_dir / f"{self.pin_key(variant)}.json"
+
+    def read_pin(self, variant: WeightsVariant, *, model: str) -> Pin | None:
+        """The recorded full sha256 of a prefix-pinned variant; None before its first verified download.
+
+        A record that cannot be read, or that does not fit the card, is an error rather than "no record":
+        treating it as absent would let the next download pin whatever the server sends.
+        """
+        import json
+
+        if variant.sha256 is not None or not self.pins_dir.is_dir():  # `zoo list` on a fresh cache: no hashing
+            return None
+        path = self.pin_path(variant)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raw = f"unreadable ({type(exc).__name__})"
+        problem = None
+        if not isinstance(raw, dict):
+            problem = raw if isinstance(raw, str) else "not a JSON object"
+        elif raw.get("uri") != variant.uri or raw.get("sha256_prefix") != variant.sha256_prefix:
+            problem = f"it records {raw.get('uri')!r} with prefix {raw.get('sha256_prefix')!r}"
+        else:
+            sha = raw.get("sha256")
+            if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX
+                    and sha.startswith(variant.sha256_prefix or "-")):
+                problem = f"its sha256 {sha!r} is not a full sha256 starting with {variant.sha256_prefix}"
+        if problem is not None:
+            raise WeightsError(
+                f"Pin record {path} for {model!r} is damaged or not this card's ({problem}); without it the "
+                f"publisher's file cannot be told from another, so nothing was loaded. Reset it with "
+                f"'zoo cache rm {model}' and fetch again.")
+        size = raw.get("size")
+        return Pin(path, variant.uri, str(variant.sha256_prefix), raw["sha256"], size if isinstance(size, int) else 0,
+                   str(raw.get("recorded", "?")), str(raw.get("source", "?")))
+
+    def _write_pin(self, variant: WeightsVariant, sha256: str, size: int, *, source: str) -> None:
+        """Record the full sha256 of the first verified file for a prefix pin (atomically, synced)."""
+        import json
+        from datetime import datetime, timezone
+
+        record = {
+            "uri": variant.uri,
+            "sha256_prefix": variant.sha256_prefix,
+            "sha256": sha256,
+            "size": size,
+            "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "zoo_version": _zoo_version(),
+        }
+        target = self.pin_path(variant)
+        self.pins_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _verify_local(self, path: Path, variant: WeightsVariant, model: str) -> None:
         """Hash a local file once per (size, mtime): shipped weights are checked without a cost per load."""
@@ -306,6 +481,24 @@ class Store:
             return f"converted from {provenance.get('source_sha256')}, but the file name says {entry.sha256}"
         expected = provenance.get("content_sha256")
         return None if digest == expected else f"tensor content sha256 {digest}, expected {expected}"
+
+    def remove_variant(self, variant: WeightsVariant) -> list[Path]:
+        """Delete a variant's cached files; for a prefix pin also its record and partial (a reset)."""
+        if variant.sha256 is not None:
+            return self.remove(variant.sha256)
+        removed = []
+        pin_path = self.pin_path(variant)
+        try:
+            pin = self.read_pin(variant, model=variant.tag)
+        except WeightsError:
+            pin = None  # a damaged record is removed all the same: that is the reset it asks for
+        if pin is not None:
+            removed += self.remove(pin.sha256)
+        removed += self.remove(self.pin_key(variant))  # the partial download, named by the pin key
+        if pin_path.is_file():
+            pin_path.unlink()
+            removed.append(pin_path)
+        return removed
 
     def remove(self, sha256: str) -> list[Path]:
         """Delete every cache file of one weights identity (the partial download included)."""

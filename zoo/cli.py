@@ -164,7 +164,36 @@ def _card_dict(card: ModelCard, store: Any) -> dict[str, Any]:
     for tag, variant in card.weights.items():
         data["weights"][tag]["cached"] = store.is_available(variant)
         data["weights"][tag]["default"] = tag == card.default_tag
+        data["weights"][tag]["pin"] = _pin_dict(variant, store)
     return data
+
+
+def _pin_dict(variant: Any, store: Any) -> dict[str, Any]:
+    """Which kind of hash pin a variant has; for a prefix, the full sha256 recorded on first download."""
+    if variant.sha256 is not None:
+        return {"kind": "sha256", "sha256": variant.sha256}
+    from .errors import WeightsError
+
+    record: dict[str, Any] = {"kind": "sha256_prefix", "prefix": variant.sha256_prefix, "recorded_sha256": None}
+    try:
+        pin = store.read_pin(variant, model=variant.tag)
+    except WeightsError as exc:
+        return {**record, "error": str(exc)}
+    if pin is not None:
+        record.update(recorded_sha256=pin.sha256, recorded=pin.recorded, recorded_size=pin.size,
+                      recorded_from=pin.source, record_file=str(pin.path))
+    return record
+
+
+def _pin_text(variant: Any, store: Any) -> str:
+    pin = _pin_dict(variant, store)
+    if pin["kind"] == "sha256":
+        return "sha256 (full)"
+    recorded = pin["recorded_sha256"] or ("DAMAGED RECORD, 'zoo cache rm' resets it" if "error" in pin
+                                          else "not yet")
+    when = f" on {pin['recorded']}" if pin.get("recorded") else ""
+    return (f"sha256 prefix {pin['prefix']} (publisher's; full hash recorded on first verified download: "
+            f"{recorded}{when})")
 
 
 @cli.command("info")
@@ -206,7 +235,9 @@ def info_command(name: str, as_json: bool) -> None:
         cached = "yes" if store.is_available(v) else "no"
         out.append(f"  weights {tag}{default}:")
         out.append(f"    uri:      {v.uri}")
-        out.append(f"    sha256:   {v.sha256}")
+        if v.sha256 is not None:
+            out.append(f"    sha256:   {v.sha256}")
+        out.append(f"    pin:      {_pin_text(v, store)}")
         out.append(f"    size:     {_human_bytes(v.size)}" + (f" ({v.size:,} bytes)" if v.size else ""))
         fmt = v.format + (" -> safetensors on fetch" if v.format != "safetensors" else "")
         out.append(f"    format:   {fmt}, {v.dtype}")
@@ -256,9 +287,16 @@ def _owners() -> dict[str, list[str]]:
         cards = get_registry().cards
     except ZooError:
         return owners  # a broken registry must not hide what is on disk
+    from ._store import Store
+
+    store = Store()
     for card in cards:
         for tag, variant in card.weights.items():
-            owners.setdefault(variant.sha256, []).append(f"{card.name}.{tag}")
+            sha = store.known_sha256(variant)  # a prefix pin owns the file named by its recorded hash
+            if sha is not None:
+                owners.setdefault(sha, []).append(f"{card.name}.{tag}")
+            if variant.sha256 is None:  # ... and its partial download, named by the pin key
+                owners.setdefault(store.pin_key(variant), []).append(f"{card.name}.{tag}")
     return owners
 
 
@@ -322,18 +360,22 @@ def cache_verify_command() -> None:
 @click.option("--partial", is_flag=True, help="Remove interrupted downloads.")
 @_one_line_errors
 def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, partial: bool) -> None:
-    """Remove the cached weights of NAME[.TAG] (or --all, --corrupt, --partial)."""
+    """Remove the cached weights of NAME[.TAG] (or --all, --corrupt, --partial).
+
+    For weights pinned by the publisher's sha256 prefix, NAME also removes the full sha256 recorded on the first
+    download: the next fetch pins what it gets. --all, --corrupt and --partial keep those records.
+    """
     from ._registry import get_registry
     from ._store import Store
 
     store = Store()
     if not (names or remove_all or corrupt or partial):
         raise click.UsageError("name a model, or use --all, --corrupt or --partial.")
-    shas: set[str] = set()
+    chosen = []
     for name in names:
         resolved = get_registry().resolve(name)
         variants = [resolved.variant] if resolved.tag else list(resolved.card.weights.values())
-        shas.update(v.sha256 for v in variants if v is not None)
+        chosen += [v for v in variants if v is not None]
     removed: list[Path] = []
     for entry in store.entries():
         if (remove_all or (partial and entry.kind == "partial")
@@ -342,8 +384,8 @@ def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, pa
             if entry.path.exists():
                 entry.path.unlink()
                 removed.append(entry.path)
-    for sha in shas:
-        removed += store.remove(sha)
+    for variant in chosen:
+        removed += [path for path in store.remove_variant(variant) if path not in removed]
     for path in removed:
         click.echo(f"removed {path}")
     if not removed:
@@ -392,29 +434,106 @@ def convert_command(checkpoint: Path, output: Path, expected: str | None, key: s
 # -- runtime ----------------------------------------------------------------------------------------
 
 
-@cli.command("predict")
+class _TaskCommand(click.Command):
+    """A runtime verb whose last options belong to the model's task (``--topk``, ``--conf``...): they are parsed
+    once the model, and so its task, is known. ``--help`` lists them for every installed task."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        try:
+            from .runtime.tasks import VERBS, _registered, task_class
+
+            verb = self.name if self.name in VERBS else "eval"
+            sections = []
+            for task in sorted(_registered()):
+                cls = task_class(task)
+                if verb in getattr(cls, "verbs", ()):
+                    rows = [p.get_help_record(ctx) for p in cls.options(verb)]
+                    sections.append((task, [r for r in rows if r]))
+        except Exception:  # noqa: BLE001 - help must print even with a broken plugin installed
+            return
+        for task, rows in sections:
+            if rows:
+                with formatter.section(f"Options of {task} models"):
+                    formatter.write_dl(rows)
+
+
+def _task_arguments(name: str, verb: str, tokens: tuple[str, ...],
+                    positional: click.Argument | None = None) -> tuple[Any, dict[str, Any]]:
+    """Parse the tokens the command did not know with the options of NAME's task (and an optional positional
+    argument, e.g. the image files); a bad value is one line naming the option, exit 1."""
+    from ._api import card as get_card
+    from .runtime.tasks import task_for
+
+    card = get_card(name)
+    task = task_for(card, verb)  # a verb the task does not support: one line naming the ones it does
+    params: list[click.Parameter] = list(type(task).options(verb))
+    if positional is not None:
+        params.append(positional)
+    parser = click.Command(f"zoo {verb} {name}", params=params, add_help_option=False)
+    try:
+        ctx = parser.make_context(parser.name, list(tokens))
+    except click.NoSuchOption as exc:
+        known = ", ".join(o for p in params if isinstance(p, click.Option) for o in p.opts) or "none"
+        raise ZooError(f"No such option {exc.option_name!r} for {card.task} models (theirs: {known}; see "
+                       f"'zoo {verb} --help').") from None
+    except click.ClickException as exc:
+        raise ZooError(exc.format_message()) from None
+    values = dict(ctx.params)
+    found = values.pop(positional.name, None) if positional is not None else None
+    return found, values
+
+
+_DEVICE_HELP = "cpu, cuda, cuda:1, mps (default: the best available)."
+
+
+@cli.command("predict", cls=_TaskCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--topk", default=5, show_default=True, help="How many classes to show per image.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="IMAGES... [TASK OPTIONS]")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write predictions.json and what shows each prediction (detectors: a PNG with the boxes drawn) "
+                   "into this directory.")
 @click.option("--json", "as_json", is_flag=True, help="JSON records instead of text.")
 @click.option("--skip-bad", is_flag=True, help="Report unreadable images and go on, instead of stopping.")
-@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (where the device supports it).")
+@click.option("--device", help=_DEVICE_HELP)
 @_one_line_errors
-def predict_command(name: str, images: tuple[Path, ...], topk: int, as_json: bool, skip_bad: bool,
+def predict_command(name: str, args: tuple[str, ...], out: Path | None, as_json: bool, skip_bad: bool, bf16: bool,
                     device: str | None) -> None:
     """Predict with model NAME on IMAGES (JPEG, PNG, WebP, GIF, BMP, TIFF; any mode, any size)."""
+    from ._api import card as get_card
     from .runtime.predict import predict
+    from .runtime.tasks import get_task
 
-    records = predict(name, list(images), topk=topk, device=device, skip_bad=skip_bad)
+    images, options = _task_arguments(name, "predict", args, click.Argument(
+        ["images"], nargs=-1, type=click.Path(path_type=Path)))
+    if not images:
+        raise ZooError(f"Name at least one image: zoo predict {name} IMAGE [IMAGE...].")
+    records = predict(name, list(images), device=device, skip_bad=skip_bad, bf16=bf16, out=out, **options)
+    if out is not None:
+        _write_json(out / "predictions.json", records)
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
+    task = get_task(get_card(name))
     for record in records:
         if "error" in record:
             click.echo(f"{record['image']}: SKIPPED ({record['error']})")
             continue
-        shown = ", ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in record["predictions"])
-        click.echo(f"{record['image']}: {shown}")
+        files = f"  -> {', '.join(record['files'])}" if record.get("files") else ""
+        click.echo(f"{record['image']}: {task.render_prediction(record)}{files}")
+    if out is not None:
+        click.echo(f"wrote {out / 'predictions.json'}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON by an atomic rename: a reader never sees half a file."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def _card_metric(name: str, metric: str) -> Any:
@@ -427,132 +546,139 @@ def _card_metric(name: str, metric: str) -> Any:
     return (measured or candidates or [None])[0]
 
 
-@cli.command("eval")
+@cli.command("eval", cls=_TaskCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="ImageFolder directory, a .zip of one, or CIFAR-10 python batches.")
+              help="The dataset, in a format of the model's task: classifiers read an ImageFolder directory, a .zip "
+                   "of one, or CIFAR-10 python batches; detectors read COCO json, Pascal VOC xml or YOLO txt (a "
+                   "folder or a .zip).")
+@click.option("--split", help="The dataset's own split to measure (e.g. test), where it has named splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path),
-              help="Write metrics.json and confusion.png into this directory.")
+              help="Write metrics.json and the task's figures (confusion matrix, PR curves) into this directory.")
 @click.option("--batch-size", type=int, help="Default: 64 (fp32) or 128 (bf16), the fastest measured on CPU.")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (where the device supports it).")
-@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+@click.option("--device", help=_DEVICE_HELP)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted) instead of stopping.")
 @click.option("--no-cache", is_flag=True, help="Decode the images again instead of using the decode cache.")
-@click.option("--compare", is_flag=True, help="Check the measured top-1 against the card's figure.")
-@click.option("--tolerance", default=0.3, show_default=True, help="Points of top-1 --compare accepts.")
+@click.option("--compare", is_flag=True, help="Check the measured headline metric against the card's figure.")
+@click.option("--tolerance", type=float, help="How far --compare lets the figure move (default: the task's, e.g. "
+                                              "0.3 points of top-1).")
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Measure only the images 'zoo finetune --val-split F --seed S' held out for validation.")
 @click.option("--seed", default=0, show_default=True, help="The seed of that split.")
+@click.pass_context
 @_one_line_errors
-def eval_command(name: str, data: Path, as_json: bool, report: Path | None, batch_size: int | None, bf16: bool,
-                 device: str | None, skip_bad: bool, no_cache: bool, compare: bool, tolerance: float,
-                 val_split: float | None, seed: int) -> None:
+def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, as_json: bool, report: Path | None,
+                 batch_size: int | None, bf16: bool, device: str | None, skip_bad: bool, no_cache: bool,
+                 compare: bool, tolerance: float | None, val_split: float | None, seed: int) -> None:
     """Evaluate model NAME on a labelled dataset (the card's preprocessing, batched, no grad)."""
+    from ._api import card as get_card
     from .runtime.evaluate import evaluate
+    from .runtime.tasks import get_task
 
+    _, options = _task_arguments(name, "eval", tuple(ctx.args))
     result = evaluate(name, data, batch_size=batch_size, device=device, bf16=bf16, skip_bad=skip_bad,
-                      cache=not no_cache, val_split=val_split, seed=seed)
+                      cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
     record = result.as_dict()
+    metric, _higher = result.headline
+    task = get_task(get_card(name))
     verdict = None
     if compare:
-        reference = _card_metric(name, "top1")
+        reference = _card_metric(name, metric)
         if reference is None:
-            raise ZooError(f"Model {name!r} has no top1 figure on its card to compare with.")
-        delta = record["metrics"]["top1"] - reference.value
-        verdict = {"card": reference.value, "card_dataset": reference.dataset, "card_split": reference.split,
-                   "card_source": reference.source, "measured": record["metrics"]["top1"],
-                   "delta": round(delta, 2), "reproduces": abs(delta) <= tolerance}
+            raise ZooError(f"Model {name!r} has no {metric} figure on its card to compare with.")
+        allowed = tolerance if tolerance is not None else task.tolerance
+        delta = record["metrics"][metric] - reference.value
+        verdict = {"metric": metric, "card": reference.value, "card_dataset": reference.dataset,
+                   "card_split": reference.split, "card_source": reference.source,
+                   "measured": record["metrics"][metric], "delta": round(delta, 4), "tolerance": allowed,
+                   "reproduces": abs(delta) <= allowed}
         record["compare"] = verdict
     if report is not None:
         from .runtime.report import write_report
 
-        record["report"] = [str(p) for p in write_report(record, report)]
+        record["report"] = [str(p) for p in write_report(record, report, task)]
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        m = record["metrics"]
-        head = f"top-1 {m['top1']:.2f}%" + (f"  top-5 {m['top5']:.2f}%" if "top5" in m else "")
-        part = f" (validation split {val_split}, seed {seed})" if val_split is not None else ""
-        click.echo(f"{result.model} on {data}{part}: {head}  ({result.images} images, "
+        lines = task.render_eval(record["metrics"])
+        part = f" (split {split})" if split is not None else ""
+        part += f" (validation split {val_split}, seed {seed})" if val_split is not None else ""
+        click.echo(f"{result.model} on {data}{part}: {lines[0]}  ({result.images} images, "
                    f"{result.images_per_second:.0f} img/s{', decode cached' if result.decode_cached else ''})")
-        worst = sorted(m["per_class"].items(), key=lambda kv: kv[1])[:3]
-        click.echo("lowest per-class top-1: " + ", ".join(f"{k} {v:.1f}%" for k, v in worst))
+        for line in lines[1:]:
+            click.echo(line)
         if result.skipped:
             click.echo(f"skipped {len(result.skipped)} unreadable images")
         for path in record.get("report", []):
             click.echo(f"wrote {path}")
         if verdict:
             word = "reproduces" if verdict["reproduces"] else "does NOT reproduce"
-            click.echo(f"{word} the card's {verdict['card_source']} {verdict['card']:.2f}% "
-                       f"({verdict['card_dataset']} {verdict['card_split']}): delta {verdict['delta']:+.2f} points")
+            click.echo(f"{word} the card's {verdict['card_source']} {metric} {verdict['card']:g} "
+                       f"({verdict['card_dataset']} {verdict['card_split']}): delta {verdict['delta']:+.2f} "
+                       f"(tolerance {verdict['tolerance']:g})")
     if verdict and not verdict["reproduces"]:
         raise SystemExit(1)
+
+
+def _recipe_options(func: F) -> F:
+    """One click option per field of the fine-tuning recipe (zoo.runtime.train.recipe.FinetuneConfig): its
+    defaults and help live in one place. Imports only the recipe module (no torch) so ``zoo --help`` stays fast."""
+    from .runtime.train.recipe import recipe_fields
+
+    for spec in reversed(recipe_fields()):
+        meta, default = spec.metadata, spec.default
+        flag = meta.get("flag") or "--" + spec.name.replace("_", "-")
+        if spec.type in ("bool", bool):
+            # --no-channels-last and --scratch turn a default-on field off; other flags turn one on
+            option = click.option(flag, spec.name + "_flag", is_flag=True, help=meta["help"])
+        else:
+            kind = {"int": int, "float": float, "float | None": float}.get(str(spec.type), str)
+            choices = meta.get("choices")
+            option = click.option(flag, spec.name, type=click.Choice(choices) if choices else kind,
+                                  default=default, show_default=default is not None, help=meta["help"])
+        func = option(func)
+    return func
 
 
 @cli.command("finetune")
 @click.argument("name")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="ImageFolder directory, a .zip of one, or CIFAR-10 python batches.")
+              help="A dataset of the model's task: ImageFolder / .zip / CIFAR batches for classifiers; COCO json, "
+                   "Pascal VOC xml or YOLO txt (folder or .zip) for detectors.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory; its name becomes the new model's name.")
-@click.option("--epochs", default=5, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--lr", type=float, help="Peak learning rate (default: 0.05 SGD / 1e-3 AdamW, per 128 images).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option("--weight-decay", default=5e-4, show_default=True)
-@click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
-@click.option("--warmup", default=0.15, show_default=True, help="Fraction of steps spent warming up.")
-@click.option("--label-smoothing", default=0.1, show_default=True)
-@click.option("--augment", type=click.Choice(["none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase"]),
-              default="crop-flip", show_default=True,
-              help="Batch augmentation: random crop + flip, then cutout (-erase), TrivialAugmentWide per image "
-                   "(-trivial-).")
-@click.option("--freeze", type=click.Choice(["none", "backbone"]), default="none", show_default=True)
-@click.option("--balance", type=click.Choice(["none", "sampler", "loss"]), default="none", show_default=True,
-              help="For imbalanced data: class-balanced sampling or inverse-frequency loss weights.")
-@click.option("--accumulate", default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--val-split", default=0.1, show_default=True, help="Fraction held out (per class) for validation.")
-@click.option("--bf16", is_flag=True, help="bf16 autocast (fast on GPUs and CPUs with native bf16).")
-@click.option("--no-channels-last", is_flag=True)
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler "
-                   "on CPU).")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and "
-                   "save it instead (0: off).")
-@click.option("--scratch", is_flag=True, help="Start from random initialisation instead of the card's weights.")
-@click.option("--seed", default=0, show_default=True)
+@_recipe_options
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt, exactly where it stopped.")
 @click.option("--checkpoint-minutes", default=10.0, show_default=True,
               help="Also write OUT/checkpoint.pt mid-epoch this often (0: at epoch ends only).")
 @click.option("--device", help="cpu, cuda, mps (default: the best available; torchrun sets it per rank).")
 @_one_line_errors
-def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: int, lr: float | None,
-                     optimizer: str, weight_decay: float, schedule: str, warmup: float, label_smoothing: float,
-                     augment: str, freeze: str, balance: str, accumulate: int, val_split: float, bf16: bool,
-                     no_channels_last: bool, compile_: bool, ema: float, scratch: bool, seed: int, resume: bool,
-                     checkpoint_minutes: float, device: str | None) -> None:
-    """Fine-tune model NAME on a labelled dataset; the result loads as zoo.load(OUT's name).
+def finetune_command(name: str, data: Path, out: Path, resume: bool, checkpoint_minutes: float, device: str | None,
+                     **recipe: Any) -> None:
+    """Fine-tune model NAME on a dataset of its task; the result loads as zoo.load(OUT's name).
 
     Ctrl-C (or SIGTERM) stops at the next batch and leaves OUT/checkpoint.pt; --resume continues from there.
     """
     from .runtime.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                            weight_decay=weight_decay, schedule=schedule, warmup=warmup,
-                            label_smoothing=label_smoothing, augment=augment, freeze=freeze, balance=balance,
-                            accumulate=accumulate, val_split=val_split, bf16=bf16,
-                            channels_last=not no_channels_last, compile=compile_, ema=ema, seed=seed,
-                            pretrained=not scratch)
+    values = {k: v for k, v in recipe.items() if not k.endswith("_flag")}
+    for key, flag in ((k[:-5], v) for k, v in recipe.items() if k.endswith("_flag")):
+        default = FinetuneConfig.__dataclass_fields__[key].default
+        values[key] = (not default) if flag else default  # a flag always moves its field off the default
+    if not 0.0 <= values["ema"] < 1.0:
+        raise click.BadParameter(f"{values['ema']} is not in the range 0<=x<1.", param_hint="'--ema'")
+    config = FinetuneConfig(**values)
     # the card records the command that reproduces the run: a resumed run's --resume is not part of it
     command = ("zoo " + " ".join(a for a in sys.argv[1:] if a != "--resume")
                if sys.argv and sys.argv[0].endswith("zoo") else None)
 
     def report(row: dict[str, Any]) -> None:  # as each epoch ends: long runs show progress in logs too
-        val = f"  val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
-        click.echo(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train top-1 {row['train_top1']:.2f}%"
-                   f"{val}  ({row['images_per_second']:.0f} img/s, {row['seconds']:.0f} s)")
+        figures = "  ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in row.items()
+                            if k.startswith(("train_", "val_")) and k != "train_loss")
+        click.echo(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  {figures}  "
+                   f"({row['images_per_second']:.0f} img/s, {row['seconds']:.0f} s)")
 
     result = finetune(name, data, out, config=config, resume=resume, device=device, command=command,
                       on_epoch=report, checkpoint_every=checkpoint_minutes * 60)
@@ -567,7 +693,7 @@ def finetune_command(name: str, data: Path, out: Path, epochs: int, batch_size: 
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    click.echo(f"best epoch {result.best_epoch}: val top-1 {result.best_val_top1:.2f}%  -> {result.weights}")
+    click.echo(f"best epoch {result.best_epoch}: val {result.metric} {result.best_value:.2f}  -> {result.weights}")
     click.echo(f"load it with zoo.load({result.name!r}) or 'zoo info {result.name}'")
 
 

@@ -2,50 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import click
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from zoo._card import ModelCard
 from zoo.errors import ZooError
-from zoo.runtime.datasets import Geometry
+from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
+from zoo.runtime.splits import stratified_split
+from zoo.runtime.tasks import Batch
 
-__all__ = ["AUGMENT_PRESETS", "ClassifierTask"]
+__all__ = ["AUGMENT_PRESETS", "ClassificationData", "ClassifierEvaluator", "ClassifierTask"]
 
 # In the order of their strength; each one's operations are in its name (docs/usage.md, zoo finetune --augment).
 AUGMENT_PRESETS = ("none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase")
 
 
-class ClassifierTask:
-    """Task behaviour for image classifiers (see zoo.runtime.tasks.Task)."""
+class ClassificationData:
+    """A decoded labelled dataset (zoo.runtime.datasets), its labels mapped onto the model's, optionally cut
+    down to the validation part that ``zoo finetune --val-split F --seed S`` held out."""
 
-    def geometry(self, card: ModelCard) -> Geometry:
-        pre = card.preprocess
-        if pre is None:
-            raise ZooError(f"Model {card.name!r} declares no preprocessing; it cannot be evaluated on images.")
-        return Geometry(resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation)
+    def __init__(self, dataset: ImageDataset, targets: torch.Tensor, keep: torch.Tensor | None) -> None:
+        self.source, self.skipped, self.from_cache = dataset.source, dataset.skipped, dataset.from_cache
+        self.images = dataset.images if keep is None else dataset.images[keep]
+        self.targets = targets if keep is None else targets[keep]
 
-    def prepare(self, images: torch.Tensor, card: ModelCard) -> torch.Tensor:
-        pre = card.preprocess
-        mean = torch.tensor(pre.mean, device=images.device).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(pre.std, device=images.device).view(1, -1, 1, 1) * 255.0
-        # One fused affine step on the whole batch: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
-        return (images.float() - mean) / std
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
 
-    def align_targets(self, classes: tuple[str, ...], card: ModelCard) -> torch.Tensor:
-        if not card.labels:
-            return torch.arange(len(classes))
-        index = {label: i for i, label in enumerate(card.labels)}
-        missing = [c for c in classes if c not in index]
-        if missing:
-            raise ZooError(
-                f"Dataset classes {missing[:5]} are not labels of model {card.name!r} "
-                f"({', '.join(card.labels[:10])}). Fine-tune it on this data with 'zoo finetune' instead.")
-        return torch.tensor([index[c] for c in classes])
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        for begin in range(0, len(self), batch_size):
+            yield Batch(self.images[begin:begin + batch_size], self.targets[begin:begin + batch_size])
 
-    def metrics(self, card: ModelCard) -> MetricCollection:
+
+class ClassifierEvaluator:
+    """Top-1/top-5, per-class accuracy and the confusion matrix (torchmetrics: DDP-aware)."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
         n = len(card.labels) or int(card.kwargs.get("num_classes", 0))
         collection = {
             "top1": MulticlassAccuracy(num_classes=n, top_k=1, average="micro"),
@@ -54,10 +53,14 @@ class ClassifierTask:
         }
         if n > 5:
             collection["top5"] = MulticlassAccuracy(num_classes=n, top_k=5, average="micro")
-        return MetricCollection(collection)
+        self.metrics = MetricCollection(collection)
 
-    def summarize(self, computed: dict[str, torch.Tensor], card: ModelCard) -> dict[str, Any]:
-        labels = card.labels or tuple(str(i) for i in range(computed["confusion"].shape[0]))
+    def update(self, outputs: torch.Tensor, batch: Batch) -> None:
+        self.metrics.update(outputs.cpu(), batch.targets)
+
+    def compute(self) -> dict[str, Any]:
+        computed = {k: v.cpu() for k, v in self.metrics.compute().items()}
+        labels = self.card.labels or tuple(str(i) for i in range(computed["confusion"].shape[0]))
         summary: dict[str, Any] = {"top1": round(100.0 * float(computed["top1"]), 2)}
         if "top5" in computed:
             summary["top5"] = round(100.0 * float(computed["top5"]), 2)
@@ -68,15 +71,166 @@ class ClassifierTask:
         summary["labels"] = list(labels)
         return summary
 
-    def predict(self, outputs: torch.Tensor, card: ModelCard, topk: int) -> list[list[dict[str, Any]]]:
+
+class ClassificationTrainData:
+    """The training part of a labelled dataset and its stratified validation part (the task's TrainData)."""
+
+    def __init__(self, task: ClassifierTask, dataset: ImageDataset, config: Any) -> None:
+        if config.augment not in AUGMENT_PRESETS:
+            raise ZooError(f"Unknown augmentation preset {config.augment!r} for classifiers; use one of: "
+                           f"{', '.join(AUGMENT_PRESETS)}.")
+        if config.balance not in ("none", "sampler", "loss"):
+            raise ZooError(f"Unknown --balance {config.balance!r}; use none, sampler or loss.")
+        self.task, self.dataset, self.classes = task, dataset, dataset.classes
+        self.train_idx, self.val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
+        if len(self.train_idx) == 0:
+            raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")
+        self.validation = (f"{len(self.val_idx)} images held out (stratified by class) by --val-split "
+                           f"{config.val_split} (seed {config.seed})")
+        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"  # what selects them again
+        self.class_weights = None
+        if config.balance == "loss":
+            counts = torch.bincount(dataset.targets[self.train_idx], minlength=len(self.classes)).float().clamp(min=1)
+            self.class_weights = counts.sum() / (len(self.classes) * counts)
+
+    def __len__(self) -> int:
+        return len(self.train_idx)
+
+    def sample_weights(self, config: Any) -> torch.Tensor | None:
+        if config.balance != "sampler":
+            return None
+        targets = self.dataset.targets[self.train_idx]
+        return (1.0 / torch.bincount(targets).float())[targets]
+
+    def train_batch(self, indices: torch.Tensor, generator: torch.Generator, config: Any) -> Batch:
+        idx = self.train_idx[indices]
+        images = self.task.augment(self.dataset.images[idx], config.augment, generator)
+        return Batch(images, self.dataset.targets[idx], extras={"class_weights": self.class_weights})
+
+    def val_data(self) -> ClassificationData | None:
+        if len(self.val_idx) == 0:
+            return None
+        return ClassificationData(self.dataset, self.dataset.targets, self.val_idx)
+
+
+class ClassifierTask:
+    """Task behaviour for image classifiers (the contract: zoo.runtime.tasks.Task)."""
+
+    verbs = frozenset({"predict", "eval", "finetune"})
+    headline = ("top1", True)
+    tolerance = 0.3  # points of top-1: bf16 vs fp32 and BatchNorm folding move it by about 0.05
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+
+    @classmethod
+    def options(cls, verb: str) -> list[click.Option]:
+        if verb == "predict":
+            return [click.Option(["--topk"], type=click.IntRange(min=1), default=5, show_default=True,
+                                 help="How many classes to show per image.")]
+        return []
+
+    # -- data ---------------------------------------------------------------------------------------
+    def geometry(self) -> Geometry:
+        pre = self.card.preprocess
+        if pre is None:
+            raise ZooError(f"Model {self.card.name!r} declares no preprocessing; it cannot be run on images.")
+        return Geometry(resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation)
+
+    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
+                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> ClassificationData:
+        if split is not None:
+            raise ZooError(f"--split {split!r}: classification datasets (ImageFolder, CIFAR batches) carry no named "
+                           "splits; point --data at the split's folder, or use --val-split.")
+        dataset = load_dataset(source, geometry=self.geometry(), skip_bad=skip_bad, cache=cache)
+        targets = self.align_targets(dataset.classes)[dataset.targets]
+        keep = None if val_split is None else stratified_split(dataset.targets, val_split, seed)[1]
+        return ClassificationData(dataset, targets, keep)
+
+    def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
+        geometry = self.geometry()
+        return Batch(torch.stack([geometry.apply(image) for image in images]), meta=[{"image": n} for n in names])
+
+    def align_targets(self, classes: tuple[str, ...]) -> torch.Tensor:
+        """Index map from the dataset's class order to the model's label order."""
+        card = self.card
+        if not card.labels:
+            return torch.arange(len(classes))
+        index = {label: i for i, label in enumerate(card.labels)}
+        missing = [c for c in classes if c not in index]
+        if missing:
+            raise ZooError(
+                f"Dataset classes {missing[:5]} are not labels of model {card.name!r} "
+                f"({', '.join(card.labels[:10])}). Fine-tune it on this data with 'zoo finetune' instead.")
+        return torch.tensor([index[c] for c in classes])
+
+    # -- around the forward pass ----------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        pre = self.card.preprocess
+        mean = torch.tensor(pre.mean, device=images.device).view(1, -1, 1, 1) * 255.0
+        std = torch.tensor(pre.std, device=images.device).view(1, -1, 1, 1) * 255.0
+        # One fused affine step on the whole batch: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
+        return (images.float() - mean) / std
+
+    def postprocess(self, raw: torch.Tensor, batch: Batch, **options: Any) -> torch.Tensor:
+        return raw.float()
+
+    # -- results --------------------------------------------------------------------------------------
+    def evaluator(self, **options: Any) -> ClassifierEvaluator:
+        return ClassifierEvaluator(self.card)
+
+    def records(self, outputs: torch.Tensor, batch: Batch, topk: int = 5, **options: Any) -> list[dict[str, Any]]:
         probs = outputs.float().softmax(dim=1)
-        k = min(topk, probs.shape[1])
-        values, indices = probs.topk(k, dim=1)
-        labels = card.labels or tuple(str(i) for i in range(probs.shape[1]))
-        return [[{"label": labels[i], "index": int(i), "probability": round(float(p), 4)}
-                 for p, i in zip(row_p, row_i, strict=True)] for row_p, row_i in zip(values, indices, strict=True)]
+        values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+        labels = self.card.labels or tuple(str(i) for i in range(probs.shape[1]))
+        return [{"predictions": [{"label": labels[i], "index": int(i), "probability": round(float(p), 4)}
+                                 for p, i in zip(row_p, row_i, strict=True)]}
+                for row_p, row_i in zip(values, indices, strict=True)]
+
+    def render_prediction(self, record: dict[str, Any]) -> str:
+        return ", ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in record["predictions"])
+
+    def save_prediction(self, record: dict[str, Any], image: torch.Tensor, directory: Path) -> list[Path]:
+        return []  # the record (--json, predictions.json) is the whole result
+
+    def render_eval(self, summary: dict[str, Any]) -> list[str]:
+        head = f"top-1 {summary['top1']:.2f}%" + (f"  top-5 {summary['top5']:.2f}%" if "top5" in summary else "")
+        worst = sorted(summary["per_class"].items(), key=lambda kv: kv[1])[:3]
+        return [head, "lowest per-class top-1: " + ", ".join(f"{k} {v:.1f}%" for k, v in worst)]
+
+    def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
+        from zoo.runtime.report import confusion_png
+
+        metrics = record["metrics"]
+        png = directory / "confusion.png"
+        confusion_png(metrics["confusion"], metrics["labels"], png,
+                      title=f"{record['model']} on {Path(record['data']).name}: top-1 {metrics.get('top1')}%")
+        return [png]
 
     # -- training -----------------------------------------------------------------------------------
+    augment_presets = AUGMENT_PRESETS
+    default_augment = "crop-flip"
+
+    def train_data(self, source: str | Path, *, config: Any) -> ClassificationTrainData:
+        config.augment = config.augment or self.default_augment
+        return ClassificationTrainData(self, load_dataset(source, geometry=self.geometry()), config)
+
+    def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
+        """Builder arguments for a model over `classes`: a new head when they are not the card's labels."""
+        return {} if tuple(self.card.labels) == tuple(classes) else {"num_classes": len(classes)}
+
+    def training_step(self, model: torch.nn.Module, x: torch.Tensor, batch: Batch, config: Any) -> dict[str, Any]:
+        """Cross-entropy (label smoothing, optional class weights); counts the correct top-1 for the epoch row."""
+        targets = batch.targets.to(x.device)
+        outputs = model(x)
+        weights = batch.extras.get("class_weights")
+        loss = self.loss(outputs, targets, label_smoothing=config.label_smoothing,
+                         class_weights=weights.to(x.device) if weights is not None else None)
+        return {"loss": loss, "correct": (outputs.detach().argmax(1) == targets).sum()}
+
+    def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        return {"train_top1": round(100.0 * sums.get("correct", 0.0) / max(seen, 1), 2)}
+
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0,
              class_weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""Evaluate any model of any task on a labelled dataset, the same way: the task says what to measure."""
+"""Evaluate any model of any task on a labelled dataset, the same way: the task says what to read and measure.
+
+The runtime's part: the device, bf16 autocast, inference mode, channels_last, BatchNorm folding, batching,
+progress and timing. The task's part (zoo.runtime.tasks.Task): reading its dataset formats, turning a uint8
+batch into the model's input, turning raw outputs into what it scores, and the metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import card as get_card
 from .._api import load
-from .datasets import load_dataset
 from .device import autocast, fuse_for_inference, tune_malloc
 from .progress import progress
-from .splits import stratified_split
-from .tasks import get_task
+from .tasks import Batch, task_for
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "forward", "model_input", "to_device"]
 
 
 @dataclass
@@ -31,40 +35,63 @@ class EvalResult:
     skipped: list[str] = field(default_factory=list)
     decode_cached: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    task: str = ""
+    headline: tuple[str, bool] = ("", True)
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "data": self.data, "images": self.images, "metrics": self.metrics,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 1),
-                "decode_cached": self.decode_cached, "skipped": self.skipped, "settings": self.settings}
+        return {"model": self.model, "task": self.task, "data": self.data, "images": self.images,
+                "headline": {"metric": self.headline[0], "higher_is_better": self.headline[1]},
+                "metrics": self.metrics, "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 1), "decode_cached": self.decode_cached,
+                "skipped": self.skipped, "settings": self.settings}
+
+
+def to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    """A batch's images on `device`: one tensor, or a list of differently sized ones."""
+    if isinstance(images, list):
+        return [image.to(device, non_blocking=True) for image in images]
+    return images.to(device, non_blocking=True)
+
+
+def model_input(task: Any, batch: Batch, device: torch.device, channels_last: bool) -> Any:
+    """The model's input for a batch: on the device, through the task's `prepare`, channels_last if asked."""
+    import torch
+
+    x = task.prepare(to_device(batch.images, device))
+    if channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def forward(task: Any, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool,
+            **options: Any) -> Any:
+    """The task's input, the model, the task's outputs: one batch, in whatever grad/autocast mode is active."""
+    return task.postprocess(model(model_input(task, batch, device, channels_last)), batch, **options)
 
 
 def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, batch_size: int | None = None,
              device: str | None = None, bf16: bool = False, channels_last: bool = True, skip_bad: bool = False,
-             cache: bool = True, show_progress: bool = True, fuse: bool = True, val_split: float | None = None,
-             seed: int = 0) -> EvalResult:
+             cache: bool = True, show_progress: bool = True, fuse: bool = True, split: str | None = None,
+             val_split: float | None = None, seed: int = 0, **options: Any) -> EvalResult:
     """Measure model `name` (or an already-loaded `model` with that card) on a labelled dataset.
 
-    The card's preprocessing is applied: geometry once at decode time (cached), normalisation on whole
-    batches on the device. Runs under ``inference_mode``, in channels_last memory format, and with bf16
-    autocast when ``bf16=True``. With `val_split`, only the images ``zoo finetune --val-split F --seed S``
-    held out for validation are measured: a fine-tuned card's figure can be checked on the same images.
+    The task reads `data` in its formats (ImageFolder for classifiers; COCO, VOC or YOLO for detectors) and
+    scores the model's outputs. Runs under ``inference_mode``, in channels_last memory format, and with bf16
+    autocast when ``bf16=True``. `split` picks the dataset's own split (e.g. "test"); with `val_split`, only the
+    images ``zoo finetune --val-split F --seed S`` held out for validation are measured, so a fine-tuned card's
+    figure can be checked on the same images. `options` are the task's own (e.g. ``conf=0.001`` for detectors).
     """
     import torch
 
     tune_malloc()
     card = get_card(name)
-    task = get_task(card.task)
+    task = task_for(card, "eval")
     start = time.perf_counter()
-    dataset = load_dataset(data, geometry=task.geometry(card), skip_bad=skip_bad, cache=cache)
-    targets = task.align_targets(dataset.classes, card)[dataset.targets]
-    images = dataset.images
-    if val_split is not None:
-        _, keep = stratified_split(dataset.targets, val_split, seed)
-        images, targets = images[keep], targets[keep]
+    dataset = task.eval_data(data, split=split, val_split=val_split, seed=seed, cache=cache, skip_bad=skip_bad)
     callers = model
     was_training = model.training if model is not None else False
     if model is None:
@@ -76,19 +103,14 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
-    metrics = task.metrics(card)
-    bar = progress(len(targets), f"eval {card.name}", show_progress)
+    evaluator = task.evaluator(**options)
+    bar = progress(len(dataset), f"eval {card.name}", show_progress)
     try:
         with torch.inference_mode(), autocast(target_device, bf16):
-            for begin in range(0, len(targets), batch_size):
-                batch = images[begin:begin + batch_size].to(target_device, non_blocking=True)
-                x = task.prepare(batch, card)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                outputs = model(x)
-                metrics.update(outputs.float().cpu(), targets[begin:begin + batch_size])
+            for batch in dataset.batches(batch_size):
+                evaluator.update(forward(task, model, batch, target_device, channels_last, **options), batch)
                 if bar is not None:
-                    bar.update(batch.shape[0])
+                    bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
@@ -97,10 +119,12 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
                 callers.to(memory_format=torch.contiguous_format)
             callers.train(was_training)
     seconds = time.perf_counter() - start
-    summary = task.summarize({k: v.cpu() for k, v in metrics.compute().items()}, card)
+    summary = evaluator.compute()
     settings = {"batch_size": batch_size, "bf16": bf16, "fuse": fuse, "channels_last": channels_last,
-                "device": str(target_device)}
+                "device": str(target_device), **options}
+    if split is not None:
+        settings["split"] = split
     if val_split is not None:
         settings.update(val_split=val_split, seed=seed)
-    return EvalResult(card.name, str(data), len(targets), summary, seconds, dataset.skipped,
-                      dataset.from_cache, settings)
+    return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped, dataset.from_cache,
+                      settings, card.task, tuple(task.headline))

@@ -1,4 +1,4 @@
-"""Predict with any model on image files: decode, the card's preprocessing, the task's outputs."""
+"""Predict with any model on image files: decode, the task's geometry and input, the model, the task's records."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import card as get_card
 from .._api import load
+from .device import autocast
+from .evaluate import forward
 from .images import ImageError, read_image
-from .tasks import get_task
+from .tasks import task_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -16,23 +18,25 @@ if TYPE_CHECKING:
 __all__ = ["predict"]
 
 
-def predict(name: str, images: list[str | Path], *, topk: int = 5, model: nn.Module | None = None,
-            device: str | None = None, skip_bad: bool = False, batch_size: int = 64) -> list[dict[str, Any]]:
-    """One record per readable image: ``{"image": path, "predictions": [...]}`` (task-specific).
+def predict(name: str, images: list[str | Path], *, model: nn.Module | None = None, device: str | None = None,
+            skip_bad: bool = False, batch_size: int = 64, bf16: bool = False, out: str | Path | None = None,
+            **options: Any) -> list[dict[str, Any]]:
+    """One record per image: ``{"image": path, ...}`` with the task's fields (classes for a classifier, boxes
+    for a detector). `options` are the task's own (``topk=3``; ``conf=0.5, iou=0.45, max_det=100``).
 
-    Unreadable images raise :class:`ImageError` naming the file, or with ``skip_bad`` yield a record with
-    ``"error"`` instead of predictions.
+    With `out`, the task also writes what shows each prediction there (a PNG with the boxes drawn, for
+    detectors), listed in the record's ``"files"``. Unreadable images raise :class:`ImageError` naming the
+    file, or with ``skip_bad`` yield a record with ``"error"`` instead.
     """
     import torch
 
     card = get_card(name)
-    task = get_task(card.task)
-    geometry = task.geometry(card)
+    task = task_for(card, "predict")
     records: list[dict[str, Any]] = []
     decoded: list[tuple[int, torch.Tensor]] = []
     for path in images:
         try:
-            decoded.append((len(records), geometry.apply(read_image(path))))
+            decoded.append((len(records), read_image(path)))
             records.append({"image": str(path)})
         except ImageError as exc:
             if not skip_bad:
@@ -42,12 +46,20 @@ def predict(name: str, images: list[str | Path], *, topk: int = 5, model: nn.Mod
         return records
     if model is None:
         model = load(name, device=device)
+    model.eval()
     target = next(model.parameters()).device
-    with torch.inference_mode():
+    directory = Path(out) if out is not None else None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode(), autocast(target, bf16):
         for begin in range(0, len(decoded), batch_size):
             chunk = decoded[begin:begin + batch_size]
-            batch = torch.stack([image for _, image in chunk]).to(target)
-            outputs = model(task.prepare(batch, card))
-            for (index, _), prediction in zip(chunk, task.predict(outputs, card, topk), strict=True):
-                records[index]["predictions"] = prediction
+            batch = task.predict_batch([image for _, image in chunk], [records[i]["image"] for i, _ in chunk])
+            outputs = forward(task, model, batch, target, channels_last=False, **options)
+            for (index, image), fields in zip(chunk, task.records(outputs, batch, **options), strict=True):
+                records[index].update(fields)
+                if directory is not None:
+                    files = task.save_prediction(records[index], image, directory)
+                    if files:
+                        records[index]["files"] = [str(f) for f in files]
     return records

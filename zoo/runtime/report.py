@@ -1,4 +1,4 @@
-"""Evaluation reports on disk: metrics.json and a confusion-matrix PNG drawn with Pillow.
+"""Reports on disk: metrics.json, and the figures tasks draw with Pillow (confusion matrix, training curves).
 
 Pillow rather than matplotlib: it is already installed with torchvision, and a labelled heat map needs
 nothing more than rectangles and text.
@@ -49,26 +49,20 @@ def confusion_png(matrix: list[list[int]], labels: list[str], path: Path, title:
     os.replace(tmp, path)
 
 
-def write_report(result: dict[str, Any], directory: Path) -> list[Path]:
-    """metrics.json (+ confusion.png for classifiers) in `directory`; returns the files written."""
+def write_report(result: dict[str, Any], directory: Path, task: Any = None) -> list[Path]:
+    """metrics.json, plus the task's own figures (a classifier's confusion matrix, a detector's PR curves), in
+    `directory`; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
     metrics_path = directory / "metrics.json"
     tmp = metrics_path.with_name("metrics.json.partial")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, metrics_path)
-    written.append(metrics_path)
-    metrics = result.get("metrics", {})
-    if "confusion" in metrics and "labels" in metrics:
-        png = directory / "confusion.png"
-        confusion_png(metrics["confusion"], metrics["labels"], png,
-                      title=f"{result['model']} on {Path(result['data']).name}: top-1 {metrics.get('top1')}%")
-        written.append(png)
-    return written
+    return [metrics_path, *(task.write_report(result, directory) if task is not None else [])]
 
 
 def curves_png(history: list[dict[str, Any]], path: Path) -> None:
-    """Training curves: train loss (left axis) and train/val top-1 (right axis) per epoch, drawn with Pillow."""
+    """Training curves: train loss (left axis) and the percent figures (train/val top-1, val mAP; right axis) per
+    epoch, drawn with Pillow."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height, left, right, top, bottom = 640, 360, 60, 60, 30, 40
@@ -78,7 +72,11 @@ def curves_png(history: list[dict[str, Any]], path: Path) -> None:
     epochs = [row["epoch"] for row in history]
     losses = [row["train_loss"] for row in history]
     series = [("train_loss", losses, (200, 60, 60), max(losses) * 1.1 or 1.0)]
-    for key, color in (("train_top1", (60, 60, 200)), ("val_top1", (40, 150, 40))):
+    # percent figures: a classifier's train/val top-1, a detector's val mAP...
+    percent = [k for k in dict.fromkeys(k for row in history for k in row)
+               if k.startswith(("train_", "val_")) and k != "train_loss"]
+    colors = [(60, 60, 200), (40, 150, 40), (150, 90, 30), (120, 40, 160)]
+    for key, color in zip(percent, colors, strict=False):
         values = [row[key] for row in history if key in row]
         if values:
             series.append((key, values, color, 100.0))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["stratified_split"]
+__all__ = ["random_split", "stratified_split"]
 
 
 def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,3 +27,13 @@ def stratified_split(targets: torch.Tensor, fraction: float, seed: int) -> tuple
         val.append(idx[:k])
         train.append(idx[k:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+def random_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices), sorted: a seeded random `fraction` of n items (at least one when
+    fraction > 0 and n > 1), for data without one class per item (detection: split by image)."""
+    import torch
+
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = max(1, round(n * fraction)) if fraction > 0 and n > 1 else 0
+    return order[k:].sort().values, order[:k].sort().values

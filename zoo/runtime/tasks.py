@@ -1,63 +1,186 @@
-"""The task contract: what a plugin tells the task-agnostic runtime about its kind of model."""
+"""The task contract: what a plugin tells the task-agnostic runtime about its kind of model.
+
+A task plugin registers a class per task name (``register("detector", "zoo_detector.task:DetectorTask")``);
+the runtime constructs it per card, ``TaskClass(card)``, and drives it through the same loops for every task.
+The task owns everything task-shaped: how its data is read and batched, how a uint8 batch becomes the model's
+input, what the raw output means, what is measured, how results are written and shown, which CLI verbs it
+supports and its own CLI options. The runtime owns devices, precision, batching loops, inference mode, memory
+format, progress, comparisons with the card, and reports on disk (docs/architecture.md, "The task contract").
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ..errors import ZooError
 
 if TYPE_CHECKING:
+    import click
     import torch
-    from torchmetrics import MetricCollection
 
     from .._card import ModelCard
-    from .datasets import Geometry
 
-__all__ = ["Task", "get_task"]
+__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "get_task", "task_for"]
+
+#: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
+VERBS = ("predict", "eval", "finetune", "sample")
+
+
+@dataclass
+class Batch:
+    """A batch as the runtime moves it: images in, whatever the task needs to score or label them beside.
+
+    ``images`` is a uint8 N x C x H x W tensor when the task's geometry makes every image the same size, or a
+    list of C x H x W tensors when the model takes variable sizes. ``targets`` is the task's business (class
+    indices, lists of box dicts, nothing). ``meta`` holds per-image facts the task needs afterwards (original
+    sizes, file names, image ids), ``extras`` batch-wide ones.
+    """
+
+    images: torch.Tensor | list[torch.Tensor]
+    targets: Any = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # batch-wide facts for the task (e.g. class weights)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class EvalData(Protocol):
+    """A dataset ready for evaluation: batches in a fixed order (the same figure on every run)."""
+
+    source: str
+    skipped: list[str]  # files that could not be decoded (with --skip-bad)
+    from_cache: bool  # decoded images came from the decode cache
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+
+class Evaluator(Protocol):
+    """Accumulates a task's metrics over batches; torchmetrics-backed ones are DDP-aware."""
+
+    def update(self, outputs: Any, batch: Batch) -> None: ...
+
+    def compute(self) -> dict[str, Any]:
+        """A JSON-able summary, headline metric first (the key named by the task's ``headline``)."""
 
 
 class Task(Protocol):
-    """How a batch becomes an input, a prediction, a loss and a metric, for one task.
+    """What a task plugin's class provides; constructed per card: ``TaskClass(card)``.
 
-    The runtime owns everything else: devices, precision, batching, loops, progress, reports.
+    Class attributes (read without building a model):
+      verbs: the CLI verbs the task supports, a subset of :data:`VERBS`.
+      headline: (summary key, higher is better) — what ``--compare``, best-epoch choice and ``zoo list`` use.
+      tolerance: how far a re-measured headline may lie from the card's figure and still reproduce it.
     """
 
-    def geometry(self, card: ModelCard) -> Geometry:
-        """The resize/crop applied once to every decoded uint8 image."""
+    verbs: ClassVar[frozenset[str]]
+    headline: ClassVar[tuple[str, bool]]
+    tolerance: ClassVar[float]
 
-    def prepare(self, images: torch.Tensor, card: ModelCard) -> torch.Tensor:
-        """A uint8 N x C x H x W batch (already on the device) -> the model's input."""
+    def __init__(self, card: ModelCard) -> None: ...
 
-    def align_targets(self, classes: tuple[str, ...], card: ModelCard) -> torch.Tensor:
-        """Index map from the dataset's class order to the model's label order."""
+    @classmethod
+    def options(cls, verb: str) -> list[click.Option]:
+        """The task's own CLI options for `verb` (e.g. ``--topk`` or ``--conf``); parsed by the runtime's CLI and
+        passed to the task as keyword arguments."""
 
-    def metrics(self, card: ModelCard) -> MetricCollection:
-        """Fresh torchmetrics accumulators for one evaluation."""
+    # -- data ---------------------------------------------------------------------------------------
+    def eval_data(self, source: str | Path, *, split: str | None, val_split: float | None, seed: int,
+                  cache: bool, skip_bad: bool) -> EvalData:
+        """Read a labelled dataset in the task's formats; `split` names the dataset's own split (e.g. "test"),
+        `val_split`/`seed` re-create the validation part ``zoo finetune`` held out."""
 
-    def summarize(self, computed: dict[str, torch.Tensor], card: ModelCard) -> dict[str, Any]:
-        """Computed metrics -> a JSON-able summary (headline numbers first)."""
+    def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
+        """Decoded RGB uint8 images (any size) -> a batch in the model's geometry, with what is needed to map
+        outputs back onto the original images."""
 
-    def predict(self, outputs: torch.Tensor, card: ModelCard, topk: int) -> list[list[dict[str, Any]]]:
-        """Model outputs for a batch -> per-item predictions."""
+    # -- the forward pass around the model (the runtime calls the model in between) ---------------------
+    def prepare(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """A uint8 batch already on the device -> the model's input (normalisation)."""
+
+    def postprocess(self, raw: Any, batch: Batch, **options: Any) -> Any:
+        """The model's raw output -> the task's outputs for this batch (logits, boxes in original pixels...)."""
+
+    # -- results ----------------------------------------------------------------------------------------
+    def evaluator(self, **options: Any) -> Evaluator: ...
+
+    def records(self, outputs: Any, batch: Batch, **options: Any) -> list[dict[str, Any]]:
+        """Per-image prediction records (JSON-able)."""
+
+    def render_prediction(self, record: dict[str, Any]) -> str:
+        """One line of CLI text for one prediction record."""
+
+    def save_prediction(self, record: dict[str, Any], image: torch.Tensor, directory: Path) -> list[Path]:
+        """Files showing one prediction (e.g. a PNG with boxes drawn); may write nothing."""
+
+    def render_eval(self, summary: dict[str, Any]) -> list[str]:
+        """CLI lines for an evaluation summary, after the runtime's own headline line."""
+
+    def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
+        """Task-specific report files (a confusion matrix, PR curves) beside the runtime's metrics.json."""
 
 
 _TASKS: dict[str, str] | None = None
 
 
-def get_task(name: str) -> Task:
-    """Instantiate the task class a plugin registered for `name`."""
+def _registered() -> dict[str, str]:
+    """Task name -> import string, from every plugin's ``register_tasks`` hook. A task name that two plugins
+    register is an error naming both (never "last installed wins", the rule model names follow too)."""
     global _TASKS
-    from .._builder import import_builder
     from .._plugins import get_plugins
 
     if _TASKS is None:
-        found: dict[str, str] = {}
-        get_plugins().call_isolated("register_tasks", lambda _plugin: {"register": found.__setitem__})
-        _TASKS = found
-    if name not in _TASKS:
-        known = ", ".join(sorted(_TASKS)) or "none"
+        found: dict[str, tuple[str, str]] = {}
+        clashes: list[str] = []
+
+        def hook_args(plugin: str) -> dict[str, Any]:
+            def register(task: str, target: str) -> None:
+                if task in found and found[task][0] != plugin:
+                    clashes.append(f"task {task!r} is registered by plugins {found[task][0]!r} ({found[task][1]}) "
+                                   f"and {plugin!r} ({target})")
+                    return
+                found[task] = (plugin, target)
+
+            return {"register": register}
+
+        get_plugins().call_isolated("register_tasks", hook_args)
+        if clashes:
+            raise ZooError(clashes[0] + "; uninstall or disable one (ZOO_DISABLE_PLUGINS).")
+        _TASKS = {task: target for task, (_plugin, target) in found.items()}
+    return _TASKS
+
+
+def task_class(name: str) -> type:
+    """The class a plugin registered for task `name`."""
+    from .._builder import import_builder
+
+    tasks = _registered()
+    if name not in tasks:
+        known = ", ".join(sorted(tasks)) or "none"
         raise ZooError(f"No installed plugin runs task {name!r} (tasks: {known}). Run 'zoo plugins'.")
-    return import_builder(_TASKS[name], model=name)()
+    return import_builder(tasks[name], model=name)
+
+
+def get_task(card: ModelCard) -> Task:
+    """The task object for `card`."""
+    return task_class(card.task)(card)
+
+
+def task_for(card: ModelCard, verb: str) -> Task:
+    """The task object for `card`, after checking that its task supports `verb`: asking a GAN to predict is
+    one clear line naming what it does support."""
+    cls = task_class(card.task)
+    verbs = getattr(cls, "verbs", frozenset())
+    if verb not in verbs:
+        supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
+        raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo {verb}' does not apply to it "
+                       f"(it supports {supported}).")
+    return cls(card)
 
 
 def reset_tasks() -> None:

@@ -1,0 +1,331 @@
+"""The detector task: COCO / VOC / YOLO data in, boxes in original pixels out, COCO mAP (faster-coco-eval).
+
+Labels are 0..K-1 for the user everywhere (the card's ``labels``); a background slot is the builder's business.
+Two kinds of detector models fit: those that return torchvision-style detections (a list of dicts with
+``boxes`` in the input's pixels, ``scores``, ``labels``) and those with a raw head output that this module knows
+how to decode (``DECODERS``, keyed by the builder's module: FastestDet).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from zoo._card import ModelCard
+from zoo.errors import ZooError
+from zoo.runtime.images import decode_image
+from zoo.runtime.splits import random_split
+from zoo.runtime.tasks import Batch
+
+from .annotations import DetectionDataset, read_detection_dataset
+from .fastestdet import decode_fastestdet
+
+__all__ = ["DetectionData", "DetectorEvaluator", "DetectorTask"]
+
+# Raw-output detectors: builder module -> decode(raw, conf, iou, max_det) giving boxes normalised to the input.
+DECODERS: dict[str, Callable[..., list[dict[str, torch.Tensor]]]] = {"zoo_detector.fastestdet": decode_fastestdet}
+
+# COCO's convention for mAP: keep nearly every candidate (upstream evaluators use 0.001), at most 100 per image.
+EVAL_DEFAULTS = {"conf": 0.001, "iou": 0.45, "max_det": 100}
+PREDICT_DEFAULTS = {"conf": 0.25, "iou": 0.45, "max_det": 100}
+
+
+def _threshold_options(defaults: dict[str, float]) -> list[click.Option]:
+    return [
+        click.Option(["--conf"], type=click.FloatRange(0, 1), default=defaults["conf"], show_default=True,
+                     help="Keep detections scoring at least this (0..1)."),
+        click.Option(["--iou"], type=click.FloatRange(0, 1), default=defaults["iou"], show_default=True,
+                     help="Non-maximum suppression IoU threshold (0..1)."),
+        click.Option(["--max-det"], type=click.IntRange(min=1), default=defaults["max_det"], show_default=True,
+                     help="At most this many detections per image."),
+    ]
+
+
+class DetectionData:
+    """A detection dataset decoded for one model: images in the model's geometry, boxes in original pixels."""
+
+    def __init__(self, dataset: DetectionDataset, size: tuple[int, int] | None, label_map: torch.Tensor,
+                 indices: list[int], skip_bad: bool) -> None:
+        from zoo.runtime.images import ImageError
+
+        self.source, self.skipped, self.from_cache = str(dataset.root), [], False
+        self.images: list[torch.Tensor] = []
+        self.meta: list[dict[str, Any]] = []
+        self.targets: list[dict[str, torch.Tensor]] = []
+        for i in indices:
+            sample = dataset.samples[i]
+            try:
+                image = decode_image(dataset.read_bytes(sample), name=f"{dataset.root}:{sample.image}")
+            except ImageError:
+                if not skip_bad:
+                    raise
+                self.skipped.append(sample.image)
+                continue
+            height, width = image.shape[-2:]
+            self.images.append(_resize(image, size))
+            self.meta.append({"image": sample.image, "width": int(width), "height": int(height)})
+            labels = torch.tensor(sample.labels, dtype=torch.int64)
+            self.targets.append({"boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
+                                 "labels": label_map[labels] if len(labels) else labels})
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        for begin in range(0, len(self), batch_size):
+            images = self.images[begin:begin + batch_size]
+            stacked = torch.stack(images) if len({tuple(im.shape) for im in images}) == 1 else images
+            yield Batch(stacked, self.targets[begin:begin + batch_size], self.meta[begin:begin + batch_size])
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Stretch to the model's fixed input (no letterbox: boxes normalised to the input are normalised to the
+    image), bilinear without antialiasing as cv2.INTER_LINEAR, which FastestDet was trained with."""
+    if size is None or tuple(image.shape[-2:]) == size:
+        return image
+    from torchvision.transforms.v2 import functional as F
+
+    return F.resize(image, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=False)
+
+
+class DetectorEvaluator:
+    """COCO box mAP@[.5:.95], mAP50, mAP75, AR@100 and per-class AP, computed by faster-coco-eval (pycocotools'
+    algorithm in C++) through the same steps as pycocotools' own recipe: a ground-truth COCO, ``loadRes`` of the
+    detections (xywh, float32), ``COCOeval(..., "bbox")``. torchmetrics' MeanAveragePrecision builds its COCO
+    objects another way and measured 0.05 points of mAP off pycocotools on the same detections, so it is not used.
+    Under torchrun every rank's detections are gathered before computing (rank-local image ids are made unique).
+    """
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+
+    def update(self, outputs: list[dict[str, torch.Tensor]], batch: Batch) -> None:
+        from torchvision.ops import box_area, box_convert
+
+        for det, target, meta in zip(outputs, batch.targets, batch.meta, strict=True):
+            image_id = len(self.images) + 1
+            self.images.append({"id": image_id, "width": meta["width"], "height": meta["height"]})
+            boxes = target["boxes"].float().cpu()
+            for box, area, label in zip(box_convert(boxes, "xyxy", "xywh").tolist(), box_area(boxes).tolist(),
+                                        target["labels"].tolist(), strict=True):
+                self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, "category_id": label,
+                                         "bbox": box, "area": area, "iscrowd": 0})
+            for box, score, label in zip(box_convert(det["boxes"].float().cpu(), "xyxy", "xywh").tolist(),
+                                         det["scores"].float().tolist(), det["labels"].tolist(), strict=True):
+                self.results.append({"image_id": image_id, "category_id": label, "bbox": box, "score": score})
+
+    def _gathered(self) -> tuple[list, list, list]:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.images, self.annotations, self.results
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self.images, self.annotations, self.results))
+        images, annotations, results = [], [], []
+        for rank_images, rank_annotations, rank_results in parts:
+            offset = {im["id"]: len(images) + i + 1 for i, im in enumerate(rank_images)}
+            images += [{**im, "id": offset[im["id"]]} for im in rank_images]
+            annotations += [{**a, "id": len(annotations) + i + 1, "image_id": offset[a["image_id"]]}
+                            for i, a in enumerate(rank_annotations)]
+            results += [{**r, "image_id": offset[r["image_id"]]} for r in rank_results]
+        return images, annotations, results
+
+    def compute(self) -> dict[str, Any]:
+        import logging
+
+        import numpy as np
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        images, annotations, results = self._gathered()
+        summary: dict[str, Any] = {"map": 0.0, "map50": 0.0, "map75": 0.0, "ar100": 0.0, "per_class": {},
+                                   "images": len(images), "boxes": len(annotations)}
+        if not annotations:
+            return summary
+        logging.getLogger("faster_coco_eval").setLevel(logging.ERROR)
+        ground_truth = COCO()
+        ground_truth.dataset = {"images": images, "annotations": annotations,
+                                "categories": [{"id": i, "name": name} for i, name in enumerate(self.labels)]}
+        ground_truth.createIndex()
+        evaluation = COCOeval_faster(ground_truth, ground_truth.loadRes(results) if results else COCO(), "bbox",
+                                     print_function=lambda *args: None)
+        if not results:
+            return summary
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        stats = [float(v) for v in evaluation.stats]
+
+        def pct(value: float) -> float:
+            return round(100.0 * max(value, 0.0), 2)
+
+        summary.update(map=pct(stats[0]), map50=pct(stats[1]), map75=pct(stats[2]), ar100=pct(stats[8]),
+                       map_small=pct(stats[3]), map_medium=pct(stats[4]), map_large=pct(stats[5]))
+        precision = np.asarray(evaluation.eval["precision"])  # T x R x K x A x M; area "all" = 0, maxDets 100 = -1
+        present = {a["category_id"] for a in annotations}
+        for k, category in enumerate(evaluation.params.catIds):
+            values = precision[:, :, k, 0, -1]
+            if category in present:
+                summary["per_class"][self.labels[category]] = pct(float(values[values > -1].mean()))
+        return summary
+
+
+class DetectorTask:
+    """Task behaviour for object detectors (the contract: zoo.runtime.tasks.Task)."""
+
+    verbs = frozenset({"predict", "eval"})
+    headline = ("map", True)
+    tolerance = 0.5  # points of mAP: bf16 vs fp32 moves it by about 0.1
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        if not card.labels:
+            raise ZooError(f"Detector card {card.name!r} names no labels; a detector card lists its classes.")
+        shape = card.input_shape
+        self.size: tuple[int, int] | None = (int(shape[1]), int(shape[2])) if len(shape) == 3 else None
+        self.decode = DECODERS.get(card.builder.split(":")[0])
+
+    @classmethod
+    def options(cls, verb: str) -> list[click.Option]:
+        if verb in ("predict", "eval"):
+            return _threshold_options(PREDICT_DEFAULTS if verb == "predict" else EVAL_DEFAULTS)
+        return []
+
+    # -- data ---------------------------------------------------------------------------------------
+    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
+                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> DetectionData:
+        dataset = read_detection_dataset(source)
+        if split is not None:
+            dataset = dataset.select(split)
+        index = {label: i for i, label in enumerate(self.card.labels)}
+        missing = [c for c in dataset.classes if c not in index]
+        if missing:
+            raise ZooError(f"{source}: classes {missing[:5]} are not labels of model {self.card.name!r} "
+                           f"({', '.join(self.card.labels[:8])}{'...' if len(self.card.labels) > 8 else ''}). "
+                           f"Fine-tune it on this data: zoo finetune {self.card.name} --data {source} --out NAME.")
+        label_map = torch.tensor([index[c] for c in dataset.classes], dtype=torch.int64)
+        indices = list(range(len(dataset.samples)))
+        if val_split is not None:
+            indices = random_split(len(indices), val_split, seed)[1].tolist()
+        return DetectionData(dataset, self.size, label_map, indices, skip_bad)
+
+    def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
+        resized = [_resize(image, self.size) for image in images]
+        meta = [{"image": n, "width": int(im.shape[-1]), "height": int(im.shape[-2])}
+                for n, im in zip(names, images, strict=True)]
+        return Batch(torch.stack(resized) if self.size is not None else resized, meta=meta)
+
+    # -- around the forward pass ----------------------------------------------------------------------
+    def prepare(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        pre = self.card.preprocess
+        if isinstance(images, list):  # variable sizes: the model normalises itself (torchvision detectors)
+            return [image.float() / 255.0 for image in images]
+        x = images.float() / 255.0
+        if pre is not None and (any(pre.mean) or any(s != 1 for s in pre.std)):
+            mean = torch.tensor(pre.mean, device=x.device).view(1, -1, 1, 1)
+            std = torch.tensor(pre.std, device=x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def postprocess(self, raw: Any, batch: Batch, conf: float = EVAL_DEFAULTS["conf"],
+                    iou: float = EVAL_DEFAULTS["iou"], max_det: int = EVAL_DEFAULTS["max_det"],
+                    **options: Any) -> list[dict[str, torch.Tensor]]:
+        """Detections per image with boxes in the original image's pixels."""
+        if self.decode is not None:
+            detections = self.decode(raw.float(), conf=conf, iou=iou, max_det=max_det)
+            for det, meta in zip(detections, batch.meta, strict=True):
+                scale = torch.tensor([meta["width"], meta["height"]] * 2, device=det["boxes"].device)
+                det["boxes"] = det["boxes"].float() * scale
+            return detections
+        out = []
+        for det, meta, image in zip(raw, batch.meta, batch.images, strict=True):
+            boxes = det["boxes"].float()
+            if self.size is not None:  # the model saw a resized image: back to the original's pixels
+                sx, sy = meta["width"] / image.shape[-1], meta["height"] / image.shape[-2]
+                boxes = boxes * torch.tensor([sx, sy, sx, sy], device=boxes.device)
+            keep = det["scores"] >= conf
+            order = det["scores"][keep].argsort(descending=True)[:max_det]
+            out.append({"boxes": boxes[keep][order], "scores": det["scores"][keep][order].float(),
+                        "labels": det["labels"][keep][order]})
+        return out
+
+    # -- results --------------------------------------------------------------------------------------
+    def evaluator(self, **options: Any) -> DetectorEvaluator:
+        return DetectorEvaluator(self.card.labels)
+
+    def records(self, outputs: list[dict[str, torch.Tensor]], batch: Batch, **options: Any) -> list[dict[str, Any]]:
+        """Per image: detections with the label name, and the box both as xyxy pixels and as COCO's
+        [x, y, width, height] (``bbox``, what COCO results files hold)."""
+        records = []
+        for det, meta in zip(outputs, batch.meta, strict=True):
+            items = []
+            for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(),
+                                         strict=True):
+                x1, y1, x2, y2 = (round(v, 2) for v in box)
+                items.append({"label": self.card.labels[label], "index": int(label), "score": round(score, 4),
+                              "box": [x1, y1, x2, y2], "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]})
+            records.append({"width": meta["width"], "height": meta["height"], "detections": items})
+        return records
+
+    def render_prediction(self, record: dict[str, Any]) -> str:
+        detections = record["detections"]
+        if not detections:
+            return "no objects"
+        shown = ", ".join(f"{d['label']} {d['score']:.2f}" for d in detections[:8])
+        more = f", ... ({len(detections) - 8} more)" if len(detections) > 8 else ""
+        return f"{len(detections)} object{'s' if len(detections) != 1 else ''}: {shown}{more}"
+
+    def save_prediction(self, record: dict[str, Any], image: torch.Tensor, directory: Path) -> list[Path]:
+        """The image with its boxes drawn (torchvision.utils.draw_bounding_boxes), as ``<stem>.png``."""
+        import os
+
+        from torchvision.io import write_png
+        from torchvision.utils import draw_bounding_boxes
+
+        detections = record["detections"]
+        if detections:
+            boxes = torch.tensor([d["box"] for d in detections], dtype=torch.float32)
+            names = [f"{d['label']} {d['score']:.2f}" for d in detections]
+            palette = _palette(len(self.card.labels))
+            colors = [palette[d["index"]] for d in detections]
+            width = max(1, round(max(image.shape[-2:]) / 320))
+            image = draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width)
+        path = directory / f"{Path(record['image']).stem}.png"
+        tmp = path.with_name(path.name + ".partial")
+        write_png(image, str(tmp))
+        os.replace(tmp, path)
+        return [path]
+
+    def render_eval(self, summary: dict[str, Any]) -> list[str]:
+        head = (f"mAP {summary['map']:.2f}  mAP50 {summary['map50']:.2f}  mAP75 {summary['map75']:.2f}  "
+                f"AR100 {summary['ar100']:.2f}")
+        lines = [head]
+        worst = sorted(summary["per_class"].items(), key=lambda kv: kv[1])[:3]
+        if len(summary["per_class"]) > 1 and worst:
+            lines.append("lowest per-class AP: " + ", ".join(f"{k} {v:.1f}" for k, v in worst))
+        lines.append(f"{summary['boxes']} boxes in {summary['images']} images, {len(summary['per_class'])} classes")
+        return lines
+
+    def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
+        from .report import per_class_ap_png
+
+        png = directory / "per_class_ap.png"
+        metrics = record["metrics"]
+        per_class_ap_png(metrics["per_class"], png, title=f"{record['model']} on {Path(record['data']).name}: "
+                                                          f"mAP {metrics['map']:.2f}, mAP50 {metrics['map50']:.2f}")
+        (directory / "per_class_ap.json").write_text(json.dumps(metrics["per_class"], indent=2))
+        return [png, directory / "per_class_ap.json"]
+
+
+def _palette(n: int) -> list[tuple[int, int, int]]:
+    """Distinct, stable colours per class (golden-ratio hues)."""
+    import colorsys
+
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)) for i in range(n)]

@@ -1,0 +1,119 @@
+"""The training loop, the same for every task: order, shards, augmentation via the task's data, autocast,
+gradient accumulation, optimizer and schedule steps, the moving average, progress, stop requests and
+mid-epoch checkpoints. What one step computes is the task's ``training_step``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import distributed
+from ..device import autocast
+from ..evaluate import model_input
+from ..progress import progress
+from ..stopping import StopRequest
+from .checkpoint import Position
+from .recipe import FinetuneConfig
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Loop", "epoch_order"]
+
+
+def epoch_order(n: int, weights: torch.Tensor | None, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's sample order: a function of (seed, epoch) only, so every DDP rank draws the same
+    permutation and takes disjoint shards of it (DistributedSampler's rule), and a resumed run can
+    recompute it to skip the batches it already trained. With `weights`, a weighted draw with replacement
+    (class-balanced sampling)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    return [indices[begin:begin + batch_size] for begin in range(0, len(indices), batch_size)]
+
+
+def _total_steps(scheduler: Any) -> int:
+    return getattr(scheduler, "total_steps", 1 << 62)
+
+
+@dataclass
+class Loop:
+    """One training epoch at a time, resumable from any batch boundary (what the checkpoint records)."""
+
+    model: Any
+    task: Any
+    data: Any  # the task's TrainData
+    optimizer: Any
+    scheduler: Any
+    config: FinetuneConfig
+    generator: torch.Generator
+    env: distributed.Env
+    device: torch.device
+    show_progress: bool
+    save: Callable[[], None]
+    checkpoint_every: float
+    after_step: Callable[[], None] | None = None  # e.g. update the weights' moving average (--ema)
+
+    def train_epoch(self, position: Position, stop: StopRequest) -> dict[str, Any] | None:
+        """Train the rest of `position`'s epoch, updating `position` as it goes. None: a stop was requested,
+        and a checkpoint at the last completed batch is written."""
+        config, env = self.config, self.env
+        self.model.train()
+        order = epoch_order(len(self.data), self.data.sample_weights(config), config.seed, position.epoch)
+        batches = _batches(order[env.rank::env.world_size], config.batch_size)  # each rank its shard
+        bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
+                       self.show_progress and env.rank == 0, initial=position.seen)
+        start, last_save = time.perf_counter() - position.seconds, time.monotonic()
+        self.optimizer.zero_grad(set_to_none=True)
+        for step in range(position.step, len(batches)):
+            batch = self.data.train_batch(batches[step], self.generator, config)
+            x = model_input(self.task, batch, self.device, config.channels_last)
+            with autocast(self.device, config.bf16):
+                out = self.task.training_step(self.model, x, batch, config)
+            loss = out.pop("loss")
+            (loss / config.accumulate).backward()
+            stepped = (step + 1) % config.accumulate == 0 or step == len(batches) - 1
+            if stepped:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.after_step is not None:
+                    self.after_step()
+                if self.scheduler.last_epoch + 1 < _total_steps(self.scheduler):
+                    self.scheduler.step()
+            position.step = step + 1
+            position.seen += len(batch)
+            position.loss_sum += float(loss.detach()) * len(batch)
+            for key, value in out.items():
+                position.sums[key] = position.sums.get(key, 0.0) + float(value)
+            position.seconds = time.perf_counter() - start
+            if bar is not None:
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{position.loss_sum / position.seen:.3f}")
+            if not stepped or step == len(batches) - 1:
+                continue  # a checkpoint never splits a gradient accumulation; the epoch end saves anyway
+            if distributed.any_true(stop.requested, env):
+                if bar is not None:
+                    bar.close()
+                self.save()
+                return None
+            if self.checkpoint_every > 0 and time.monotonic() - last_save >= self.checkpoint_every:
+                self.save()
+                last_save = time.monotonic()
+        if bar is not None:
+            bar.close()
+        keys = sorted(position.sums)
+        totals = distributed.all_sum([position.seen, position.loss_sum, *(position.sums[k] for k in keys)], env)
+        seen = max(totals[0], 1)
+        seconds = position.seconds
+        return {"train_loss": round(totals[1] / seen, 4),
+                **self.task.train_metrics(dict(zip(keys, totals[2:], strict=True)), seen),
+                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+                "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}

@@ -1,0 +1,100 @@
+"""The fine-tuning recipe: one dataclass whose fields are the CLI options, the card's record and the defaults.
+
+Every field carries its help text (and its choices) in ``metadata``, so ``zoo finetune``'s options are generated
+from this class instead of repeating its defaults by hand. Fields that only some tasks use (``label_smoothing``,
+``balance``) are checked by the task: a detector refuses ``--balance sampler`` rather than ignoring it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["FinetuneConfig", "make_optimizer", "make_scheduler", "recipe_fields"]
+
+
+def _opt(help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> dict[str, Any]:
+    return {"help": help, "choices": choices, "flag": flag}
+
+
+@dataclass
+class FinetuneConfig:
+    """The recipe; every field is recorded on the resulting card."""
+
+    epochs: int = field(default=5, metadata=_opt("Passes over the training images."))
+    batch_size: int = field(default=128, metadata=_opt("Images per optimizer step (per process under torchrun)."))
+    lr: float | None = field(default=None, metadata=_opt(
+        "Peak learning rate (default: 0.05 SGD / 1e-3 AdamW, per 128 images)."))
+    optimizer: str = field(default="sgd", metadata=_opt(
+        "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw.", ("sgd", "adamw")))
+    weight_decay: float = field(default=5e-4, metadata=_opt("L2 weight decay."))
+    schedule: str = field(default="onecycle", metadata=_opt(
+        "onecycle, or cosine (linear warm-up, then cosine).", ("onecycle", "cosine")))
+    warmup: float = field(default=0.15, metadata=_opt("Fraction of steps spent warming up."))
+    label_smoothing: float = field(default=0.1, metadata=_opt("Classifiers: label smoothing of the loss."))
+    augment: str | None = field(default=None, metadata=_opt(
+        "Training augmentation preset; each task has its own (default: the task's)."))
+    freeze: str = field(default="none", metadata=_opt(
+        "backbone: train only the card's head.", ("none", "backbone")))
+    balance: str = field(default="none", metadata=_opt(
+        "Classifiers, for imbalanced data: class-balanced sampling or inverse-frequency loss weights.",
+        ("none", "sampler", "loss")))
+    accumulate: int = field(default=1, metadata=_opt("Gradient accumulation steps."))
+    val_split: float = field(default=0.1, metadata=_opt(
+        "Fraction held out for validation (per class for classifiers, by image for detectors; a dataset with its "
+        "own 'val' split uses that)."))
+    bf16: bool = field(default=False, metadata=_opt("bf16 autocast (fast on GPUs and CPUs with native bf16)."))
+    channels_last: bool = field(default=True, metadata=_opt("Train in the default memory format, not channels_last.",
+                                                            flag="--no-channels-last"))
+    compile: bool = field(default=False, metadata=_opt(
+        "torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler on CPU)."))
+    ema: float = field(default=0.0, metadata=_opt(
+        "Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and save it "
+        "instead (0: off)."))
+    seed: int = field(default=0, metadata=_opt("Seed of the split, the sample order and the augmentation."))
+    pretrained: bool = field(default=True, metadata=_opt(
+        "Start from random initialisation instead of the card's weights.", flag="--scratch"))
+
+
+def recipe_fields() -> list[Any]:
+    """The recipe's fields, in order, for generating CLI options."""
+    return list(fields(FinetuneConfig))
+
+
+def make_optimizer(params: list, config: FinetuneConfig) -> torch.optim.Optimizer:
+    import torch
+
+    scale = config.batch_size * config.accumulate / 128
+    if config.optimizer == "sgd":
+        lr = config.lr or 0.05 * scale
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        lr = config.lr or 1e-3 * scale
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd or adamw.")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int):  # noqa: ANN201
+    import torch
+
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 1),
+            pct_start=min(max(config.warmup, 0.01), 0.9), anneal_strategy="cos", div_factor=10.0,
+            final_div_factor=100.0)
+    if config.schedule == "cosine":
+        warm = max(1, int(config.warmup * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle or cosine.")

@@ -1,0 +1,93 @@
+"""The card a fine-tuning run leaves in the user registry: the source card with the data's labels, the new
+weights (full sha256) and the measured validation figure with the command that measures it again."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ... import _config
+from ..._card import ModelCard
+from ...errors import ZooError
+from .recipe import FinetuneConfig
+
+__all__ = ["check_name", "write_user_card"]
+
+
+def check_name(name: str) -> None:
+    """A new model's name must be a valid card name that no plugin owns (user cards may be replaced)."""
+    from ..._card import NAME_RE
+    from ..._registry import get_registry
+
+    if not NAME_RE.match(name):
+        raise ZooError(f"Bad model name {name!r}: use lower-case letters, digits, '-' and '_'.")
+    for card in get_registry().by_short.get(name, []):
+        if card.plugin != "user":
+            raise ZooError(f"Model name {name!r} is taken by plugin {card.plugin!r}; choose another --out name.")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[str, ...], kwargs: dict[str, Any],
+                    metric: tuple[str, float], data: str, config: FinetuneConfig, command: str,
+                    validation: str, eval_args: str) -> Path:
+    """Add (or replace) the user-registry card `name` for the fine-tuned weights, atomically and under a lock.
+
+    Args:
+        metric: (name, value) of the task's headline figure on the validation images.
+        validation: which images that figure comes from (the task says).
+        eval_args: the ``zoo eval`` options that select those images again (``--val-split 0.1 --seed 0``).
+    """
+    import hashlib
+
+    import yaml
+    from filelock import FileLock
+
+    registry = _config.cache_root() / "registry.yaml"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    entry: dict[str, Any] = {
+        "task": card.task,
+        "builder": card.builder,
+        "kwargs": kwargs,
+        "description": f"{card.name} fine-tuned on {data} ({len(classes)} classes) with zoo finetune.",
+        "input": {"shape": list(card.input_shape)} if card.input_shape else None,
+        "preprocess": _plain(dataclasses.asdict(card.preprocess)) if card.preprocess else None,
+        "labels": list(classes),
+        "head": card.head,
+        "params": None,
+        "license": card.license,
+        "source": f"zoo finetune of {card.qualified_name}",
+        "weights": {"finetuned": {
+            "uri": str(weights.resolve()),
+            "sha256": digest,
+            "size": weights.stat().st_size,
+            "format": "safetensors",
+            "dtype": "float32",
+            "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
+            "metrics": [{"name": metric[0], "value": round(metric[1], 2), "dataset": data, "split": "val",
+                         "source": "measured", "command": command,
+                         "note": f"{validation}; best of {config.epochs} epochs, chosen on these images. Measure "
+                                 f"again: zoo eval {name} --data {data} {eval_args} --compare"}],
+        }},
+    }
+    entry = {k: v for k, v in entry.items() if v is not None}
+    with FileLock(str(registry) + ".lock"):
+        data_now = yaml.safe_load(registry.read_text()) if registry.is_file() else None
+        document = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
+        document["models"] = document.get("models") or {}
+        document["models"][name] = entry
+        tmp = registry.with_name(registry.name + ".partial")
+        tmp.write_text("# zoo user registry: written by 'zoo finetune' (and safe to edit by hand)\n"
+                       + yaml.safe_dump(document, sort_keys=False))
+        os.replace(tmp, registry)
+    return registry
