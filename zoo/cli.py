@@ -536,14 +536,16 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _card_metric(name: str, metric: str) -> Any:
-    """The card's figure to compare with: a measured one (re-runnable on the same data) before a published one."""
+def _card_metric(name: str, metric: str, split: str | None = None) -> Any:
+    """The card's figure to compare with: one measured on the same split (``test`` for ``--split test``, ``val``
+    for ``--val-split``) first, then a measured one (re-runnable on the same data), then a published one."""
     from ._api import card as get_card
 
     variant = get_card(name).variant()
     candidates = [m for m in (variant.metrics if variant else ()) if m.name == metric]
+    same_split = [m for m in candidates if split is not None and m.split == split and m.source == "measured"]
     measured = [m for m in candidates if m.source == "measured"]
-    return (measured or candidates or [None])[0]
+    return (same_split or measured or candidates or [None])[0]
 
 
 @cli.command("eval", cls=_TaskCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -585,7 +587,7 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
     task = get_task(get_card(name))
     verdict = None
     if compare:
-        reference = _card_metric(name, metric)
+        reference = _card_metric(name, metric, split if split is not None else "val" if val_split else None)
         if reference is None:
             raise ZooError(f"Model {name!r} has no {metric} figure on its card to compare with.")
         allowed = tolerance if tolerance is not None else task.tolerance

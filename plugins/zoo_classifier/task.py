@@ -209,10 +209,10 @@ class ClassifierTask:
 
     # -- training -----------------------------------------------------------------------------------
     augment_presets = AUGMENT_PRESETS
-    default_augment = "crop-flip"
+    recipe_defaults = {"batch_size": 128, "augment": "crop-flip"}  # the CIFAR recipe (bench/README.md)
+    base_lr = {"sgd": 0.05, "adamw": 1e-3}  # per 128 images
 
     def train_data(self, source: str | Path, *, config: Any) -> ClassificationTrainData:
-        config.augment = config.augment or self.default_augment
         return ClassificationTrainData(self, load_dataset(source, geometry=self.geometry()), config)
 
     def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,31 @@ class DetectionData:
             yield Batch(stacked, self.targets[begin:begin + batch_size], self.meta[begin:begin + batch_size])
 
 
+def training_split(dataset: DetectionDataset, val_split: float, seed: int) -> tuple[DetectionDataset,
+                                                                                  tuple[list[int], list[int]], str]:
+    """The images ``zoo finetune`` trains and validates on, and a description of the validation part.
+
+    The dataset's own splits decide first: with a 'val' split, train on 'train' (or everything else) and
+    validate on 'val'; without one, validate on a seeded random `val_split` of the 'train' split (or of all
+    images when the dataset has no splits). A 'test' split is never touched: it is for ``zoo eval --split test``.
+    ``zoo eval --val-split F --seed S`` calls this too, so it measures exactly the images the card's figure came
+    from. Returns (the dataset the indices refer to, (train indices, validation indices), description).
+    """
+    own = {s.split for s in dataset.samples}  # real splits only: coco128's 'val' merely repeats 'train'
+    if "val" in own:
+        train = [i for i, s in enumerate(dataset.samples) if s.split not in ("val", "test")]
+        val = [i for i, s in enumerate(dataset.samples) if s.split == "val"]
+        return dataset, (train, val), f"the dataset's own 'val' split ({len(val)} images)"
+    pool = dataset.select("train") if "train" in own else dataset
+    if "test" in own and "train" not in own:
+        pool = replace(dataset, samples=[s for s in dataset.samples if s.split != "test"])
+    train_idx, val_idx = random_split(len(pool.samples), val_split, seed)
+    whence = ("of its 'train' split" if "train" in own else
+              "of its images, its 'test' split left out" if "test" in own else "of its images")
+    return (pool, (train_idx.tolist(), val_idx.tolist()),
+            f"{len(val_idx)} images held out at random {whence} by --val-split {val_split} (seed {seed})")
+
+
 def _resize(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     """Stretch to the model's fixed input (no letterbox: boxes normalised to the input are normalised to the
     image), bilinear without antialiasing as cv2.INTER_LINEAR, which FastestDet was trained with."""
@@ -91,6 +117,88 @@ def _resize(image: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as F
 
     return F.resize(image, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=False)
+
+
+AUGMENT_PRESETS = ("none", "flip", "ssd")
+
+
+def _augmentation(preset: str) -> Any:
+    """torchvision.transforms.v2 pipelines that move the boxes with the pixels (tv_tensors.BoundingBoxes).
+
+    ``ssd`` is torchvision's detection reference recipe for SSD (random photometric distortion, zoom out, IoU
+    crop, flip): the strong augmentation small datasets need; ``flip`` only mirrors; the result is always resized
+    by the task afterwards and boxes that left the image are dropped (SanitizeBoundingBoxes)."""
+    from torchvision.transforms import v2
+
+    if preset == "none":
+        return None
+    steps = [v2.RandomHorizontalFlip(0.5)]
+    if preset == "ssd":
+        steps = [v2.RandomPhotometricDistort(p=0.5), v2.RandomZoomOut(fill=114, side_range=(1.0, 2.0), p=0.5),
+                 v2.RandomIoUCrop(), *steps]
+    return v2.Compose([*steps, v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+
+
+class DetectionTrainData:
+    """Decoded training images (original sizes, kept in memory) with their boxes, augmented per image on every
+    draw, and the validation part as DetectionData (the task's TrainData)."""
+
+    def __init__(self, task: DetectorTask, source: str | Path, config: Any) -> None:
+        if config.augment not in AUGMENT_PRESETS:
+            raise ZooError(f"Unknown augmentation preset {config.augment!r} for detectors; use one of: "
+                           f"{', '.join(AUGMENT_PRESETS)}.")
+        if config.balance != "none":
+            raise ZooError(f"--balance {config.balance} is for classifiers; detectors train with --balance none.")
+        dataset, (train, val), self.validation = training_split(read_detection_dataset(source), config.val_split,
+                                                                config.seed)
+        if not train:
+            raise ZooError(f"{source}: no training images left after --val-split {config.val_split}.")
+        self.task, self.dataset, self.classes = task, dataset, dataset.classes
+        self.val_indices = val
+        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"
+        if "own 'val'" in self.validation:
+            self.eval_args = "--split val"
+        self.transform = _augmentation(config.augment)
+        self.images, self.targets = [], []
+        for i in train:
+            sample = dataset.samples[i]
+            self.images.append(decode_image(dataset.read_bytes(sample), name=f"{dataset.root}:{sample.image}"))
+            self.targets.append((torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
+                                 torch.tensor(sample.labels, dtype=torch.int64)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample_weights(self, config: Any) -> None:
+        return None
+
+    def train_batch(self, indices: torch.Tensor, generator: torch.Generator, config: Any) -> Batch:
+        from torchvision import tv_tensors
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        images, targets, meta = [], [], []
+        with torch.random.fork_rng(devices=[]):  # v2 draws from the global generator: seed it from the loop's
+            torch.manual_seed(seed)
+            for i in indices.tolist():
+                image, (boxes, labels) = self.images[i], self.targets[i]
+                height, width = image.shape[-2:]
+                if self.transform is not None:
+                    image, target = self.transform(image, {"boxes": tv_tensors.BoundingBoxes(
+                        boxes, format="XYXY", canvas_size=(height, width)), "labels": labels})
+                    boxes, labels = target["boxes"].as_subclass(torch.Tensor), target["labels"]
+                    height, width = image.shape[-2:]
+                resized = _resize(image, self.task.size)
+                images.append(resized)
+                targets.append({"boxes": boxes.float(), "labels": labels})
+                meta.append({"width": int(width), "height": int(height)})
+        stacked = torch.stack(images) if self.task.size is not None else images
+        return Batch(stacked, targets, meta)
+
+    def val_data(self) -> DetectionData | None:
+        if not self.val_indices:
+            return None
+        identity = torch.arange(len(self.classes), dtype=torch.int64)
+        return DetectionData(self.dataset, self.task.size, identity, self.val_indices, skip_bad=False)
 
 
 class DetectorEvaluator:
@@ -180,7 +288,7 @@ class DetectorEvaluator:
 class DetectorTask:
     """Task behaviour for object detectors (the contract: zoo.runtime.tasks.Task)."""
 
-    verbs = frozenset({"predict", "eval"})
+    verbs = frozenset({"predict", "eval", "finetune"})
     headline = ("map", True)
     tolerance = 0.5  # points of mAP: bf16 vs fp32 moves it by about 0.1
 
@@ -213,7 +321,7 @@ class DetectorTask:
         label_map = torch.tensor([index[c] for c in dataset.classes], dtype=torch.int64)
         indices = list(range(len(dataset.samples)))
         if val_split is not None:
-            indices = random_split(len(indices), val_split, seed)[1].tolist()
+            dataset, (_, indices), _ = training_split(dataset, val_split, seed)
         return DetectionData(dataset, self.size, label_map, indices, skip_bad)
 
     def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
@@ -255,6 +363,45 @@ class DetectorTask:
             out.append({"boxes": boxes[keep][order], "scores": det["scores"][keep][order].float(),
                         "labels": det["labels"][keep][order]})
         return out
+
+    # -- training -----------------------------------------------------------------------------------
+    augment_presets = AUGMENT_PRESETS
+    # Small batches and strong augmentation: detection fine-tuning sets are small (raccoon: 160 images); the
+    # classifier's SGD rate is five times what detectors are trained with (FastestDet: 0.001 per 96 images).
+    recipe_defaults = {"batch_size": 16, "augment": "ssd"}
+    base_lr = {"sgd": 0.01, "adamw": 1e-3}  # per 128 images
+
+    def train_data(self, source: str | Path, *, config: Any) -> DetectionTrainData:
+        return DetectionTrainData(self, source, config)
+
+    def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
+        """A new class head when the data's classes are not the card's labels (matched by name, in order)."""
+        return {} if tuple(self.card.labels) == tuple(classes) else {"num_classes": len(classes)}
+
+    def training_step(self, model: torch.nn.Module, x: Any, batch: Batch, config: Any) -> dict[str, Any]:
+        """The detector's own loss: FastestDet's (boxes normalised to the input), or the dict of losses a
+        torchvision detector returns in training mode (boxes in the input's pixels)."""
+        if self.decode is not None:
+            from .fastestdet import fastestdet_loss
+
+            targets = []
+            for target, meta in zip(batch.targets, batch.meta, strict=True):
+                scale = torch.tensor([meta["width"], meta["height"]] * 2, dtype=torch.float32)
+                targets.append({"boxes": (target["boxes"] / scale).to(x.device),
+                                "labels": target["labels"].to(x.device)})
+            return {"loss": fastestdet_loss(model(x).float(), targets)["loss"]}
+        targets = []
+        for target, meta, image in zip(batch.targets, batch.meta, x, strict=True):
+            boxes = target["boxes"]
+            if self.size is not None:
+                sx, sy = image.shape[-1] / meta["width"], image.shape[-2] / meta["height"]
+                boxes = boxes * torch.tensor([sx, sy, sx, sy])
+            targets.append({"boxes": boxes.to(image.device), "labels": target["labels"].to(image.device)})
+        losses = model(x, targets)
+        return {"loss": sum(losses.values())}
+
+    def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        return {}
 
     # -- results --------------------------------------------------------------------------------------
     def evaluator(self, **options: Any) -> DetectorEvaluator:
@@ -310,7 +457,9 @@ class DetectorTask:
         worst = sorted(summary["per_class"].items(), key=lambda kv: kv[1])[:3]
         if len(summary["per_class"]) > 1 and worst:
             lines.append("lowest per-class AP: " + ", ".join(f"{k} {v:.1f}" for k, v in worst))
-        lines.append(f"{summary['boxes']} boxes in {summary['images']} images, {len(summary['per_class'])} classes")
+        classes = len(summary["per_class"])
+        lines.append(f"{summary['boxes']} boxes in {summary['images']} images, {classes} "
+                     f"class{'es' if classes != 1 else ''} with boxes")
         return lines
 
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:

@@ -30,7 +30,7 @@ from .tasks import task_for
 from .train.checkpoint import Position, load_checkpoint, save_checkpoint, save_weights
 from .train.ema import averaged as make_averaged
 from .train.loop import Loop
-from .train.recipe import FinetuneConfig, make_optimizer, make_scheduler
+from .train.recipe import FinetuneConfig, base_lr, make_optimizer, make_scheduler, resolve
 from .train.usercard import check_name, write_user_card
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     card = get_card(name)
     check_name(new_name)
     task = task_for(card, "finetune")
+    config = resolve(config, task)
+    config = dataclasses.replace(config, lr=base_lr(config, task))  # the card records the rate actually used
     env = distributed.setup()
     target = torch.device(device) if device else env.device
     torch.manual_seed(config.seed)
@@ -122,7 +124,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     train_model = distributed.wrap(model, env)
     if config.compile:
         train_model = _compiled(train_model)
-    optimizer = make_optimizer(params, config)
+    optimizer = make_optimizer(params, config, config.lr)
     averaged = make_averaged(model, config.ema)
     per_rank = math.ceil(len(train_data) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))

@@ -16,7 +16,7 @@ from ...errors import ZooError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FinetuneConfig", "make_optimizer", "make_scheduler", "recipe_fields"]
+__all__ = ["FinetuneConfig", "base_lr", "make_optimizer", "make_scheduler", "recipe_fields", "resolve"]
 
 
 def _opt(help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> dict[str, Any]:
@@ -28,9 +28,11 @@ class FinetuneConfig:
     """The recipe; every field is recorded on the resulting card."""
 
     epochs: int = field(default=5, metadata=_opt("Passes over the training images."))
-    batch_size: int = field(default=128, metadata=_opt("Images per optimizer step (per process under torchrun)."))
+    batch_size: int | None = field(default=None, metadata=_opt(
+        "Images per optimizer step, per process under torchrun (default: the task's; classifiers 128, "
+        "detectors 16)."))
     lr: float | None = field(default=None, metadata=_opt(
-        "Peak learning rate (default: 0.05 SGD / 1e-3 AdamW, per 128 images)."))
+        "Peak learning rate (default: the task's per 128 images, e.g. classifiers 0.05 SGD / 1e-3 AdamW)."))
     optimizer: str = field(default="sgd", metadata=_opt(
         "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw.", ("sgd", "adamw")))
     weight_decay: float = field(default=5e-4, metadata=_opt("L2 weight decay."))
@@ -62,20 +64,37 @@ class FinetuneConfig:
         "Start from random initialisation instead of the card's weights.", flag="--scratch"))
 
 
+def resolve(config: FinetuneConfig, task: Any) -> FinetuneConfig:
+    """Fill the fields left to the task (None) from its ``recipe_defaults``: what a good default is differs by task
+    (a detector fine-tunes with far smaller batches than a CIFAR classifier). The card records the result."""
+    from dataclasses import replace
+
+    defaults = {"batch_size": 128, **getattr(task, "recipe_defaults", {})}
+    filled = {k: v for k, v in defaults.items() if k in FinetuneConfig.__dataclass_fields__
+              and getattr(config, k) is None}
+    return replace(config, **filled)
+
+
+def base_lr(config: FinetuneConfig, task: Any) -> float:
+    """The peak learning rate: the recipe's, or the task's per-128-images rate for the optimizer, scaled linearly
+    with the images per step."""
+    if config.lr:
+        return config.lr
+    rates = {"sgd": 0.05, "adamw": 1e-3, **getattr(task, "base_lr", {})}
+    return rates[config.optimizer] * config.batch_size * config.accumulate / 128
+
+
 def recipe_fields() -> list[Any]:
     """The recipe's fields, in order, for generating CLI options."""
     return list(fields(FinetuneConfig))
 
 
-def make_optimizer(params: list, config: FinetuneConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list, config: FinetuneConfig, lr: float) -> torch.optim.Optimizer:
     import torch
 
-    scale = config.batch_size * config.accumulate / 128
     if config.optimizer == "sgd":
-        lr = config.lr or 0.05 * scale
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        lr = config.lr or 1e-3 * scale
         return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd or adamw.")
 
