@@ -169,10 +169,12 @@ def test_eval_on_coco128_matches_pycocotools_and_writes_a_report(tmp_path):
     assert result.images == 128 and m["boxes"] == 929 and len(m["per_class"]) >= 71
     assert 0 < m["map"] < m["map50"] <= 100
     out = run("eval", "fastestdet-coco", "--data", str(data), "--report", str(tmp_path / "rep"), "--json",
-              "--compare", "--tolerance", "100")
+              "--compare", "--precision", "fp32")
     record = json.loads(out.stdout)
+    assert out.exit_code == 0, out.output
     assert record["metrics"]["map"] == m["map"] and record["headline"] == {"metric": "map", "higher_is_better": True}
-    assert record["compare"]["card_source"] == "published"  # no measured figure on coco128 on the card yet
+    assert record["compare"]["card_source"] == "measured" and record["compare"]["reproduces"], record["compare"]
+    assert record["settings"]["precision"] == "fp32"
     assert {p.name for p in Path(tmp_path / "rep").iterdir()} == {"metrics.json", "per_class_ap.png",
                                                                   "per_class_ap.json"}
 

@@ -487,6 +487,16 @@ def _task_arguments(name: str, verb: str, tokens: tuple[str, ...],
 _DEVICE_HELP = "cpu, cuda, cuda:1, mps (default: the best available)."
 
 
+def _precision_options(func: F) -> F:
+    """--precision auto|fp32|bf16 (auto: bf16 autocast where the device has native bf16 matrix units, AMX CPUs and
+    CUDA sm80+, else fp32) and --bf16, its short form."""
+    func = click.option("--bf16", is_flag=True, help="Same as --precision bf16.")(func)
+    return click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+                        show_default=True,
+                        help="auto: bf16 autocast where the device has native bf16 (AMX CPUs, CUDA sm80+), else "
+                             "fp32.")(func)
+
+
 @cli.command("predict", cls=_TaskCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="IMAGES... [TASK OPTIONS]")
@@ -495,11 +505,11 @@ _DEVICE_HELP = "cpu, cuda, cuda:1, mps (default: the best available)."
                    "into this directory.")
 @click.option("--json", "as_json", is_flag=True, help="JSON records instead of text.")
 @click.option("--skip-bad", is_flag=True, help="Report unreadable images and go on, instead of stopping.")
-@click.option("--bf16", is_flag=True, help="bf16 autocast (where the device supports it).")
+@_precision_options
 @click.option("--device", help=_DEVICE_HELP)
 @_one_line_errors
-def predict_command(name: str, args: tuple[str, ...], out: Path | None, as_json: bool, skip_bad: bool, bf16: bool,
-                    device: str | None) -> None:
+def predict_command(name: str, args: tuple[str, ...], out: Path | None, as_json: bool, skip_bad: bool,
+                    precision: str, bf16: bool, device: str | None) -> None:
     """Predict with model NAME on IMAGES (JPEG, PNG, WebP, GIF, BMP, TIFF; any mode, any size)."""
     from ._api import card as get_card
     from .runtime.predict import predict
@@ -509,7 +519,8 @@ def predict_command(name: str, args: tuple[str, ...], out: Path | None, as_json:
         ["images"], nargs=-1, type=click.Path(path_type=Path)))
     if not images:
         raise ZooError(f"Name at least one image: zoo predict {name} IMAGE [IMAGE...].")
-    records = predict(name, list(images), device=device, skip_bad=skip_bad, bf16=bf16, out=out, **options)
+    records = predict(name, list(images), device=device, skip_bad=skip_bad, out=out,
+                      precision="bf16" if bf16 else precision, **options)
     if out is not None:
         _write_json(out / "predictions.json", records)
     if as_json:
@@ -559,7 +570,7 @@ def _card_metric(name: str, metric: str, split: str | None = None) -> Any:
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path),
               help="Write metrics.json and the task's figures (confusion matrix, PR curves) into this directory.")
 @click.option("--batch-size", type=int, help="Default: 64 (fp32) or 128 (bf16), the fastest measured on CPU.")
-@click.option("--bf16", is_flag=True, help="bf16 autocast (where the device supports it).")
+@_precision_options
 @click.option("--device", help=_DEVICE_HELP)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (counted) instead of stopping.")
 @click.option("--no-cache", is_flag=True, help="Decode the images again instead of using the decode cache.")
@@ -572,7 +583,7 @@ def _card_metric(name: str, metric: str, split: str | None = None) -> Any:
 @click.pass_context
 @_one_line_errors
 def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, as_json: bool, report: Path | None,
-                 batch_size: int | None, bf16: bool, device: str | None, skip_bad: bool, no_cache: bool,
+                 batch_size: int | None, precision: str, bf16: bool, device: str | None, skip_bad: bool, no_cache: bool,
                  compare: bool, tolerance: float | None, val_split: float | None, seed: int) -> None:
     """Evaluate model NAME on a labelled dataset (the card's preprocessing, batched, no grad)."""
     from ._api import card as get_card
@@ -580,8 +591,8 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
     from .runtime.tasks import get_task
 
     _, options = _task_arguments(name, "eval", tuple(ctx.args))
-    result = evaluate(name, data, batch_size=batch_size, device=device, bf16=bf16, skip_bad=skip_bad,
-                      cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
+    result = evaluate(name, data, batch_size=batch_size, device=device, precision="bf16" if bf16 else precision,
+                      skip_bad=skip_bad, cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
     record = result.as_dict()
     metric, _higher = result.headline
     task = get_task(get_card(name))
@@ -592,7 +603,8 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
             raise ZooError(f"Model {name!r} has no {metric} figure on its card to compare with.")
         allowed = tolerance if tolerance is not None else task.tolerance
         delta = record["metrics"][metric] - reference.value
-        verdict = {"metric": metric, "card": reference.value, "card_dataset": reference.dataset,
+        verdict = {"metric": metric, "precision": record["settings"]["precision"],
+                   "card": reference.value, "card_dataset": reference.dataset,
                    "card_split": reference.split, "card_source": reference.source,
                    "measured": record["metrics"][metric], "delta": round(delta, 4), "tolerance": allowed,
                    "reproduces": abs(delta) <= allowed}
@@ -608,7 +620,8 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
         part = f" (split {split})" if split is not None else ""
         part += f" (validation split {val_split}, seed {seed})" if val_split is not None else ""
         click.echo(f"{result.model} on {data}{part}: {lines[0]}  ({result.images} images, "
-                   f"{result.images_per_second:.0f} img/s{', decode cached' if result.decode_cached else ''})")
+                   f"{result.images_per_second:.0f} img/s, {result.settings['precision']}"
+                   f"{', decode cached' if result.decode_cached else ''})")
         for line in lines[1:]:
             click.echo(line)
         if result.skipped:

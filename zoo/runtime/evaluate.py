@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import card as get_card
 from .._api import load
-from .device import autocast, fuse_for_inference, tune_malloc
+from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
 from .progress import progress
 from .tasks import Batch, task_for
 
@@ -76,14 +76,16 @@ def forward(task: Any, model: nn.Module, batch: Batch, device: torch.device, cha
 def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, batch_size: int | None = None,
              device: str | None = None, bf16: bool = False, channels_last: bool = True, skip_bad: bool = False,
              cache: bool = True, show_progress: bool = True, fuse: bool = True, split: str | None = None,
-             val_split: float | None = None, seed: int = 0, **options: Any) -> EvalResult:
+             val_split: float | None = None, seed: int = 0, precision: str | None = None,
+             **options: Any) -> EvalResult:
     """Measure model `name` (or an already-loaded `model` with that card) on a labelled dataset.
 
     The task reads `data` in its formats (ImageFolder for classifiers; COCO, VOC or YOLO for detectors) and
     scores the model's outputs. Runs under ``inference_mode``, in channels_last memory format, and with bf16
-    autocast when ``bf16=True``. `split` picks the dataset's own split (e.g. "test"); with `val_split`, only the
-    images ``zoo finetune --val-split F --seed S`` held out for validation are measured, so a fine-tuned card's
-    figure can be checked on the same images. `options` are the task's own (e.g. ``conf=0.001`` for detectors).
+    autocast when ``bf16=True`` or ``precision="bf16"``; ``precision="auto"`` (the CLI's default) picks bf16 where
+    the device has native bf16 matrix units (AMX CPUs, CUDA sm80+), else fp32. `split` picks the dataset's own
+    split (e.g. "test"); with `val_split`, only the images ``zoo finetune --val-split F --seed S`` held out for
+    validation are measured, so a fine-tuned card's figure can be checked on the same images. `options` are the task's own (e.g. ``conf=0.001`` for detectors).
     """
     import torch
 
@@ -98,6 +100,8 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
         model = load(name, device=device)
     model.eval()  # BatchNorm's running statistics and no dropout, even for a model handed over in train mode
     target_device = next(model.parameters()).device
+    if precision is not None:
+        bf16 = resolve_precision(precision, target_device) == "bf16"
     if fuse:
         model = fuse_for_inference(model)  # a traced copy, or the same module where tracing fails
     if channels_last:
@@ -120,7 +124,8 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
             callers.train(was_training)
     seconds = time.perf_counter() - start
     summary = evaluator.compute()
-    settings = {"batch_size": batch_size, "bf16": bf16, "fuse": fuse, "channels_last": channels_last,
+    settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
+                "channels_last": channels_last,
                 "device": str(target_device), **options}
     if split is not None:
         settings["split"] = split

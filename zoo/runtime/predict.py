@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import card as get_card
 from .._api import load
-from .device import autocast
+from .device import autocast, resolve_precision
 from .evaluate import forward
 from .images import ImageError, read_image
 from .tasks import task_for
@@ -20,7 +20,7 @@ __all__ = ["predict"]
 
 def predict(name: str, images: list[str | Path], *, model: nn.Module | None = None, device: str | None = None,
             skip_bad: bool = False, batch_size: int = 64, bf16: bool = False, out: str | Path | None = None,
-            **options: Any) -> list[dict[str, Any]]:
+            precision: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """One record per image: ``{"image": path, ...}`` with the task's fields (classes for a classifier, boxes
     for a detector). `options` are the task's own (``topk=3``; ``conf=0.5, iou=0.45, max_det=100``).
 
@@ -48,6 +48,8 @@ def predict(name: str, images: list[str | Path], *, model: nn.Module | None = No
         model = load(name, device=device)
     model.eval()
     target = next(model.parameters()).device
+    if precision is not None:  # "auto": bf16 where the device has native bf16 matrix units
+        bf16 = resolve_precision(precision, target) == "bf16"
     directory = Path(out) if out is not None else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
