@@ -649,7 +649,7 @@ def _recipe_options(func: F) -> F:
             # --no-channels-last and --scratch turn a default-on field off; other flags turn one on
             option = click.option(flag, spec.name + "_flag", is_flag=True, help=meta["help"])
         else:
-            kind = {"int": int, "float": float, "float | None": float}.get(str(spec.type), str)
+            kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(spec.type), str)
             choices = meta.get("choices")
             option = click.option(flag, spec.name, type=click.Choice(choices) if choices else kind,
                                   default=default, show_default=default is not None, help=meta["help"])

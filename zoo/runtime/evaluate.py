@@ -85,7 +85,8 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     autocast when ``bf16=True`` or ``precision="bf16"``; ``precision="auto"`` (the CLI's default) picks bf16 where
     the device has native bf16 matrix units (AMX CPUs, CUDA sm80+), else fp32. `split` picks the dataset's own
     split (e.g. "test"); with `val_split`, only the images ``zoo finetune --val-split F --seed S`` held out for
-    validation are measured, so a fine-tuned card's figure can be checked on the same images. `options` are the task's own (e.g. ``conf=0.001`` for detectors).
+    validation are measured, so a fine-tuned card's figure can be checked on the same images.
+    `options` are the task's own (e.g. ``conf=0.001`` for detectors).
     """
     import torch
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from .._card import ModelCard
 
-__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "get_task", "task_for"]
+__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "TrainData", "get_task", "task_for"]
 
 #: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
 VERBS = ("predict", "eval", "finetune", "sample")
@@ -123,6 +123,40 @@ class Task(Protocol):
 
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
         """Task-specific report files (a confusion matrix, PR curves) beside the runtime's metrics.json."""
+
+    # -- training (tasks with "finetune" in verbs; the loop is zoo.runtime.train.loop) -------------------
+    # recipe_defaults: ClassVar[dict[str, Any]]  recipe fields the task fills when the user left them unset
+    # base_lr: ClassVar[dict[str, float]]       peak learning rate per 128 images, per optimizer name
+
+    def train_data(self, source: str | Path, *, config: Any) -> TrainData: ...
+
+    def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
+        """Builder arguments for a model over the data's `classes` (e.g. ``{"num_classes": 5}``: a new head)."""
+
+    def training_step(self, model: Any, x: Any, batch: Batch, config: Any) -> dict[str, Any]:
+        """Forward and loss for one batch (the runtime has applied `prepare` and autocast): ``{"loss": tensor}``
+        plus any per-batch sums the epoch row wants (e.g. ``"correct"``); the runtime backpropagates and steps."""
+
+    def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        """The epoch's sums (summed over DDP ranks) -> its row's figures (e.g. ``train_top1``)."""
+
+
+class TrainData(Protocol):
+    """What a task's ``train_data`` returns: the training part (indexed 0..len-1) and the validation part."""
+
+    classes: tuple[str, ...]  # the data's class names: the new card's labels
+    validation: str  # which images the validation figure comes from (written on the card)
+    eval_args: str  # the ``zoo eval`` options that select them again (``--val-split 0.1 --seed 0``)
+
+    def __len__(self) -> int: ...
+
+    def sample_weights(self, config: Any) -> torch.Tensor | None:
+        """Weights for a draw with replacement (class-balanced sampling), or None for a permutation."""
+
+    def train_batch(self, indices: torch.Tensor, generator: torch.Generator, config: Any) -> Batch:
+        """An augmented batch; every random draw comes from `generator` (runs resume to the same weights)."""
+
+    def val_data(self) -> EvalData | None: ...
 
 
 _TASKS: dict[str, str] | None = None

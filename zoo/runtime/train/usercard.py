@@ -74,7 +74,7 @@ def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[st
             "format": "safetensors",
             "dtype": "float32",
             "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
-            "metrics": [{"name": metric[0], "value": round(metric[1], 2), "dataset": data, "split": "val",
+            "metrics": [{"name": metric[0], "value": round(metric[1], 4), "dataset": data, "split": "val",
                          "source": "measured", "command": command,
                          "note": f"{validation}; best of {config.epochs} epochs, chosen on these images. Measure "
                                  f"again: zoo eval {name} --data {data} {eval_args} --compare"}],
