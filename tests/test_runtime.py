@@ -116,12 +116,31 @@ def test_decode_cache_hits_and_is_invalidated_by_content(tmp_path, zoo_home):
     first = load_dataset(folder, geometry=geometry)
     second = load_dataset(folder, geometry=geometry)
     assert not first.from_cache and second.from_cache and torch.equal(first.images, second.images)
-    assert len(list((zoo_home / "datasets").glob("*.safetensors"))) == 1
+    cached = sorted(p.suffix for p in (zoo_home / "datasets").iterdir())
+    assert cached == [".json", ".u8"]  # the pixels, memory-mapped, and their index: nothing partial left
     # same names and sizes, other pixels: a new key, decoded again
     (folder / "circle" / "000.png").write_bytes(
         image_bytes(np.full((32, 32, 3), 7, dtype=np.uint8)))
     third = load_dataset(folder, geometry=geometry)
     assert not third.from_cache and third.images[0].unique().tolist() == [7]
+
+
+def test_decoded_images_are_memory_mapped_and_a_damaged_cache_is_rebuilt(tmp_path, zoo_home):
+    folder = make_folder(tmp_path / "shapes")
+    geometry = Geometry(resize=32, crop=32)
+    first = load_dataset(folder, geometry=geometry)
+    second = load_dataset(folder, geometry=geometry)
+    assert second.from_cache and torch.equal(first.images, second.images)
+    (pixels,) = (zoo_home / "datasets").glob("*.u8")
+    assert pixels.stat().st_size == second.images.numel()  # the tensor is the file, not a copy of it
+    expected = first.images.clone()
+    del first, second  # a mapping must not outlive a file truncated in place (the kernel answers with SIGBUS)
+    pixels.write_bytes(pixels.read_bytes()[:100])  # truncated by someone else: rebuilt, not trusted
+    third = load_dataset(folder, geometry=geometry)
+    assert not third.from_cache and torch.equal(third.images, expected)
+    uncached = load_dataset(folder, geometry=geometry, cache=False)
+    assert torch.equal(uncached.images, expected)
+    assert not list((zoo_home / "datasets").glob("*.partial"))
 
 
 def test_bad_image_in_a_dataset(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DatasetError", "Geometry", "ImageDataset", "load_dataset"]
 
-CACHE_VERSION: Final = "1"
+CACHE_VERSION: Final = "2"  # 2: pixels in one memory-mapped file + a JSON index
 
 
 class DatasetError(ZooError):
@@ -79,10 +80,42 @@ def _zip_members(zf: zipfile.ZipFile) -> list[tuple[str, str]]:
     return sorted((p[root], n) for p, n in zip(parts, names, strict=True))
 
 
+DEFAULT_MAX_ZIP_RATIO: Final = 100  # image files barely compress (JPEG/PNG ~1x, BMP/TIFF a few x); a bomb does 1000x
+DEFAULT_MAX_IMAGE_BYTES: Final = 256 << 20
+
+
+def _limit(var: str, default: int) -> int:
+    raw = os.environ.get(var, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise DatasetError(f"{var}={raw!r} is not a whole number.") from None
+
+
 def _zip_items(path: Path) -> Iterator[Item]:
+    """Members of a dataset zip, each checked before it is inflated (#20).
+
+    A member's declared size bounds what zipfile will inflate, so the checks are on the directory entry: the
+    size (``ZOO_MAX_IMAGE_BYTES``, default 256 MiB) and the inflation ratio (``ZOO_MAX_ZIP_RATIO``, default
+    100; 0 switches either off). A 1.5 MB zip that inflates to 1.5 GiB is refused before a byte is inflated.
+    """
+    max_bytes = _limit("ZOO_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
+    max_ratio = _limit("ZOO_MAX_ZIP_RATIO", DEFAULT_MAX_ZIP_RATIO)
     with zipfile.ZipFile(path) as zf:
         for label, name in _zip_members(zf):
-            yield label, f"{path}:{name}", zf.read(name)
+            info = zf.getinfo(name)
+            if max_bytes and info.file_size > max_bytes:
+                raise DatasetError(f"{path}: member {name!r} inflates to {info.file_size:,} bytes, over the limit of "
+                                   f"{max_bytes:,} for one image. Set ZOO_MAX_IMAGE_BYTES (0: no limit) if it is "
+                                   "genuine.")
+            ratio = info.file_size / max(info.compress_size, 1)
+            if max_ratio and info.file_size > (1 << 20) and ratio > max_ratio:
+                raise DatasetError(f"{path}: member {name!r} inflates from {info.compress_size:,} to "
+                                   f"{info.file_size:,} bytes ({ratio:.0f}x; a zip bomb?). Images barely compress; "
+                                   f"set ZOO_MAX_ZIP_RATIO above {max_ratio} (0: no limit) if it is genuine.")
+            with zf.open(info) as member:
+                data = member.read(info.file_size + 1)  # zipfile stops at the declared size; belt and braces
+            yield label, f"{path}:{name}", data
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -140,39 +173,92 @@ def _content_key(path: Path, geometry: str) -> str:
     return digest.hexdigest()
 
 
-def _cache_path(key: str) -> Path:
-    return _config.cache_root() / "datasets" / f"{key}.safetensors"
+def _cache_paths(key: str) -> tuple[Path, Path]:
+    """(the decoded pixels, their index): the index is written last, so its presence means complete."""
+    folder = _config.cache_root() / "datasets"
+    return folder / f"{key}.u8", folder / f"{key}.json"
 
 
-def _read_cache(path: Path, source: str) -> ImageDataset | None:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def _map_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The decoded images as one uint8 tensor backed by the file (memory-mapped, copy-on-write): batches are
+    read from the page cache as they are indexed, so a dataset larger than RAM costs no more than its batches."""
+    import numpy as np
+    import torch
 
+    if shape[0] == 0:
+        return torch.zeros(shape, dtype=torch.uint8)
+    return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
+
+
+def _read_cache(key: str, source: str) -> ImageDataset | None:
+    import torch
+
+    data, index = _cache_paths(key)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-        return ImageDataset(tensors["images"], tensors["targets"], tuple(json.loads(meta["classes"])), source,
-                            skipped=json.loads(meta.get("skipped", "[]")), from_cache=True)
+        meta = json.loads(index.read_text())
+        shape = tuple(meta["shape"])
+        if data.stat().st_size != math.prod(shape):
+            raise ValueError("size mismatch")
+        return ImageDataset(_map_images(data, shape), torch.tensor(meta["targets"], dtype=torch.int64),
+                            tuple(meta["classes"]), source, skipped=meta.get("skipped", []), from_cache=True)
     except Exception:  # noqa: BLE001 - a damaged cache entry is simply rebuilt
-        path.unlink(missing_ok=True)
+        index.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
         return None
 
 
-def _write_cache(path: Path, dataset: ImageDataset) -> None:
-    from safetensors.torch import save_file
+class _PixelWriter:
+    """Decoded images appended to one file as they come (nothing is held in memory but the batch in flight),
+    then published by renaming the pixels and, last, writing the index."""
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        save_file({"images": dataset.images.contiguous(), "targets": dataset.targets}, str(tmp),
-                  metadata={"classes": json.dumps(list(dataset.classes)), "skipped": json.dumps(dataset.skipped),
-                            "source": dataset.source})
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only or full cache costs a re-decode next time, nothing more
-    finally:
-        tmp.unlink(missing_ok=True)
+    def __init__(self, key: str | None) -> None:
+        import tempfile
+
+        folder = _config.cache_root() / "datasets"
+        self.key = key
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.file = tempfile.NamedTemporaryFile(dir=folder, prefix=".decode-", suffix=".partial", delete=False)
+        except OSError:  # a read-only cache: decode into the system's temporary directory, uncached
+            self.key = None
+            self.file = tempfile.NamedTemporaryFile(prefix="zoo-decode-", suffix=".partial", delete=False)
+        self.path = Path(self.file.name)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def add(self, image: torch.Tensor) -> None:
+        self.file.write(image.contiguous().numpy().tobytes())
+        self.shapes.append(tuple(image.shape))
+
+    def finish(self, targets: list[int], classes: tuple[str, ...], source: str, skipped: list[str]) -> ImageDataset:
+        import torch
+
+        self.file.close()
+        if len(set(self.shapes)) > 1:
+            self.path.unlink(missing_ok=True)
+            raise DatasetError(f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
+                               "give a geometry (the model card's preprocessing) so they are resized.")
+        shape = (len(self.shapes), *(self.shapes[0] if self.shapes else (3, 0, 0)))
+        meta = {"shape": list(shape), "targets": targets, "classes": list(classes), "skipped": skipped,
+                "source": source}
+        path = self.path
+        if self.key is not None:
+            data, index = _cache_paths(self.key)
+            try:
+                os.replace(path, data)
+                path = data
+                tmp = index.with_name(f"{index.name}.{os.getpid()}.partial")
+                tmp.write_text(json.dumps(meta))
+                os.replace(tmp, index)
+            except OSError:
+                pass  # a full cache costs a re-decode next time, nothing more
+        images = _map_images(path, shape)
+        if self.key is None or path == self.path:
+            path.unlink(missing_ok=True)  # the mapping keeps the pixels readable until it is dropped
+        return ImageDataset(images, torch.tensor(targets, dtype=torch.int64), classes, source, skipped=skipped)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
 
 
 # -- the entry point ---------------------------------------------------------------------------------
@@ -201,33 +287,54 @@ def _fit(image: torch.Tensor, geometry: Geometry | None) -> torch.Tensor:
     return image if geometry is None else geometry.apply(image)
 
 
-def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool,
-                  source: str) -> ImageDataset:
-    import torch
+def _decoded(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool,
+             chunk: int = 256) -> Iterator[tuple[str, str, torch.Tensor | None]]:
+    """(label, name, image or None when skipped) in reading order, decoded by a small thread pool a chunk at a
+    time (libjpeg-turbo and libpng run outside the GIL), so decoding uses every core without holding more than
+    one chunk of images in memory."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    images, labels, names, skipped = [], [], [], []
-    for label, name, data in items:
+    def decode(item: Item) -> tuple[str, str, torch.Tensor | None]:
+        label, name, data = item
         try:
-            image = decode_image(data, name=name)
+            return label, name, _fit(decode_image(data, name=name), geometry)
         except ImageError:
             if not skip_bad:
                 raise
-            skipped.append(name)
-            continue
-        images.append(_fit(image, geometry))
-        labels.append(label)
-        names.append(name)
+            return label, name, None
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        batch: list[Item] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == chunk:
+                yield from pool.map(decode, batch)
+                batch = []
+        yield from pool.map(decode, batch)
+
+
+def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool, source: str,
+                  key: str | None) -> ImageDataset:
+    writer = _PixelWriter(key)
+    labels: list[str] = []
+    skipped: list[str] = []
+    try:
+        for label, name, image in _decoded(items, geometry, skip_bad):
+            if image is None:
+                skipped.append(name)
+                continue
+            writer.add(image)
+            labels.append(label)
+        if not labels:
+            raise DatasetError(f"{source}: no readable images found. Expected an ImageFolder layout "
+                               "(<root>/<class>/<image>.jpg), a .zip of one, or CIFAR-10 python batches.")
+    except BaseException:
+        writer.abort()
+        raise
     classes = tuple(sorted(set(labels)))
-    if not images:
-        raise DatasetError(f"{source}: no readable images found. Expected an ImageFolder layout "
-                           "(<root>/<class>/<image>.jpg), a .zip of one, or CIFAR-10 python batches.")
-    shapes = {tuple(im.shape) for im in images}
-    if len(shapes) > 1:
-        raise DatasetError(f"{source}: images have different sizes ({len(shapes)} kinds); "
-                           "give a geometry (the model card's preprocessing) so they are resized.")
     index = {c: i for i, c in enumerate(classes)}
-    return ImageDataset(torch.stack(images), torch.tensor([index[c] for c in labels]), classes, source,
-                        skipped=skipped)
+    return writer.finish([index[c] for c in labels], classes, source, skipped)
 
 
 def load_dataset(path: str | Path, *, geometry: Geometry | None = None, skip_bad: bool = False,
@@ -243,24 +350,19 @@ def load_dataset(path: str | Path, *, geometry: Geometry | None = None, skip_bad
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"Dataset {str(path)!r} does not exist.")
-    key = _content_key(path, f"{geometry}|skip={skip_bad}") if cache else ""
-    if cache:
-        cached = _read_cache(_cache_path(key), str(path)) if _cache_path(key).is_file() else None
+    key = _content_key(path, f"{geometry}|skip={skip_bad}") if cache else None
+    if key is not None and _cache_paths(key)[1].is_file():
+        cached = _read_cache(key, str(path))
         if cached is not None:
             return cached
     if path.is_dir() and (path / "batches.meta").is_file():
-        import torch
-
         images, targets, classes = _load_cifar(path)
-        if geometry is not None:
-            images = torch.stack([_fit(im, geometry) for im in images])
-        dataset = ImageDataset(images, targets, classes, str(path))
-    elif path.is_dir():
-        dataset = _decode_items(_folder_items(path), geometry, skip_bad, str(path))
-    elif zipfile.is_zipfile(path):
-        dataset = _decode_items(_zip_items(path), geometry, skip_bad, str(path))
-    else:
-        raise DatasetError(f"Dataset {str(path)!r} is neither a directory nor a .zip archive.")
-    if cache:
-        _write_cache(_cache_path(key), dataset)
-    return dataset
+        writer = _PixelWriter(key)
+        for image in images:
+            writer.add(_fit(image, geometry))
+        return writer.finish(targets.tolist(), classes, str(path), [])
+    if path.is_dir():
+        return _decode_items(_folder_items(path), geometry, skip_bad, str(path), key)
+    if zipfile.is_zipfile(path):
+        return _decode_items(_zip_items(path), geometry, skip_bad, str(path), key)
+    raise DatasetError(f"Dataset {str(path)!r} is neither a directory nor a .zip archive.")
