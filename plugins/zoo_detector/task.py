@@ -47,41 +47,100 @@ def _threshold_options(defaults: dict[str, float]) -> list[click.Option]:
     ]
 
 
+class _Stretch:
+    """The geometry object zoo.runtime.datasets.decoded applies: the detector's fixed-size stretch."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        return _resize(image, self.size)
+
+    def __repr__(self) -> str:
+        return f"stretch{self.size}"
+
+
 class DetectionData:
-    """A detection dataset decoded for one model: images in the model's geometry, boxes in original pixels."""
+    """A detection dataset decoded for one model: images in the model's geometry, boxes in original pixels.
+
+    For a fixed-size model the decoded images go through the runtime's decode cache (one memory-mapped file
+    keyed by the data's content, the geometry and the images chosen), so a second ``zoo eval`` decodes nothing;
+    a variable-size model (torchvision's detectors) keeps its decoded originals in memory.
+    """
 
     def __init__(self, dataset: DetectionDataset, size: tuple[int, int] | None, label_map: torch.Tensor,
-                 indices: list[int], skip_bad: bool) -> None:
-        from zoo.runtime.images import ImageError
-
+                 indices: list[int], skip_bad: bool, cache: bool = True) -> None:
         self.source, self.skipped, self.from_cache = str(dataset.root), [], False
-        self.images: list[torch.Tensor] = []
+        samples = [dataset.samples[i] for i in indices]
+        if size is not None:
+            self.images, kept = self._decode_cached(dataset, samples, size, skip_bad, cache)
+        else:
+            self.images, kept = self._decode_in_memory(dataset, samples, skip_bad)
         self.meta: list[dict[str, Any]] = []
         self.targets: list[dict[str, torch.Tensor]] = []
-        for i in indices:
-            sample = dataset.samples[i]
+        for i in kept:
+            sample = samples[i]
+            self.meta.append({"image": sample.image, "width": sample.width, "height": sample.height})
+            labels = torch.tensor(sample.labels, dtype=torch.int64)
+            self.targets.append({"boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
+                                 "labels": label_map[labels] if len(labels) else labels})
+
+    def _items(self, dataset: DetectionDataset, samples: list) -> Iterator[tuple[str, str, bytes]]:
+        for i, sample in enumerate(samples):
+            yield str(i), f"{dataset.root}:{sample.image}", dataset.read_bytes(sample)
+
+    def _decode_cached(self, dataset: DetectionDataset, samples: list, size: tuple[int, int], skip_bad: bool,
+                       cache: bool) -> tuple[torch.Tensor, list[int]]:
+        import hashlib
+
+        from zoo.runtime.datasets import PixelWriter, content_key, decoded, read_pixels
+
+        key = None
+        if cache:
+            chosen = hashlib.sha256("\n".join(f"{dataset.subdir}/{s.image}" for s in samples).encode()).hexdigest()
+            key = content_key(dataset.root, f"detection|{size}|skip={skip_bad}|{chosen}")
+            found = read_pixels(key)
+            if found is not None:
+                images, meta = found
+                self.skipped, self.from_cache = meta["skipped"], True
+                return images, meta["kept"]
+        writer = PixelWriter(key)
+        kept: list[int] = []
+        try:
+            for index, name, image in decoded(self._items(dataset, samples), _Stretch(size), skip_bad):
+                if image is None:
+                    self.skipped.append(name)
+                    continue
+                writer.add(image)
+                kept.append(int(index))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.publish({"kept": kept, "skipped": self.skipped}, self.source), kept
+
+    def _decode_in_memory(self, dataset: DetectionDataset, samples: list,
+                          skip_bad: bool) -> tuple[list[torch.Tensor], list[int]]:
+        from zoo.runtime.images import ImageError
+
+        images, kept = [], []
+        for i, sample in enumerate(samples):
             try:
-                image = decode_image(dataset.read_bytes(sample), name=f"{dataset.root}:{sample.image}")
+                images.append(decode_image(dataset.read_bytes(sample), name=f"{dataset.root}:{sample.image}"))
             except ImageError:
                 if not skip_bad:
                     raise
                 self.skipped.append(sample.image)
                 continue
-            height, width = image.shape[-2:]
-            self.images.append(_resize(image, size))
-            self.meta.append({"image": sample.image, "width": int(width), "height": int(height)})
-            labels = torch.tensor(sample.labels, dtype=torch.int64)
-            self.targets.append({"boxes": torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4),
-                                 "labels": label_map[labels] if len(labels) else labels})
+            kept.append(i)
+        return images, kept
 
     def __len__(self) -> int:
         return len(self.images)
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for begin in range(0, len(self), batch_size):
-            images = self.images[begin:begin + batch_size]
-            stacked = torch.stack(images) if len({tuple(im.shape) for im in images}) == 1 else images
-            yield Batch(stacked, self.targets[begin:begin + batch_size], self.meta[begin:begin + batch_size])
+            yield Batch(self.images[begin:begin + batch_size], self.targets[begin:begin + batch_size],
+                        self.meta[begin:begin + batch_size])
 
 
 def training_split(dataset: DetectionDataset, val_split: float, seed: int) -> tuple[DetectionDataset,
@@ -322,7 +381,7 @@ class DetectorTask:
         indices = list(range(len(dataset.samples)))
         if val_split is not None:
             dataset, (_, indices), _ = training_split(dataset, val_split, seed)
-        return DetectionData(dataset, self.size, label_map, indices, skip_bad)
+        return DetectionData(dataset, self.size, label_map, indices, skip_bad, cache)
 
     def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
         resized = [_resize(image, self.size) for image in images]

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import _config
 from ..errors import ZooError
@@ -27,7 +27,8 @@ from .images import IMAGE_SUFFIXES, ImageError, decode_image
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DatasetError", "Geometry", "ImageDataset", "load_dataset"]
+__all__ = ["DatasetError", "Geometry", "ImageDataset", "PixelWriter", "content_key", "decoded", "load_dataset",
+           "read_pixels"]
 
 CACHE_VERSION: Final = "2"  # 2: pixels in one memory-mapped file + a JSON index
 
@@ -161,7 +162,7 @@ def _load_cifar(root: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
 
 # -- content key and cache ---------------------------------------------------------------------------
 
-def _content_key(path: Path, geometry: str) -> str:
+def content_key(path: Path, geometry: str) -> str:
     """sha256 of every byte the dataset is made of, plus how it is decoded."""
     digest = hashlib.sha256(f"zoo-dataset-{CACHE_VERSION}|{geometry}|".encode())
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -190,24 +191,36 @@ def _map_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
 
 
-def _read_cache(key: str, source: str) -> ImageDataset | None:
-    import torch
-
+def read_pixels(key: str) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """A complete decode-cache entry: (the images, memory-mapped, N x C x H x W; the task's index), or None when
+    there is none or it is damaged (then it is removed, to be rebuilt)."""
     data, index = _cache_paths(key)
+    if not index.is_file():
+        return None
     try:
         meta = json.loads(index.read_text())
         shape = tuple(meta["shape"])
         if data.stat().st_size != math.prod(shape):
             raise ValueError("size mismatch")
-        return ImageDataset(_map_images(data, shape), torch.tensor(meta["targets"], dtype=torch.int64),
-                            tuple(meta["classes"]), source, skipped=meta.get("skipped", []), from_cache=True)
+        return _map_images(data, shape), meta
     except Exception:  # noqa: BLE001 - a damaged cache entry is simply rebuilt
         index.unlink(missing_ok=True)
         data.unlink(missing_ok=True)
         return None
 
 
-class _PixelWriter:
+def _read_cache(key: str, source: str) -> ImageDataset | None:
+    import torch
+
+    found = read_pixels(key)
+    if found is None:
+        return None
+    images, meta = found
+    return ImageDataset(images, torch.tensor(meta["targets"], dtype=torch.int64), tuple(meta["classes"]), source,
+                        skipped=meta.get("skipped", []), from_cache=True)
+
+
+class PixelWriter:
     """Decoded images appended to one file as they come (nothing is held in memory but the batch in flight),
     then published by renaming the pixels and, last, writing the index."""
 
@@ -232,14 +245,19 @@ class _PixelWriter:
     def finish(self, targets: list[int], classes: tuple[str, ...], source: str, skipped: list[str]) -> ImageDataset:
         import torch
 
+        meta = {"targets": targets, "classes": list(classes), "skipped": skipped, "source": source}
+        return ImageDataset(self.publish(meta, source), torch.tensor(targets, dtype=torch.int64), classes, source,
+                            skipped=skipped)
+
+    def publish(self, meta: dict[str, Any], source: str) -> torch.Tensor:
+        """Close the file, write the index (`meta` plus the shape) and return the images, memory-mapped."""
         self.file.close()
         if len(set(self.shapes)) > 1:
             self.path.unlink(missing_ok=True)
             raise DatasetError(f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
                                "give a geometry (the model card's preprocessing) so they are resized.")
         shape = (len(self.shapes), *(self.shapes[0] if self.shapes else (3, 0, 0)))
-        meta = {"shape": list(shape), "targets": targets, "classes": list(classes), "skipped": skipped,
-                "source": source}
+        meta = {"shape": list(shape), **meta}
         path = self.path
         if self.key is not None:
             data, index = _cache_paths(self.key)
@@ -254,7 +272,7 @@ class _PixelWriter:
         images = _map_images(path, shape)
         if self.key is None or path == self.path:
             path.unlink(missing_ok=True)  # the mapping keeps the pixels readable until it is dropped
-        return ImageDataset(images, torch.tensor(targets, dtype=torch.int64), classes, source, skipped=skipped)
+        return images
 
     def abort(self) -> None:
         self.file.close()
@@ -287,7 +305,7 @@ def _fit(image: torch.Tensor, geometry: Geometry | None) -> torch.Tensor:
     return image if geometry is None else geometry.apply(image)
 
 
-def _decoded(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool,
+def decoded(items: Iterator[Item], geometry: Any, skip_bad: bool,
              chunk: int = 256) -> Iterator[tuple[str, str, torch.Tensor | None]]:
     """(label, name, image or None when skipped) in reading order, decoded by a small thread pool a chunk at a
     time (libjpeg-turbo and libpng run outside the GIL), so decoding uses every core without holding more than
@@ -316,11 +334,11 @@ def _decoded(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool,
 
 def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool, source: str,
                   key: str | None) -> ImageDataset:
-    writer = _PixelWriter(key)
+    writer = PixelWriter(key)
     labels: list[str] = []
     skipped: list[str] = []
     try:
-        for label, name, image in _decoded(items, geometry, skip_bad):
+        for label, name, image in decoded(items, geometry, skip_bad):
             if image is None:
                 skipped.append(name)
                 continue
@@ -350,14 +368,14 @@ def load_dataset(path: str | Path, *, geometry: Geometry | None = None, skip_bad
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"Dataset {str(path)!r} does not exist.")
-    key = _content_key(path, f"{geometry}|skip={skip_bad}") if cache else None
+    key = content_key(path, f"{geometry}|skip={skip_bad}") if cache else None
     if key is not None and _cache_paths(key)[1].is_file():
         cached = _read_cache(key, str(path))
         if cached is not None:
             return cached
     if path.is_dir() and (path / "batches.meta").is_file():
         images, targets, classes = _load_cifar(path)
-        writer = _PixelWriter(key)
+        writer = PixelWriter(key)
         for image in images:
             writer.add(_fit(image, geometry))
         return writer.finish(targets.tolist(), classes, str(path), [])
