@@ -176,7 +176,9 @@ def test_eval_on_coco128_matches_pycocotools_and_writes_a_report(tmp_path):
     assert record["compare"]["card_source"] == "measured" and record["compare"]["reproduces"], record["compare"]
     assert record["settings"]["precision"] == "fp32"
     assert {p.name for p in Path(tmp_path / "rep").iterdir()} == {"metrics.json", "per_class_ap.png",
-                                                                  "per_class_ap.json"}
+                                                                  "per_class_ap.json", "pr_curve.png"}
+    curve = record["metrics"]["pr_curve"]
+    assert len(curve["recall"]) == len(curve["iou50"]) == 101 and curve["iou50"][0] >= curve["iou75"][0]
 
 
 def test_shipped_raccoon_detector_reproduces_its_test_figure(monkeypatch):

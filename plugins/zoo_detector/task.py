@@ -337,6 +337,15 @@ class DetectorEvaluator:
                        map_small=pct(stats[3]), map_medium=pct(stats[4]), map_large=pct(stats[5]))
         precision = np.asarray(evaluation.eval["precision"])  # T x R x K x A x M; area "all" = 0, maxDets 100 = -1
         present = {a["category_id"] for a in annotations}
+        # the precision-recall curves at IoU 0.5 and 0.75, averaged over the classes with boxes (101 recall points)
+        curves = {}
+        for name, t in (("iou50", 0), ("iou75", 5)):
+            values = precision[t, :, :, 0, -1]
+            valid = values > -1
+            curves[name] = [round(float(v), 4) for v in
+                            np.where(valid.any(1), np.where(valid, values, 0).sum(1) / np.maximum(valid.sum(1), 1), 0)]
+        summary["pr_curve"] = {"recall": [round(r, 2) for r in np.linspace(0, 1, precision.shape[1]).tolist()],
+                               **curves}
         for k, category in enumerate(evaluation.params.catIds):
             values = precision[:, :, k, 0, -1]
             if category in present:
@@ -522,14 +531,19 @@ class DetectorTask:
         return lines
 
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
-        from .report import per_class_ap_png
+        from .report import per_class_ap_png, pr_curve_png
 
         png = directory / "per_class_ap.png"
         metrics = record["metrics"]
-        per_class_ap_png(metrics["per_class"], png, title=f"{record['model']} on {Path(record['data']).name}: "
-                                                          f"mAP {metrics['map']:.2f}, mAP50 {metrics['map50']:.2f}")
+        title = (f"{record['model']} on {Path(record['data']).name}: mAP {metrics['map']:.2f}, "
+                 f"mAP50 {metrics['map50']:.2f}")
+        per_class_ap_png(metrics["per_class"], png, title=title)
         (directory / "per_class_ap.json").write_text(json.dumps(metrics["per_class"], indent=2))
-        return [png, directory / "per_class_ap.json"]
+        written = [png, directory / "per_class_ap.json"]
+        if "pr_curve" in metrics:
+            pr_curve_png(metrics["pr_curve"], directory / "pr_curve.png", title=title)
+            written.append(directory / "pr_curve.png")
+        return written
 
 
 def _palette(n: int) -> list[tuple[int, int, int]]:
