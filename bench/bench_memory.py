@@ -4,7 +4,8 @@ against the path it replaced (every decoded image in a Python list, then one tor
 
 Each measurement runs in a fresh subprocess and reports its peak resident memory (ru_maxrss), so the numbers
 are the process's own and not polluted by the previous one. The anchor is the old path re-implemented here with
-the same decoder and geometry calls, one thread, as zoo ran it before the task-contract issue.
+the same decoder and geometry calls, one thread, as zoo ran it before the task-contract issue: hash the files,
+decode into a list, stack, write the safetensors cache.
 
     python bench/bench_memory.py --images 3000 10000 30000
 """
@@ -29,10 +30,14 @@ from zoo.runtime.images import decode_image
 root, mode = Path(sys.argv[1]), sys.argv[2]
 geometry = Geometry(resize=256, crop=224)
 start = time.perf_counter()
-if mode == "list-and-stack":  # the path before: all decoded images in a list, then one stacked copy
+if mode == "list-and-stack":  # the path before (commit 23e871c): hash, list, stack, then the safetensors cache
+    from safetensors.torch import save_file
+    from zoo.runtime.datasets import content_key
+    content_key(root, "before")
     images = [geometry.apply(decode_image(data, name=name)) for _, name, data in _folder_items(root)]
     images = torch.stack(images)
     n = len(images)
+    save_file({{"images": images}}, str(Path(sys.argv[3]) / "before.safetensors"))
 else:  # zoo's decode cache: cold (decode into the cache) or warm (map it)
     dataset = load_dataset(root, geometry=geometry)
     n = len(dataset)
@@ -61,8 +66,9 @@ def make_images(root: Path, n: int) -> None:
 def run(root: Path, mode: str, home: Path) -> dict:
     repo = str(Path(__file__).resolve().parents[1])
     env = {"ZOO_HOME": str(home), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo), str(root), mode], capture_output=True,
-                         text=True, env=env, check=True)
+    home.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo), str(root), mode, str(home)],
+                         capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
