@@ -4,6 +4,9 @@ pycocotools, bad input as one line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import zoo
+import zoo._registry
 from tests.conftest import REPO, require_shared
 from zoo.cli import cli
 
@@ -197,3 +202,23 @@ def test_eval_of_a_detector_on_data_with_other_classes_points_to_finetune():
     data = require_shared("datasets", "raccoon.zip")
     result = run("eval", "fastestdet-coco", "--data", str(data))
     assert result.exit_code == 1 and "zoo finetune fastestdet-coco --data" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_torchrun_fine_tunes_a_detector_on_two_cpu_processes(tmp_path, zoo_home):
+    """DDP with gloo for a detector: each rank its shard of the images, rank 0 writes the card."""
+    from tests.contract.test_contract import make_yolo_rectangles
+
+    data = make_yolo_rectangles(tmp_path / "rects", n=16)
+    out = tmp_path / "ddp-det"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_port=29533", "-m", "zoo", "finetune", "fastestdet-coco",
+         "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "4", "--val-split", "0.25"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best epoch") == 1  # rank 0 reports
+    history = json.loads((out / "metrics.json").read_text())
+    assert len(history) == 2 and all(0 <= row["val_map"] <= 100 for row in history)
+    zoo._registry.reset_registry()
+    assert zoo.card("ddp-det").labels == ("person", "car") and zoo.card("ddp-det").kwargs["num_classes"] == 2
