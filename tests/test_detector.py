@@ -222,3 +222,24 @@ def test_torchrun_fine_tunes_a_detector_on_two_cpu_processes(tmp_path, zoo_home)
     assert len(history) == 2 and all(0 <= row["val_map"] <= 100 for row in history)
     zoo._registry.reset_registry()
     assert zoo.card("ddp-det").labels == ("person", "car") and zoo.card("ddp-det").kwargs["num_classes"] == 2
+
+
+@pytest.mark.slow
+def test_torchrun_eval_gives_the_single_process_figures(tmp_path):
+    """Each rank measures every other batch; the evaluator gathers the detections: the same mAP as one process."""
+    from tests.contract.test_contract import make_yolo_rectangles
+    from zoo.runtime.evaluate import evaluate
+
+    data = make_yolo_rectangles(tmp_path / "rects", n=12)
+    single = evaluate("fastestdet-coco", data, device="cpu", batch_size=2, precision="fp32", show_progress=False)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_port=29535", "-m", "zoo", "eval", "fastestdet-coco",
+         "--data", str(data), "--batch-size", "2", "--precision", "fp32", "--json"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout)  # rank 0 alone prints
+    assert record["images"] == single.images == 12
+    assert record["metrics"]["boxes"] == single.metrics["boxes"]
+    assert {k: record["metrics"][k] for k in ("map", "map50", "ar100")} == {
+        k: single.metrics[k] for k in ("map", "map50", "ar100")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
@@ -46,6 +47,14 @@ def _table(headers: Sequence[str], rows: list[Sequence[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def escape(value: Any) -> str:
+    """`str(value)` with control characters (ANSI escapes, bidi overrides, newlines) escaped: every string from
+    a card or a plugin reaches the terminal through this, so none can fake a line of zoo's output (#20)."""
+    from ._plugins import escape as escape_text
+
+    return escape_text(str(value))
 
 
 def _one_line_errors(func: F) -> F:
@@ -137,8 +146,8 @@ def list_command(pattern: str | None, task: str | None, plugin: str | None, pret
     for card, r in records:
         shape = "x".join(map(str, card.input_shape)) or "-"
         cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
-        rows.append([r["name"], card.task, _human_count(card.params), shape, _weights_label(card),
-                     _headline(card), cached, card.plugin])
+        rows.append([escape(cell) for cell in (r["name"], card.task, _human_count(card.params), shape,
+                                                _weights_label(card), _headline(card), cached, card.plugin)])
     click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
     if any(r["metric"] and r["metric"]["source"] == "published" for _, r in records):
         click.echo("* published by the weights' authors; others measured by zoo "
@@ -256,7 +265,7 @@ def info_command(name: str, as_json: bool) -> None:
                 out.append(f"              {m.note}")
         if v.notes:
             out.append(f"    notes:    {v.notes}")
-    click.echo("\n".join(out))
+    click.echo("\n".join(escape(line) for line in out))  # zoo's own text has no control characters to lose
 
 
 # -- weights ----------------------------------------------------------------------------------------
@@ -365,6 +374,8 @@ def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, pa
     For weights pinned by the publisher's sha256 prefix, NAME also removes the full sha256 recorded on the first
     download: the next fetch pins what it gets. --all, --corrupt and --partial keep those records.
     """
+    import os
+
     from ._registry import get_registry
     from ._store import Store
 
@@ -381,7 +392,7 @@ def cache_rm_command(names: tuple[str, ...], remove_all: bool, corrupt: bool, pa
         if (remove_all or (partial and entry.kind == "partial")
                 or (corrupt and store.verify(entry) is not None)):
             removed += store.remove(entry.sha256) if entry.kind != "partial" else []
-            if entry.path.exists():
+            if os.path.lexists(entry.path):  # a planted link is removed itself, never what it points at (#20)
                 entry.path.unlink()
                 removed.append(entry.path)
     for variant in chosen:
@@ -593,6 +604,8 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
     _, options = _task_arguments(name, "eval", tuple(ctx.args))
     result = evaluate(name, data, batch_size=batch_size, device=device, precision="bf16" if bf16 else precision,
                       skip_bad=skip_bad, cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports for every rank
     record = result.as_dict()
     metric, _higher = result.headline
     task = get_task(get_card(name))
@@ -735,12 +748,16 @@ def plugins_command(as_json: bool) -> None:
         status = ("FAILED" if info.error else "skipped" if info.skipped
                   else "ok, with problems" if info.problems else "ok")
         dist = f"{info.distribution or '?'} {info.version or ''}".strip()
-        rows.append([info.name, dist, "built-in" if info.builtin else "third-party", status,
-                     str(len(info.models)), ", ".join(info.hooks) or "-"])
-    click.echo(_table(["plugin", "distribution", "kind", "status", "models", "hooks"], rows))
+        ms = None if info.import_seconds is None else info.import_seconds * 1000
+        took = "-" if ms is None else f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+        rows.append([escape(cell) for cell in (info.name, dist, "built-in" if info.builtin else "third-party",
+                                               status, took, str(len(info.models)), ", ".join(info.hooks) or "-")])
+    click.echo(_table(["plugin", "distribution", "kind", "status", "import", "models", "hooks"], rows))
     for info in infos:
         for message in [info.error] if info.error else [info.skipped] if info.skipped else info.problems:
-            click.echo(f"{info.name}: {message}")
+            click.echo(escape(f"{info.name}: {message}"))
+        for claimant in info.refused:
+            click.echo(escape(f"{info.name}: the same plugin name from {claimant!r} was refused"))
 
 
 # -- entry point ------------------------------------------------------------------------------------
@@ -755,7 +772,9 @@ def _add_plugin_commands() -> None:
     for name, call in plugins.each("register_commands", cli=cli):
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, SystemExit too (#20)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             plugins.fail_softly(name, f"raised in register_commands: {type(exc).__name__}: {exc}")
         for command_name, command in builtin.items():
             if cli.commands.get(command_name) is not command:
@@ -772,5 +791,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="zoo")
     except ZooError as exc:  # raised by a plugin's command, which our decorator does not wrap
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {escape(exc)}", err=True)
         sys.exit(1)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import card as get_card
 from .._api import load
+from . import distributed
 from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
 from .progress import progress
 from .tasks import Batch, task_for
@@ -89,16 +90,20 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     `options` are the task's own (e.g. ``conf=0.001`` for detectors).
     """
     import torch
+    import torch.distributed as dist
 
     tune_malloc()
     card = get_card(name)
     task = task_for(card, "eval")
+    joined = not (dist.is_available() and dist.is_initialized())
+    env = distributed.setup()  # under torchrun each rank measures its share; the evaluator gathers the rest
+    joined = joined and env.initialized
     start = time.perf_counter()
     dataset = task.eval_data(data, split=split, val_split=val_split, seed=seed, cache=cache, skip_bad=skip_bad)
     callers = model
     was_training = model.training if model is not None else False
     if model is None:
-        model = load(name, device=device)
+        model = load(name, device=device or (env.device if env.initialized else None))
     model.eval()  # BatchNorm's running statistics and no dropout, even for a model handed over in train mode
     target_device = next(model.parameters()).device
     if precision is not None:
@@ -109,13 +114,15 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
         model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
     evaluator = task.evaluator(**options)
-    bar = progress(len(dataset), f"eval {card.name}", show_progress)
+    bar = progress(len(dataset), f"eval {card.name}", show_progress and env.rank == 0)
     try:
         with torch.inference_mode(), autocast(target_device, bf16):
-            for batch in dataset.batches(batch_size):
+            for i, batch in enumerate(dataset.batches(batch_size)):
+                if i % env.world_size != env.rank:
+                    continue  # another rank's batch
                 evaluator.update(forward(task, model, batch, target_device, channels_last, **options), batch)
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(len(batch) * env.world_size)
     finally:
         if bar is not None:
             bar.close()
@@ -124,7 +131,9 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
                 callers.to(memory_format=torch.contiguous_format)
             callers.train(was_training)
     seconds = time.perf_counter() - start
-    summary = evaluator.compute()
+    summary = evaluator.compute()  # over every rank's batches
+    if joined:
+        distributed.cleanup(env)
     settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
                 "channels_last": channels_last,
                 "device": str(target_device), **options}

@@ -175,7 +175,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
                 if row is None:  # stopped at a batch boundary; the checkpoint is written
                     interrupted = True
                     break
-                row.update(_validate(result_model, task, val_data, config, target))
+                row.update(_validate(result_model, task, val_data, config, target, env))
                 row["epoch"] = position.epoch + 1
                 history.append(row)
                 if on_epoch is not None and env.rank == 0:
@@ -224,9 +224,12 @@ def _compiled(module: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(module, dynamic=False)
 
 
-def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, device: torch.device) -> dict[str, Any]:
+def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, device: torch.device,
+              env: distributed.Env) -> dict[str, Any]:
     """The task's headline metric on the validation images, as ``val_<metric>``, with the same forward pass
-    ``zoo eval`` uses (so ``zoo eval --val-split --compare`` re-measures the card's figure)."""
+    ``zoo eval`` uses (so ``zoo eval --val-split --compare`` re-measures the card's figure). Under DDP each rank
+    measures every world_size-th batch and the evaluator combines them (torchmetrics' sync, the detector's
+    gather)."""
     import torch
 
     if val_data is None or len(val_data) == 0:
@@ -236,8 +239,9 @@ def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, devi
     evaluator = task.evaluator()
     try:
         with torch.inference_mode(), autocast(device, config.bf16):
-            for batch in val_data.batches(256):
-                evaluator.update(forward(task, model, batch, device, config.channels_last), batch)
+            for i, batch in enumerate(val_data.batches(256)):
+                if i % env.world_size == env.rank:
+                    evaluator.update(forward(task, model, batch, device, config.channels_last), batch)
     finally:
         model.train()
     return {f"val_{metric}": evaluator.compute()[metric]}
