@@ -80,7 +80,7 @@ def test_every_generated_card_matches_torchvision(name):
     assert variant.convert.key is None and not variant.convert.rename  # a plain state dict
     file_name = weights.url.rsplit("/", 1)[-1]
     assert file_name.endswith(f"-{variant.sha256_prefix}.pth") and len(variant.sha256_prefix) >= 8
-    (box_map,) = [m for m in variant.metrics if m.name == "box_map"]
+    (box_map,) = [m for m in variant.metrics if m.name == "map"]
     assert box_map.source == "published" and box_map.reference == weights.meta["recipe"]
     assert box_map.value == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
     assert (box_map.dataset, box_map.split) == ("coco", "val2017")

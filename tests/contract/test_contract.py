@@ -66,6 +66,20 @@ def test_toy_task(tmp_path):
     print(report)
 
 
+def test_a_task_with_two_named_optimizers(tmp_path):
+    """A GAN-shaped training step: two parameter groups, each its own optimizer and schedule, stepped in turn by
+    the task; the checkpoint keeps both, so a stopped run resumes to the same weights (the cycle checks it)."""
+    import torch
+
+    data = make_brightness_folder(tmp_path / "data")
+    plugin = ToyPlugin(toy_cards(tmp_path), TASK, "tests.contract.toy_task:TwoOptimizerBrightnessTask")
+    with installed(("toy", plugin)):
+        run_cycle(MODEL, data, [data / "000.png"], tmp_path / "work", finetune_options={"val_split": 0.25})
+        state = torch.load(next((tmp_path / "work").rglob("checkpoint.pt")), weights_only=True)
+    assert set(state["optimizers"]) == set(state["schedulers"]) == {"body", "head"}
+    assert all(s["state"] for s in state["optimizers"].values())  # both were stepped
+
+
 def test_eval_only_toy_task_refuses_the_other_verbs(tmp_path):
     data = make_brightness_folder(tmp_path / "data", n=8)
     plugin = ToyPlugin(toy_cards(tmp_path, "brightness-eval-tiny", "brightness-eval"), "brightness-eval", EVAL_ONLY)

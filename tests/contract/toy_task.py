@@ -246,6 +246,26 @@ class BrightnessTask:
         return {"train_mae": round(sums.get("abs_error", 0.0) / max(seen, 1), 4)}
 
 
+class TwoOptimizerBrightnessTask(BrightnessTask):
+    """The same task trained like a GAN is: two named parameter groups, each with its own optimizer and schedule,
+    stepped one after the other by the task (the body on one loss, then the head on a fresh forward)."""
+
+    def optimizer_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        head = list(model.head.parameters())
+        return {"body": [p for p in model.parameters() if all(p is not h for h in head)], "head": head}
+
+    def training_step(self, model: nn.Module, x: torch.Tensor, batch: Batch, config: Any, *,
+                      step: Any) -> dict[str, Any]:
+        targets = batch.targets.to(x.device).float() / 100.0
+        body_loss = nn.functional.mse_loss(model(x).float(), targets)
+        step.backward(body_loss)
+        step.step("body")
+        head_loss = nn.functional.mse_loss(model(x).float(), targets)
+        step.backward(head_loss)
+        step.step("head")
+        return {"loss": head_loss.detach()}
+
+
 class EvalOnlyBrightnessTask(BrightnessTask):
     """The same task, supporting ``zoo eval`` only: every other verb must be refused in one line."""
 

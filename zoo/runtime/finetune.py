@@ -29,7 +29,7 @@ from .stopping import StopRequest
 from .tasks import task_for
 from .train.checkpoint import Position, load_checkpoint, save_checkpoint, save_weights
 from .train.ema import averaged as make_averaged
-from .train.loop import Loop
+from .train.loop import Loop, Steps
 from .train.recipe import FinetuneConfig, base_lr, make_optimizer, make_scheduler, resolve
 from .train.usercard import check_name, write_user_card
 
@@ -124,11 +124,16 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     train_model = distributed.wrap(model, env)
     if config.compile:
         train_model = _compiled(train_model)
-    optimizer = make_optimizer(params, config, config.lr)
+    # one optimizer and schedule per named group: {"model": ...} unless the task trains modules in turn (a GAN)
+    trainable = {id(p) for p in params}
+    groups = (task.optimizer_groups(model) if hasattr(task, "optimizer_groups") else {"model": params})
+    groups = {name: [p for p in group if id(p) in trainable] for name, group in groups.items()}
+    optimizers = {name: make_optimizer(group, config, config.lr) for name, group in groups.items()}
     averaged = make_averaged(model, config.ema)
     per_rank = math.ceil(len(train_data) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    schedulers = {name: make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+                  for name, optimizer in optimizers.items()}
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
@@ -143,8 +148,14 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
             raise ZooError(f"{checkpoint} was written {said} --ema; resume with the options it was started with.")
         if averaged is not None:
             averaged.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        saved_optimizers = state.get("optimizers") or {"model": state["optimizer"]}
+        saved_schedulers = state.get("schedulers") or {"model": state["scheduler"]}
+        if set(saved_optimizers) != set(optimizers):
+            raise ZooError(f"{checkpoint} holds optimizers {sorted(saved_optimizers)}, this run has "
+                           f"{sorted(optimizers)}; resume with the model and options it was started with.")
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(saved_optimizers[name])
+            schedulers[name].load_state_dict(saved_schedulers[name])
         generator.set_state(state["generator"])
         history, best = json.loads(state["history"]), tuple(state["best"])
         best = (float("nan") if best[1] < 0 else best[0], best[1])
@@ -156,16 +167,19 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     def save() -> None:
         if env.rank == 0:
             save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": position.epoch,
+                "model": model.state_dict(),
+                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
+                "generator": generator.get_state(), "epoch": position.epoch,
                 "position": json.dumps(dataclasses.asdict(position)), "history": json.dumps(history),
                 "best": [0.0 if math.isnan(best[0]) else best[0], best[1]],
                 **({"ema": averaged.state_dict()} if averaged is not None else {})})
 
     started = time.perf_counter()
     interrupted = False
-    loop = Loop(train_model, task, train_data, optimizer, scheduler, config, generator, env, target, show_progress,
-                save, checkpoint_every, (lambda: averaged.update_parameters(model)) if averaged is not None else None)
+    loop = Loop(train_model, task, train_data, Steps(optimizers, schedulers, config.accumulate), config, generator,
+                env, target, show_progress, save, checkpoint_every,
+                (lambda: averaged.update_parameters(model)) if averaged is not None else None)
     result_model = averaged.module if averaged is not None else model  # what is validated and saved
     val_data = train_data.val_data()
     with StopRequest() as stop:

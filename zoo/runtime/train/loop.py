@@ -20,7 +20,7 @@ from .recipe import FinetuneConfig
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Loop", "epoch_order"]
+__all__ = ["Loop", "Steps", "epoch_order"]
 
 
 def epoch_order(n: int, weights: torch.Tensor | None, seed: int, epoch: int) -> torch.Tensor:
@@ -44,6 +44,47 @@ def _total_steps(scheduler: Any) -> int:
     return getattr(scheduler, "total_steps", 1 << 62)
 
 
+class Steps:
+    """Named optimizers and their schedules, stepped together (``{"loss": ...}`` from the task) or one by one by
+    a task that trains several modules in turn (a GAN's discriminator, then its generator): it is handed this
+    object as ``step`` and calls ``step.backward(loss)`` and ``step.step("D")`` itself.
+
+    Gradient accumulation: ``backward`` divides by ``accumulate``; ``step`` steps only on the batch that closes an
+    accumulation (``stepping``), so a task writes the same code with or without ``--accumulate``.
+    """
+
+    def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int) -> None:
+        self.optimizers, self.schedulers, self.accumulate = optimizers, schedulers, accumulate
+        self.stepping = True
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulate).backward()
+
+    def step(self, name: str) -> None:
+        if name not in self.optimizers:
+            from ...errors import ZooError
+
+            raise ZooError(f"No optimizer named {name!r}; the task's groups are {', '.join(self.optimizers)}.")
+        if not self.stepping:
+            return
+        optimizer, scheduler = self.optimizers[name], self.schedulers[name]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler.last_epoch + 1 < _total_steps(scheduler):
+            scheduler.step()
+
+    def step_all(self) -> None:
+        for name in self.optimizers:
+            self.step(name)
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def lr(self) -> float:
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+
+
 @dataclass
 class Loop:
     """One training epoch at a time, resumable from any batch boundary (what the checkpoint records)."""
@@ -51,8 +92,7 @@ class Loop:
     model: Any
     task: Any
     data: Any  # the task's TrainData
-    optimizer: Any
-    scheduler: Any
+    steps: Steps
     config: FinetuneConfig
     generator: torch.Generator
     env: distributed.Env
@@ -72,22 +112,29 @@ class Loop:
         bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
                        self.show_progress and env.rank == 0, initial=position.seen)
         start, last_save = time.perf_counter() - position.seconds, time.monotonic()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.steps.zero_grad()
+        stepping_task = hasattr(self.task, "optimizer_groups")  # it steps its named optimizers itself
         for step in range(position.step, len(batches)):
             batch = self.data.train_batch(batches[step], self.generator, config)
             x = model_input(self.task, batch, self.device, config.channels_last)
-            with autocast(self.device, config.bf16):
-                out = self.task.training_step(self.model, x, batch, config)
-            loss = out.pop("loss")
-            (loss / config.accumulate).backward()
             stepped = (step + 1) % config.accumulate == 0 or step == len(batches) - 1
+            self.steps.stepping = stepped
+            with autocast(self.device, config.bf16):
+                if stepping_task:
+                    out = self.task.training_step(self.model, x, batch, config, step=self.steps)
+                else:
+                    out = self.task.training_step(self.model, x, batch, config)
+            loss = out.pop("loss")
+            if not stepping_task:
+                self.steps.backward(loss)
+                self.steps.step_all()
             if stepped:
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                # a loss's gradients that reached another group's parameters (the generator's loss in the
+                # discriminator) are dropped here, not carried into the next batch: a resumed run, which starts
+                # with no gradients, then trains exactly like a straight one
+                self.steps.zero_grad()
                 if self.after_step is not None:
                     self.after_step()
-                if self.scheduler.last_epoch + 1 < _total_steps(self.scheduler):
-                    self.scheduler.step()
             position.step = step + 1
             position.seen += len(batch)
             position.loss_sum += float(loss.detach()) * len(batch)
@@ -115,5 +162,5 @@ class Loop:
         seconds = position.seconds
         return {"train_loss": round(totals[1] / seen, 4),
                 **self.task.train_metrics(dict(zip(keys, totals[2:], strict=True)), seen),
-                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+                "lr": self.steps.lr(), "seconds": round(seconds, 1),
                 "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}
