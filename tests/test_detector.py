@@ -243,3 +243,23 @@ def test_torchrun_eval_gives_the_single_process_figures(tmp_path):
     assert record["metrics"]["boxes"] == single.metrics["boxes"]
     assert {k: record["metrics"][k] for k in ("map", "map50", "ar100")} == {
         k: single.metrics[k] for k in ("map", "map50", "ar100")}
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{confidence: 0.3}", "task_config.confidence': unknown field for a detector (did you mean 'conf'?)"),
+    ("{conf: 1.5}", "task_config.conf': must lie in [0.0, 1.0], got 1.5"),
+    ("{max_det: 'ten'}", "task_config.max_det': expected int, got str"),
+])
+def test_the_detector_checks_its_card_fields(tmp_path, monkeypatch, config, message):
+    """task_config is the task's: the core parser lets it through, the detector task refuses what it does not
+    know, as one line naming the card and the field."""
+    registry = tmp_path / "cards.yaml"
+    registry.write_text("models:\n  odd-det:\n    task: detector\n    builder: zoo_detector.fastestdet:build_fastestdet\n"
+                        "    kwargs: {num_classes: 80, input_channels: rgb}\n    input: {shape: [3, 352, 352]}\n"
+                        f"    labels: [a, b]\n    task_config: {config}\n")
+    monkeypatch.setenv("ZOO_REGISTRY", str(registry))
+    zoo._registry.reset_registry()
+    assert run("info", "odd-det").exit_code == 0  # listing and info never run task code
+    result = run("predict", "odd-det", str(IMAGES / "chelsea.png"))
+    assert result.exit_code == 1 and message in result.output and "odd-det" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from .errors import RegistryError
 
-__all__ = ["ConvertSpec", "Metric", "ModelCard", "Preprocess", "WeightsVariant", "parse_registry"]
+__all__ = ["ConvertSpec", "Metric", "ModelCard", "Preprocess", "WeightsVariant", "parse_registry", "parse_trust"]
 
 SCHEMA_VERSION: Final = 1
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -24,6 +24,11 @@ TAG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
 SHA256_PREFIX_RE: Final = re.compile(r"^[0-9a-f]{8,63}$")
 BUILDER_RE: Final = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+MODULE_RE: Final = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# Task and plugin names are shown in every `zoo list` row: one word, no whitespace or control characters (#20).
+WORD_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Every pattern above is applied with fullmatch: `$` alone also matches before a trailing newline, which let
+# "resnet56-cifar\n" through as a second, different model (#20).
 FORMATS: Final = ("safetensors", "torch-pickle")
 DTYPES: Final = ("float32", "float16", "bfloat16")
 INTERPOLATIONS: Final = ("nearest", "bilinear", "bicubic")
@@ -102,6 +107,7 @@ class ModelCard:
     builder: str
     origin: str  # the file (or "<plugin> hook") the card was read from, for error messages
     kwargs: dict[str, Any] = field(default_factory=dict)
+    task_config: dict[str, Any] = field(default_factory=dict)  # the task's own fields, validated by the task
     input_shape: tuple[int, ...] = ()
     preprocess: Preprocess | None = None
     labels: tuple[str, ...] = ()
@@ -155,14 +161,19 @@ def _expect(ctx: _Ctx, name: str, value: Any, types: type | tuple[type, ...], wh
 def _short(value: Any) -> str:
     if isinstance(value, (list, dict)):  # never repr a container: aliases can make it astronomically big
         return f"of length {len(value)}"
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 160:
+        return f"an integer of {value.bit_length()} bits"  # repr() refuses ints past 4300 digits
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a plugin's mapping may hold any object
+        return f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_keys(ctx: _Ctx, where: str, mapping: dict, allowed: set[str], required: set[str]) -> None:
     for key in mapping:
         if not isinstance(key, str):
-            raise ctx.error(where or None, f"keys must be strings, got {_kind(key)} {key!r}")
+            raise ctx.error(where or None, f"keys must be strings, got {_kind(key)} {_short(key)}")
     unknown = sorted(set(mapping) - allowed)
     if unknown:
         import difflib
@@ -186,9 +197,28 @@ def _opt_str(ctx: _Ctx, name: str, value: Any) -> str | None:
     return None if value is None else _str(ctx, name, value)
 
 
+def _number(ctx: _Ctx, name: str, value: Any) -> float:
+    """A finite float: YAML ints have no size limit and `.nan`/`.inf` are floats, neither is a measurement."""
+    _expect(ctx, name, value, (int, float), "a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ctx.error(name, f"number out of range: {_short(value)}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ctx.error(name, f"expected a finite number, got {number}")
+    return number
+
+
+def _word(ctx: _Ctx, name: str, value: Any) -> str:
+    value = _str(ctx, name, value)
+    if not WORD_RE.fullmatch(value):
+        raise ctx.error(name, f"expected one word of letters, digits, '.', '-' and '_', got {_short(value)}")
+    return value
+
+
 def _floats(ctx: _Ctx, name: str, value: Any, length: int | None = None) -> tuple[float, ...]:
     _expect(ctx, name, value, list, "a list of numbers")
-    out = tuple(float(_expect(ctx, f"{name}[{i}]", v, (int, float), "a number")) for i, v in enumerate(value))
+    out = tuple(_number(ctx, f"{name}[{i}]", v) for i, v in enumerate(value))
     if length is not None and len(out) != length:
         raise ctx.error(name, f"expected {length} numbers, got {len(out)}")
     return out
@@ -218,13 +248,15 @@ def _check_plain(ctx: _Ctx, name: str, value: Any) -> None:
 def _positive_int(ctx: _Ctx, name: str, value: Any) -> int:
     value = _expect(ctx, name, value, int, "an integer")
     if value <= 0:
-        raise ctx.error(name, f"must be positive, got {value}")
+        raise ctx.error(name, f"must be positive, got {_short(value)}")
+    if value >= 1 << 63:  # a count or a byte size; a 5000-digit one would only break printing it later
+        raise ctx.error(name, f"too large: {_short(value)}")
     return value
 
 
 _CARD_FIELDS = {
     "task", "plugin", "builder", "kwargs", "input", "preprocess", "labels", "head", "params",
-    "license", "source", "citation", "description", "weights", "default",
+    "license", "source", "citation", "description", "weights", "default", "task_config",
 }
 _WEIGHTS_FIELDS = {"uri", "sha256", "sha256_prefix", "size", "format", "dtype", "license", "convert", "metrics",
                    "notes"}
@@ -239,10 +271,10 @@ def _parse_metric(ctx: _Ctx, where: str, raw: Any) -> Metric:
     _check_keys(ctx, where, raw, _METRIC_FIELDS, {"name", "value", "dataset", "split", "source"})
     source = _str(ctx, f"{where}.source", raw["source"])
     if source not in METRIC_SOURCES:
-        raise ctx.error(f"{where}.source", f"expected one of {', '.join(METRIC_SOURCES)}, got {source!r}")
+        raise ctx.error(f"{where}.source", f"expected one of {', '.join(METRIC_SOURCES)}, got {_short(source)}")
     metric = Metric(
         name=_str(ctx, f"{where}.name", raw["name"]),
-        value=float(_expect(ctx, f"{where}.value", raw["value"], (int, float), "a number")),
+        value=_number(ctx, f"{where}.value", raw["value"]),
         dataset=_str(ctx, f"{where}.dataset", raw["dataset"]),
         split=_str(ctx, f"{where}.split", raw["split"]),
         source=source,
@@ -269,8 +301,8 @@ def _parse_convert(ctx: _Ctx, where: str, raw: Any) -> ConvertSpec:
         _expect(ctx, f"{where}.rename.{pattern}", repl, str, "a replacement string")
         try:
             re.compile(pattern)
-        except re.error as exc:
-            raise ctx.error(f"{where}.rename", f"invalid regex {pattern!r}: {exc}") from None
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:  # a{4294967296}: OverflowError
+            raise ctx.error(f"{where}.rename", f"invalid regex {_short(pattern)}: {exc}") from None
         rename.append((pattern, repl))
     return ConvertSpec(
         key=_opt_str(ctx, f"{where}.key", raw.get("key")),
@@ -290,32 +322,32 @@ def _parse_pin(ctx: _Ctx, where: str, raw: dict) -> tuple[str | None, str | None
                         "both; with the full hash the prefix says nothing more")
     if given == ["sha256"]:
         sha = _str(ctx, f"{where}.sha256", raw["sha256"])
-        if not SHA256_RE.match(sha):
+        if not SHA256_RE.fullmatch(sha):
             raise ctx.error(f"{where}.sha256", "expected the full sha256: 64 lower-case hex digits")
         return sha, None
     if isinstance(raw["sha256_prefix"], int) and not isinstance(raw["sha256_prefix"], bool):
         raise ctx.error(f"{where}.sha256_prefix", f"expected a string, got int {raw['sha256_prefix']!r}: hex digits "
                         "that are all decimal read as a number in YAML; put them in quotes")
     prefix = _str(ctx, f"{where}.sha256_prefix", raw["sha256_prefix"])
-    if not SHA256_PREFIX_RE.match(prefix):
+    if not SHA256_PREFIX_RE.fullmatch(prefix):
         raise ctx.error(f"{where}.sha256_prefix", "expected the first 8 to 63 lower-case hex digits of the sha256 "
                         f"(the full 64 go in 'sha256'), got {_short(prefix)}")
     return None, prefix
 
 
 def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
-    where = f"weights.{tag}"
-    if not isinstance(tag, str) or not TAG_RE.match(tag):
+    where = f"weights.{tag if isinstance(tag, str) else _short(tag)}"
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
         raise ctx.error(where, "weights tags are lower-case letters, digits, '-' and '_'")
     _expect(ctx, where, raw, dict, "a mapping")
     _check_keys(ctx, where, raw, _WEIGHTS_FIELDS, {"uri"})
     sha, prefix = _parse_pin(ctx, where, raw)
     fmt = raw.get("format", "safetensors")
-    if fmt not in FORMATS:
-        raise ctx.error(f"{where}.format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise ctx.error(f"{where}.format", f"expected one of {', '.join(FORMATS)}, got {_short(fmt)}")
     dtype = raw.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ctx.error(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ctx.error(f"{where}.dtype", f"expected one of {', '.join(DTYPES)}, got {_short(dtype)}")
     uri = _str(ctx, f"{where}.uri", raw["uri"])
     from ._uri import check_uri, parse_uri  # stdlib-only
 
@@ -352,9 +384,9 @@ def _parse_preprocess(ctx: _Ctx, raw: Any) -> Preprocess:
     _expect(ctx, "preprocess", raw, dict, "a mapping")
     _check_keys(ctx, "preprocess", raw, _PREPROCESS_FIELDS, {"mean", "std"})
     interpolation = raw.get("interpolation", "bilinear")
-    if interpolation not in INTERPOLATIONS:
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
         raise ctx.error("preprocess.interpolation",
-                        f"expected one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+                        f"expected one of {', '.join(INTERPOLATIONS)}, got {_short(interpolation)}")
     mean = _floats(ctx, "preprocess.mean", raw["mean"])
     std = _floats(ctx, "preprocess.std", raw["std"], len(mean))
     if any(s <= 0 for s in std):
@@ -371,15 +403,18 @@ def _parse_preprocess(ctx: _Ctx, raw: Any) -> Preprocess:
 def _parse_card(ctx: _Ctx, name: str, raw: Any, plugin: str | None) -> ModelCard:
     _expect(ctx, None, raw, dict, "a mapping of card fields")
     _check_keys(ctx, "", raw, _CARD_FIELDS, {"task", "builder"} | (set() if plugin else {"plugin"}))
-    card_plugin = _str(ctx, "plugin", raw["plugin"]) if "plugin" in raw else plugin
+    card_plugin = _word(ctx, "plugin", raw["plugin"]) if "plugin" in raw else plugin
     if plugin and card_plugin != plugin:
         raise ctx.error("plugin", f"this file belongs to plugin {plugin!r}, the card says {card_plugin!r}")
     builder = _str(ctx, "builder", raw["builder"])
-    if not BUILDER_RE.match(builder):
-        raise ctx.error("builder", f"expected 'package.module:callable', got {builder!r}")
+    if not BUILDER_RE.fullmatch(builder):
+        raise ctx.error("builder", f"expected 'package.module:callable', got {_short(builder)}")
     kwargs = raw.get("kwargs") or {}
     _expect(ctx, "kwargs", kwargs, dict, "a mapping of keyword arguments")
     _check_plain(ctx, "kwargs", kwargs)
+    task_config = raw.get("task_config") or {}  # the task's own fields: the task validates them, not this parser
+    _expect(ctx, "task_config", task_config, dict, "a mapping of the task's settings")
+    _check_plain(ctx, "task_config", task_config)
     input_shape: tuple[int, ...] = ()
     if raw.get("input") is not None:
         _expect(ctx, "input", raw["input"], dict, "a mapping")
@@ -396,16 +431,17 @@ def _parse_card(ctx: _Ctx, name: str, raw: Any, plugin: str | None) -> ModelCard
     if default is not None:
         default = _str(ctx, "default", default)
         if default not in weights:
-            raise ctx.error("default", f"no weights tag {default!r}; tags: {', '.join(weights) or 'none'}")
+            raise ctx.error("default", f"no weights tag {_short(default)}; tags: {', '.join(weights) or 'none'}")
     elif weights:
         default = next(iter(weights))  # the first tag listed is the default (timm's convention)
     return ModelCard(
         name=name,
-        task=_str(ctx, "task", raw["task"]),
+        task=_word(ctx, "task", raw["task"]),
         plugin=card_plugin,
         builder=builder,
         origin=ctx.file,
         kwargs=dict(kwargs),
+        task_config=dict(task_config),
         input_shape=input_shape,
         preprocess=_parse_preprocess(ctx, raw["preprocess"]) if raw.get("preprocess") is not None else None,
         labels=labels,
@@ -429,18 +465,42 @@ def parse_registry(data: Any, *, file: str, plugin: str | None = None) -> list[M
         plugin: the plugin that owns every card of this file; None for the built-in catalogue, where
             each card names its plugin.
     """
+    try:
+        return _parse_registry(data, file=file, plugin=plugin)
+    except RegistryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a safety net: the parser raises only RegistryError, on any input (#20)
+        raise RegistryError(f"cannot be read as a registry ({type(exc).__name__}: {_short(str(exc))})",
+                            file=file) from None
+
+
+def parse_trust(data: Any, *, file: str) -> set[str]:
+    """The `trust:` list of a registry: module names whose builders the user allows (#20)."""
+    ctx = _Ctx(file)
+    _expect(ctx, "trust", data, list, "a list of module names like [my_models, other.pkg]")
+    modules = set()
+    for i, item in enumerate(data):
+        name = _str(ctx, f"trust[{i}]", item)
+        if not MODULE_RE.fullmatch(name):
+            raise ctx.error(f"trust[{i}]", f"expected a module name like 'my_models', got {_short(name)}")
+        modules.add(name)
+    return modules
+
+
+def _parse_registry(data: Any, *, file: str, plugin: str | None) -> list[ModelCard]:
     ctx = _Ctx(file)
     if not isinstance(data, dict):
         raise ctx.error(None, f"expected a mapping with 'schema' and 'models', got {_kind(data)}")
     _check_keys(ctx, "", data, {"schema", "models"}, {"models"})
     schema = data.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
-        raise ctx.error("schema", f"this zoo reads schema {SCHEMA_VERSION}, the file says {schema!r}; upgrade zoo")
+        raise ctx.error("schema", f"this zoo reads schema {SCHEMA_VERSION}, the file says {_short(schema)}; "
+                        "upgrade zoo")
     models = data["models"] or {}
     _expect(ctx, "models", models, dict, "a mapping of name: card")
     cards = []
     for name, raw in models.items():
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ctx.error("models", f"bad model name {name!r}: use lower-case letters, digits, '-' and '_'")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ctx.error("models", f"bad model name {_short(name)}: use lower-case letters, digits, '-' and '_'")
         cards.append(_parse_card(_Ctx(file, name), name, raw, plugin))
     return cards

@@ -225,6 +225,8 @@ def info_command(name: str, as_json: bool) -> None:
     fields = [
         ("task", card.task), ("plugin", card.plugin), ("builder", card.builder),
         ("kwargs", ", ".join(f"{k}={v!r}" for k, v in card.kwargs.items()) or "-"),
+        *([("task cfg", ", ".join(f"{k}={v!r}" for k, v in card.task_config.items()))] if card.task_config
+          else []),
         ("params", f"{card.params:,}" if card.params else "-"),
         ("input", "x".join(map(str, card.input_shape)) or "-"),
         ("head", card.head or "-"), ("license", card.license or "-"), ("source", card.source or "-"),

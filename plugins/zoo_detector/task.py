@@ -21,7 +21,7 @@ from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.images import decode_image
 from zoo.runtime.splits import random_split
-from zoo.runtime.tasks import Batch
+from zoo.runtime.tasks import Batch, task_config
 
 from .annotations import DetectionDataset, read_detection_dataset
 from .fastestdet import decode_fastestdet
@@ -36,14 +36,22 @@ EVAL_DEFAULTS = {"conf": 0.001, "iou": 0.45, "max_det": 100}
 PREDICT_DEFAULTS = {"conf": 0.25, "iou": 0.45, "max_det": 100}
 
 
+# The card's own defaults (task_config), checked when the task is made for it: name -> (type, min, max).
+CARD_FIELDS = {"conf": (float, 0.0, 1.0), "iou": (float, 0.0, 1.0), "max_det": (int, 1, None)}
+
+
 def _threshold_options(defaults: dict[str, float]) -> list[click.Option]:
+    """Default None: the card's task_config decides, else `defaults` (predict and eval differ in --conf)."""
     return [
-        click.Option(["--conf"], type=click.FloatRange(0, 1), default=defaults["conf"], show_default=True,
-                     help="Keep detections scoring at least this (0..1)."),
-        click.Option(["--iou"], type=click.FloatRange(0, 1), default=defaults["iou"], show_default=True,
-                     help="Non-maximum suppression IoU threshold (0..1)."),
-        click.Option(["--max-det"], type=click.IntRange(min=1), default=defaults["max_det"], show_default=True,
-                     help="At most this many detections per image."),
+        click.Option(["--conf"], type=click.FloatRange(0, 1), default=None,
+                     help=f"Keep detections scoring at least this (0..1)  [default: the card's, else "
+                          f"{defaults['conf']}]"),
+        click.Option(["--iou"], type=click.FloatRange(0, 1), default=None,
+                     help=f"Non-maximum suppression IoU threshold (0..1)  [default: the card's, else "
+                          f"{defaults['iou']}]"),
+        click.Option(["--max-det"], type=click.IntRange(min=1), default=None,
+                     help=f"At most this many detections per image  [default: the card's, else "
+                          f"{defaults['max_det']}]"),
     ]
 
 
@@ -367,6 +375,10 @@ class DetectorTask:
         shape = card.input_shape
         self.size: tuple[int, int] | None = (int(shape[1]), int(shape[2])) if len(shape) == 3 else None
         self.decode = DECODERS.get(card.builder.split(":")[0])
+        # eval keeps COCO's conf 0.001 whatever the card says: mAP integrates over every score
+        configured = task_config(card, CARD_FIELDS)
+        self.thresholds = {"predict": {**PREDICT_DEFAULTS, **configured},
+                           "eval": {**EVAL_DEFAULTS, **{k: v for k, v in configured.items() if k != "conf"}}}
 
     @classmethod
     def options(cls, verb: str) -> list[click.Option]:
@@ -396,7 +408,8 @@ class DetectorTask:
         resized = [_resize(image, self.size) for image in images]
         meta = [{"image": n, "width": int(im.shape[-1]), "height": int(im.shape[-2])}
                 for n, im in zip(names, images, strict=True)]
-        return Batch(torch.stack(resized) if self.size is not None else resized, meta=meta)
+        return Batch(torch.stack(resized) if self.size is not None else resized, meta=meta,
+                     extras={"verb": "predict"})
 
     # -- around the forward pass ----------------------------------------------------------------------
     def prepare(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -410,10 +423,14 @@ class DetectorTask:
             x = (x - mean) / std
         return x
 
-    def postprocess(self, raw: Any, batch: Batch, conf: float = EVAL_DEFAULTS["conf"],
-                    iou: float = EVAL_DEFAULTS["iou"], max_det: int = EVAL_DEFAULTS["max_det"],
-                    **options: Any) -> list[dict[str, torch.Tensor]]:
-        """Detections per image with boxes in the original image's pixels."""
+    def postprocess(self, raw: Any, batch: Batch, conf: float | None = None, iou: float | None = None,
+                    max_det: int | None = None, **options: Any) -> list[dict[str, torch.Tensor]]:
+        """Detections per image with boxes in the original image's pixels. Thresholds left None come from the
+        card's task_config, else the verb's defaults (the batch says whether it is predicting or evaluating)."""
+        defaults = self.thresholds[batch.extras.get("verb", "eval")]
+        conf = defaults["conf"] if conf is None else conf
+        iou = defaults["iou"] if iou is None else iou
+        max_det = defaults["max_det"] if max_det is None else max_det
         if self.decode is not None:
             detections = self.decode(raw.float(), conf=conf, iou=iou, max_det=max_det)
             for det, meta in zip(detections, batch.meta, strict=True):

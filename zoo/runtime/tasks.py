@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from .._card import ModelCard
 
-__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "TrainData", "get_task", "task_for"]
+__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "TrainData", "get_task", "task_config", "task_for"]
 
 #: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
 VERBS = ("predict", "eval", "finetune", "sample")
@@ -157,6 +157,33 @@ class TrainData(Protocol):
         """An augmented batch; every random draw comes from `generator` (runs resume to the same weights)."""
 
     def val_data(self) -> EvalData | None: ...
+
+
+def task_config(card: ModelCard, fields: dict[str, tuple[type, float | None, float | None]]) -> dict[str, Any]:
+    """A card's ``task_config`` checked against the task's fields: name -> (type, min, max). The core card parser
+    knows no task's fields; each task calls this from its constructor, so a typo or a bad value is one line naming
+    the card's file, the card and the field, like every other card error."""
+    from ..errors import RegistryError
+
+    found = {}
+    for key, value in card.task_config.items():
+        where = f"task_config.{key}"
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RegistryError(f"unknown field for a {card.task}{hint}; known: {', '.join(sorted(fields)) or 'none'}",
+                                file=card.origin, entry=card.name, field=where)
+        kind, low, high = fields[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+            raise RegistryError(f"expected {kind.__name__}, got {type(value).__name__}", file=card.origin,
+                                entry=card.name, field=where)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise RegistryError(f"must lie in [{low}, {high}], got {value}", file=card.origin, entry=card.name,
+                                field=where)
+        found[key] = value
+    return found
 
 
 _TASKS: dict[str, str] | None = None
