@@ -18,6 +18,7 @@ name                                 task        params  input      weights (def
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*  no      detector
 fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*  no      detector
 fastestdet-coco                      detector    244K    3x352x352  upstream-coco (safetensors, fp16)        val2017 map 13.00*  yes     detector
+fastestdet-imagenet                  detector    244K    3x352x352  none                                     -                   -       detector
 fastestdet-raccoon                   detector    237K    3x352x352  zoo-e30 (safetensors, fp16)              test map 48.89      yes     detector
 fcos-r50-fpn-coco                    detector    32.3M   -          coco-v1 (converted, fp32)                val2017 map 39.20*  no      detector
 resnet18-cifar                       classifier  11.2M   3x32x32    zoo-cutout-e120-ema (safetensors, fp16)  val top1 93.32      yes     classifier

@@ -7,6 +7,7 @@ onnxruntime; they skip with the reason elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from tests.conftest import REPO, require_shared
 from zoo_detector.convert_fastestdet import OUTPUT_NAME, SOURCE_NAME, convert
-from zoo_detector.fastestdet import build_fastestdet, decode_fastestdet, fastestdet_loss
+from zoo_detector.fastestdet import _BACKBONE_SHA256, build_fastestdet, decode_fastestdet, fastestdet_loss
 
 SHIPPED = REPO / "plugins" / "zoo_detector" / "weights" / OUTPUT_NAME
 SHIPPED_SHA256 = "905ec485a6c6cce89ea0a077032ae8882adf9552602eaa5758b7bdc7493fe0fa"  # weights/README.md
@@ -231,3 +232,20 @@ def test_loss_without_boxes_is_safe():
     # a single box in the corner cell leaves one candidate, which ties with the mean: no positive, no NaN
     corner = [{"boxes": torch.tensor([[0.0, 0.0, 0.1, 0.1]]), "labels": torch.tensor([1])}]
     assert torch.isfinite(fastestdet_loss(model(torch.rand(1, 3, 64, 64)), corner)["loss"])
+
+
+def test_backbone_card_starts_from_the_imagenet_shufflenet(monkeypatch, tmp_path):
+    """fastestdet-imagenet: the builder fetches upstream's ImageNet backbone through the store (sha256 checked,
+    weights_only conversion), the rest is fresh; zoo finetune can start from it."""
+    import zoo
+
+    mirror = require_shared("weights", "fastestdet", "shufflenetv2.pth").parent
+    monkeypatch.setenv("ZOO_MIRROR", str(mirror))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    model = zoo.load("fastestdet-imagenet", pretrained=False, device="cpu")
+    source = mirror / "shufflenetv2.pth"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == _BACKBONE_SHA256  # the hash before any unpickling
+    reference = torch.load(source, map_location="cpu", weights_only=True)
+    backbone = model.backbone.state_dict()
+    assert set(reference) <= set(backbone) and all(torch.equal(backbone[k], v.float() if v.is_floating_point() else v)
+                                                    for k, v in reference.items())

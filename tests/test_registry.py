@@ -42,8 +42,8 @@ def test_builtin_catalogue_lists_the_cifar_resnets_and_the_detectors():
     assert zoo.list_models(task="classifier") == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar",
                                                   "resnet44-cifar", "resnet56-cifar"]
     assert zoo.list_models(task="detector") == [
-        "fasterrcnn-mobilenetv3-320-fpn-coco", "fasterrcnn-r50-fpn-v2-coco", "fastestdet-coco", "fastestdet-raccoon",
-        "fcos-r50-fpn-coco", "retinanet-r50-fpn-v2-coco", "ssdlite320-mobilenetv3-coco"]
+        "fasterrcnn-mobilenetv3-320-fpn-coco", "fasterrcnn-r50-fpn-v2-coco", "fastestdet-coco", "fastestdet-imagenet",
+        "fastestdet-raccoon", "fcos-r50-fpn-coco", "retinanet-r50-fpn-v2-coco", "ssdlite320-mobilenetv3-coco"]
 
 
 def test_every_builtin_card_is_complete():
