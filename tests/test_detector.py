@@ -254,7 +254,8 @@ def test_the_detector_checks_its_card_fields(tmp_path, monkeypatch, config, mess
     """task_config is the task's: the core parser lets it through, the detector task refuses what it does not
     know, as one line naming the card and the field."""
     registry = tmp_path / "cards.yaml"
-    registry.write_text("models:\n  odd-det:\n    task: detector\n    builder: zoo_detector.fastestdet:build_fastestdet\n"
+    registry.write_text("models:\n  odd-det:\n    task: detector\n"
+                        "    builder: zoo_detector.fastestdet:build_fastestdet\n"
                         "    kwargs: {num_classes: 80, input_channels: rgb}\n    input: {shape: [3, 352, 352]}\n"
                         f"    labels: [a, b]\n    task_config: {config}\n")
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
@@ -263,3 +264,14 @@ def test_the_detector_checks_its_card_fields(tmp_path, monkeypatch, config, mess
     result = run("predict", "odd-det", str(IMAGES / "chelsea.png"))
     assert result.exit_code == 1 and message in result.output and "odd-det" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_public_api_predicts_and_evaluates_a_detector(tmp_path):
+    """`zoo.predict(name, 'img.jpg')` and `zoo.evaluate` as the issue's Python one-liner uses them."""
+    from tests.contract.test_contract import make_yolo_rectangles
+
+    (record,) = zoo.predict("fastestdet-coco", str(IMAGES / "chelsea.png"), conf=0.5, device="cpu")
+    assert record["detections"][0]["label"] == "cat"
+    result = zoo.evaluate("fastestdet-coco", make_yolo_rectangles(tmp_path / "r", n=4), device="cpu")
+    assert result["headline"]["metric"] == "map" and result["images"] == 4
+    assert result["settings"]["precision"] in ("fp32", "bf16")

@@ -92,6 +92,15 @@ def test_key_mismatch_reads_as_a_diff(tmp_path, monkeypatch):
     assert "1 shape differs (model vs file): linear.weight: (10, 64) vs (5, 64)" in message
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_or_bool_weights_for_float_tensors_are_one_clear_error(tmp_path, monkeypatch, dtype):
+    state = trained_like_state()
+    state["linear.weight"] = torch.ones(10, 64, dtype=dtype)
+    register_resnet(tmp_path, monkeypatch, state)
+    with pytest.raises(WeightsError, match=rf"linear.weight \({dtype} for a floating tensor\)"):
+        zoo.load("my-resnet", device="cpu")
+
+
 def test_skipping_init_leaves_torch_init_intact(tmp_path, monkeypatch):
     register_resnet(tmp_path, monkeypatch, trained_like_state())
     zoo.load("my-resnet", device="cpu")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import card, fetch, list_models, load, transforms
+from ._api import card, evaluate, fetch, finetune, list_models, load, predict, transforms
 from ._card import Metric, ModelCard, Preprocess, WeightsVariant
 from .errors import PluginError, RegistryError, UnknownModelError, WeightsError, ZooError
 from .hookspecs import hookimpl
@@ -24,10 +24,13 @@ __all__ = [
     "ZooError",
     "__version__",
     "card",
+    "evaluate",
     "fetch",
+    "finetune",
     "hookimpl",
     "list_models",
     "load",
+    "predict",
     "transforms",
 ]
 

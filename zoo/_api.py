@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision.transforms import v2
 
-__all__ = ["card", "fetch", "list_models", "load", "transforms"]
+__all__ = ["card", "evaluate", "fetch", "finetune", "list_models", "load", "predict", "transforms"]
 
 
 def card(name: str) -> ModelCard:
@@ -87,3 +87,40 @@ def transforms(name: str) -> v2.Compose:
     from ._transforms import eval_transforms
 
     return eval_transforms(card(name))
+
+
+def predict(name: str, images: str | Path | list[str | Path], **options: Any) -> list[dict[str, Any]]:
+    """Predict with model `name` on one image file or a list: one record per image, the task's fields (classes and
+    probabilities for a classifier, boxes for a detector). Options are the runtime's (``device``, ``precision``
+    — "auto" by default, as on the command line —, ``skip_bad``, ``out``) and the task's (``topk=3``;
+    ``conf=0.5, iou=0.45, max_det=100``).
+
+    Example:
+        >>> zoo.predict("fastestdet-coco", "examples/images/chelsea.png", conf=0.5)[0]["detections"][0]["label"]
+        'cat'
+    """
+    from .runtime.predict import predict as run_predict
+
+    options.setdefault("precision", "auto")  # as `zoo predict`: bf16 where the device has native bf16
+    return run_predict(name, [images] if isinstance(images, (str, Path)) else list(images), **options)
+
+
+def evaluate(name: str, data: str | Path, **options: Any) -> dict[str, Any]:
+    """Evaluate model `name` on a dataset of its task, as ``zoo eval --json`` does; returns that record (metrics
+    under ``"metrics"``, the headline named under ``"headline"``). Options: ``split``, ``val_split``, ``seed``,
+    ``precision``, ``device``, ``batch_size`` and the task's own."""
+    from .runtime.evaluate import evaluate as run_evaluate
+
+    options.setdefault("show_progress", False)
+    options.setdefault("precision", "auto")  # as `zoo eval`: bf16 where the device has native bf16
+    return run_evaluate(name, data, **options).as_dict()
+
+
+def finetune(name: str, data: str | Path, out: str | Path, **recipe: Any) -> Any:
+    """Fine-tune model `name` on `data` as ``zoo finetune`` does; `recipe` holds FinetuneConfig's fields
+    (``epochs=30``, ``batch_size=16``...). The result loads as ``zoo.load(Path(out).name)``."""
+    from .runtime.finetune import FinetuneConfig
+    from .runtime.finetune import finetune as run_finetune
+
+    runtime = {k: recipe.pop(k) for k in ("resume", "device", "show_progress", "checkpoint_every") if k in recipe}
+    return run_finetune(name, data, out, config=FinetuneConfig(**recipe), **runtime)

@@ -26,9 +26,12 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["build_model", "import_builder", "pick_device"]
+__all__ = ["build_model", "check_trusted", "import_builder", "pick_device"]
 
 STRATEGIES: Final = ("noinit", "meta", "eager")
+# Modules whose callables build models from plain keyword arguments and run no other code: a card may name
+# them without the user's say-so (torch.hub, torch.load and the like are outside these on purpose) (#20).
+TRUSTED_LIBRARIES: Final = ("torch.nn", "torchvision.models")
 _DIFF_LINES: Final = 8
 
 
@@ -73,6 +76,42 @@ def import_builder(spec: str, *, model: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise ZooError(f"Builder {spec!r} of model {model!r} is not callable.")
     return obj
+
+
+def _under(module: str, prefixes: set[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def check_trusted(card: ModelCard) -> None:
+    """Refuse to import a builder whose module the user never trusted (torch.hub's `trust_repo`, for cards; #20).
+
+    Trusted: the packages of the installed plugins that loaded (their cards come with their code anyway),
+    TRUSTED_LIBRARIES, the modules in ``ZOO_TRUST`` (comma-separated) and in the ``trust:`` list of the user's
+    own registry. Anything else — `os:system` in a registry file someone handed over — is never imported.
+    """
+    import os
+
+    from ._registry import get_registry
+
+    module = card.builder.partition(":")[0]
+    registry = get_registry()
+    env = {m.strip() for m in os.environ.get("ZOO_TRUST", "").split(",") if m.strip()}
+    trusted = set(TRUSTED_LIBRARIES) | registry.plugins.trusted_packages() | registry.trusted | env
+    if _under(module, trusted):
+        return
+    raise ZooError(
+        f"Builder {card.builder!r} of model {card.name!r} is not trusted: module {module!r} belongs to no installed "
+        f"plugin (card from {card.origin!r}). If you trust that code, set ZOO_TRUST={module.partition('.')[0]} or add "
+        f"it to 'trust:' in your own registry ({_trust_home()}).")
+
+
+def _trust_home() -> str:
+    from . import _config
+
+    try:
+        return str(_config.cache_root() / "registry.yaml")
+    except Exception:  # noqa: BLE001 - only for the message
+        return "$ZOO_HOME/registry.yaml"
 
 
 def _checked(builder: Callable[..., Any], card: ModelCard) -> Callable[..., nn.Module]:
@@ -154,6 +193,7 @@ def build_model(card: ModelCard, path: os.PathLike | None, *,
     """Build `card`'s model, load the safetensors file at `path` (if any), place it, set eval mode."""
     import torch
 
+    check_trusted(card)
     builder = _checked(import_builder(card.builder, model=card.name), card)
     kwargs = {**card.kwargs, **(overrides or {})}
     target_device = pick_device(device)
@@ -195,6 +235,12 @@ def build_model(card: ModelCard, path: os.PathLike | None, *,
     for key in fresh:
         del state[key]
     float_dtype = target_dtype or torch.get_default_dtype()
+    kinds = {k: v.is_floating_point() for k, v in model.state_dict().items()}
+    wrong = [f"{k} ({tensor.dtype} for a {'floating' if kinds[k] else 'integer'} tensor)" for k, tensor in state.items()
+             if k in kinds and tensor.is_floating_point() != kinds[k]]
+    if wrong:  # int64 or bool weights where the model has floats: load_state_dict would fail with a traceback
+        raise WeightsError(f"Weights {path} do not fit model {card.name!r}: {', '.join(wrong[:3])}"
+                           f"{' ...' if len(wrong) > 3 else ''}. The file is not this model's checkpoint.")
     for key, tensor in state.items():
         if tensor.is_floating_point() and tensor.dtype != float_dtype:
             state[key] = tensor.to(float_dtype)

@@ -9,6 +9,7 @@ __all__ = [
     "build_strategy",
     "cache_root",
     "disabled_plugins",
+    "download_deadline",
     "download_retries",
     "download_timeout",
     "lock_timeout",
@@ -81,6 +82,15 @@ def download_retries() -> int:
 def download_timeout() -> float:
     """`ZOO_DOWNLOAD_TIMEOUT` (default 30): seconds without data before a connection counts as dropped."""
     return _number("ZOO_DOWNLOAD_TIMEOUT", 30.0)
+
+
+def download_deadline() -> float:
+    """`ZOO_DOWNLOAD_DEADLINE` (default 3600): seconds for a whole download, retries included (#20).
+
+    `ZOO_DOWNLOAD_TIMEOUT` bounds one read only, so a server sending a byte a second would never time out;
+    the deadline also bounds how long the download holds the lock other loaders wait on.
+    """
+    return _number("ZOO_DOWNLOAD_DEADLINE", 3600.0)
 
 
 def lock_timeout() -> float:

@@ -140,7 +140,7 @@ def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dic
         name: how to call the file in messages (the URI's file name rather than a cache path).
         dtype: cast floating tensors to this (fp16 halves a file; zoo.load casts back to the model's dtype).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     name = name or src.name
     state = extract_state_dict(_read_checkpoint(src, name), spec, source=name)
@@ -152,4 +152,28 @@ def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dic
     provenance = {**metadata, "content_sha256": content_digest(state)}
     # One key holding sorted JSON: safetensors writes metadata in hash-map order, so several keys would give a
     # different header (and sha256) on every run for the same checkpoint.
-    save_file(state, str(dst), metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)})
+    data = save(state, metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)})
+    _write_output(dst, data)
+
+
+def _write_output(dst: Path, data: bytes) -> None:
+    """Write the converted file without following a link at `dst` (#20); a full disk is one line, and the
+    half-written file is removed."""
+    import errno
+    import os
+
+    from ._hashing import open_nofollow
+
+    try:
+        with os.fdopen(open_nofollow(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        if os.path.isfile(dst) and not os.path.islink(dst):
+            os.unlink(dst)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise WeightsError(f"Cannot write {dst}: {os.strerror(exc.errno)} (disk full or file size limit; "
+                               f"the converted file needs {len(data)} bytes). Free some space and try again; "
+                               "nothing half-written was kept.") from None
+        raise

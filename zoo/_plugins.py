@@ -2,24 +2,32 @@
 
 Built-in task plugins are found exactly like third-party ones, through the ``zoo.plugins``
 entry-point group, so the public path is the one we use every day. A plugin that fails to import, that
-implements a hook zoo does not know, or that raises inside a hook is recorded, reported once as a
-warning line, and skipped; it never stops the other plugins or ``zoo list``.
+implements a hook zoo does not know, or that raises inside a hook (anything but KeyboardInterrupt, SystemExit
+included) is recorded, reported once as a warning line, and skipped; it never stops the other plugins or
+``zoo list``. A third-party plugin is first imported in a child process (the probe, cached per installed plugin
+set), so one that hangs or ends the process at import is skipped instead of taking zoo with it (#20).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import pluggy
 
 from . import _config, hookspecs
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "get_plugins", "reset_plugins"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "escape", "get_plugins", "probe", "reset_plugins"]
 
 ENTRY_POINT_GROUP: Final = "zoo.plugins"
+_PLUGIN_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # the card parser's WORD_RE
 BUILTIN_DISTRIBUTION: Final = "visionzoo"
 
 
@@ -37,6 +45,9 @@ class PluginInfo:
     error: str | None = None  # why the plugin was skipped (import failure, rejected, register_models raised)
     problems: list[str] = field(default_factory=list)  # non-fatal: a hook other than register_models raised
     skipped: str | None = None  # why the plugin was not imported at all (ZOO_DISABLE_PLUGINS / ZOO_LOAD_PLUGINS)
+    import_seconds: float | None = None  # how long importing its entry-point module took (this process or the probe)
+    refused: list[str] = field(default_factory=list)  # other distributions claiming this plugin name ("dist version")
+    package: str | None = None  # the top-level package its code lives in: builders there are trusted (#20)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,11 +61,188 @@ class PluginInfo:
             "error": self.error,
             "problems": self.problems,
             "skipped": self.skipped,
+            "import_seconds": self.import_seconds,
+            "refused": self.refused,
         }
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip()
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a plugin's exception may fail even at str()
+        text = "<unprintable>"
+    return f"{type(exc).__name__}: {text}".strip()
+
+
+def escape(text: str) -> str:
+    """`text` with every non-printable character (ANSI escapes, bidi overrides, newlines) written as an escape.
+
+    Strings from cards and plugins go to a terminal through this, so none can move the cursor, recolour the
+    screen or reorder what follows (#20); printable text of any script stays as it is.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif char in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char])
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _top_package(value: str | None) -> str | None:
+    return value.partition(":")[0].partition(".")[0].strip() or None if value else None
+
+
+def _boundary(exc: BaseException) -> None:
+    """Re-raise what a plugin boundary must let through: only the user's Ctrl-C."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
+# -- the probe: import third-party plugins in a child process first ----------------------------------------
+
+PROBE_MARK: Final = "@@zoo-probe@@ "
+# The verdict goes out on a private copy of stdout (os.dup: not inherited); the plugin's own fd 1 is /dev/null, so
+# neither its prints nor a process it leaves behind can fake or hold up the verdict.
+_PROBE_CODE: Final = """\
+import json, os, sys, time
+verdict = os.dup(1)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+sys.path[:] = json.loads(sys.argv[1])
+import zoo
+from importlib.metadata import EntryPoint
+start = time.perf_counter()
+try:
+    EntryPoint(name=sys.argv[2], value=sys.argv[3], group=sys.argv[4]).load()
+except BaseException:
+    pass  # the parent imports it again and reports the exception itself
+os.write(verdict, ("\\n" + sys.argv[5] + json.dumps({"seconds": time.perf_counter() - start}) + "\\n").encode())
+os._exit(0)  # the plugin's atexit handlers and threads are none of the probe's business
+"""
+
+
+def plugin_timeout() -> float:
+    """`ZOO_PLUGIN_TIMEOUT` (default 10): seconds a third-party plugin's first import may take in the probe.
+
+    Lenient on purpose: this runs before the CLI's error handling, and a typo must not stop every command.
+    """
+    raw = os.environ.get("ZOO_PLUGIN_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else 10.0
+    except ValueError:
+        value = 10.0
+    return value if value > 0 else 10.0
+
+
+def _dist_identity(ep: Any) -> list[Any]:
+    dist = getattr(ep, "dist", None)
+    path = str(getattr(dist, "_path", "") or "")
+    try:
+        mtime = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        mtime = 0
+    return [ep.name, ep.value, dist.metadata["Name"] if dist else None, dist.version if dist else None, path, mtime]
+
+
+def _probe_file(eps: list[Any]) -> Path | None:
+    import hashlib
+    import json
+
+    from . import _config
+
+    try:
+        root = _config.cache_root()
+    except Exception:  # noqa: BLE001 - no cache root: probe every time
+        return None
+    key = json.dumps([sys.executable, sys.path, sorted(_dist_identity(ep) for ep in eps)], default=str)
+    return root / "plugins" / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
+    """Import each entry point in its own child process, all at once; {name: {"seconds"} or {"error"}}."""
+    import json
+    import subprocess
+
+    timeout = plugin_timeout()
+    children = {}
+    for ep in eps:
+        cmd = [sys.executable, "-c", _PROBE_CODE, json.dumps(sys.path), ep.name, ep.value, ENTRY_POINT_GROUP,
+               PROBE_MARK]
+        # A session of its own, so that the whole group (a plugin may start processes) can be killed at once.
+        children[ep.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, text=True, errors="replace",
+                                             start_new_session=os.name == "posix")
+    deadline = time.monotonic() + timeout
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name, child in children.items():
+        try:  # a child that finished while another was awaited still needs a moment to hand over its output
+            out, _ = child.communicate(timeout=max(0.5, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill(child)
+            verdicts[name] = {"error": f"took longer than {timeout:g} s to import (ZOO_PLUGIN_TIMEOUT; checked once "
+                                       "per installed plugin set)"}
+            continue
+        marks = [line for line in out.splitlines() if line.startswith(PROBE_MARK)]
+        if child.returncode == 0 and marks:
+            verdicts[name] = json.loads(marks[-1][len(PROBE_MARK):])
+        else:
+            how = (f"exit code {child.returncode}" if child.returncode >= 0 else f"signal {-child.returncode}")
+            verdicts[name] = {"error": f"ended the process while being imported ({how})"}
+    return verdicts
+
+
+def _kill(child: Any) -> None:
+    """Kill a probe and whatever it started; never wait on a pipe a grandchild may still hold."""
+    import signal
+    import subprocess
+
+    try:
+        if os.name == "posix":
+            os.killpg(child.pid, signal.SIGKILL)
+        else:
+            child.kill()
+    except OSError:
+        pass
+    try:
+        child.communicate(timeout=1)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def probe(eps: list[Any]) -> dict[str, dict[str, Any]]:
+    """The probe's verdict per entry point, from the cache when this exact plugin set was probed before.
+
+    Only plugins that hang or end the process are refused on the probe's word; an ordinary exception is
+    left to the real import, which reports it (and sees a fixed dependency without a stale cache).
+    """
+    import json
+
+    if not eps:
+        return {}
+    path = _probe_file(eps)
+    cached: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cached = {}
+    missing = [ep for ep in eps if not isinstance(cached.get(ep.name), dict)]
+    if missing:
+        cached.update(_run_probes(missing))
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+                tmp.write_text(json.dumps(cached, indent=1))
+                os.replace(tmp, path)
+            except OSError:
+                pass  # a read-only cache: probe again next time
+    return cached
 
 
 class Plugins:
@@ -72,36 +260,65 @@ class Plugins:
 
         selected = _config.selected_plugins()
         disabled = _config.disabled_plugins()
+        claims: dict[str, list[Any]] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.infos:
-                continue  # the first distribution on sys.path wins, as for any import
             dist = getattr(ep, "dist", None)
-            info = PluginInfo(
-                name=ep.name,
-                module=ep.value,
-                distribution=dist.metadata["Name"] if dist else None,
-                version=dist.version if dist else None,
-            )
+            dist_name = dist.metadata["Name"] if dist else None
+            same = claims.setdefault(ep.name, [])
+            if not any((getattr(e, "dist", None) and e.dist.metadata["Name"]) == dist_name for e in same):
+                same.append(ep)  # one distribution found twice on sys.path: the first copy, as for any import
+        to_import = []
+        for name, eps in claims.items():
+            if name in self.infos:
+                continue
+            # A built-in plugin name is never taken over: the built-in wins wherever it sits on sys.path (#20).
+            # Between third parties the first on sys.path wins; either way the others are refused out loud.
+            builtin = [ep for ep in eps if _dist_name(ep) == BUILTIN_DISTRIBUTION]
+            chosen = builtin[0] if builtin else eps[0]
+            info = PluginInfo(name=name, module=chosen.value, distribution=_dist_name(chosen),
+                              version=_dist_version(chosen), package=_top_package(chosen.value))
             info.builtin = info.distribution == BUILTIN_DISTRIBUTION
-            self.infos[ep.name] = info
-            if ep.name in disabled:
+            self.infos[name] = info
+            for other in eps:
+                if other is not chosen:
+                    claimant = f"{_dist_name(other) or '?'} {_dist_version(other) or ''}".strip()
+                    info.refused.append(claimant)
+                    owner = f"{info.distribution or '?'} {info.version or ''}".strip()
+                    self._warn(f"zoo: plugin name {name!r} claimed by distribution {claimant!r} was refused: it "
+                               f"belongs to {owner!r}" + (" (built-in)" if info.builtin else " (first on sys.path)")
+                               + "; uninstall one of them")
+            if not _PLUGIN_NAME_RE.fullmatch(name):  # it becomes part of every qualified model name (#20)
+                self._fail(info, "has a name that is not one word of letters, digits, '.', '-' and '_'")
+                continue
+            if name in disabled:
                 info.skipped = "disabled by ZOO_DISABLE_PLUGINS"
                 continue
-            if selected is not None and ep.name not in selected:
+            if selected is not None and name not in selected:
                 info.skipped = "not named in ZOO_LOAD_PLUGINS"
                 continue
+            to_import.append((chosen, info))
+        verdicts = probe([ep for ep, info in to_import if not info.builtin])
+        for ep, info in to_import:
+            verdict = verdicts.get(ep.name, {})
+            if "error" in verdict:
+                self._fail(info, verdict["error"])
+                continue
+            start = time.perf_counter()
             try:
                 plugin = ep.load()
             except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
+                _boundary(exc)
+                info.import_seconds = time.perf_counter() - start
                 self._fail(info, f"failed to import: {_describe(exc)}")
                 continue
+            info.import_seconds = time.perf_counter() - start
             self.register(plugin, ep.name, info)
 
     def register(self, plugin: object, name: str, info: PluginInfo | None = None) -> None:
         """Register one plugin object (a module or an instance with hookimpls); record a bad one."""
-        info = info or self.infos.setdefault(name, PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
+        if info is None:
+            module = getattr(plugin, "__name__", None) if isinstance(plugin, type(sys)) else type(plugin).__module__
+            info = self.infos.setdefault(name, PluginInfo(name=name, module=module, package=_top_package(module)))
         try:
             self.manager.register(plugin, name=name)
             # Reject hooks zoo does not define (a typo would otherwise be silently ignored).
@@ -111,7 +328,8 @@ class Plugins:
                         plugin, f"unknown hook {hook_caller.name!r}; zoo's hooks are: "
                         + ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
                     )
-        except Exception as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too
+            _boundary(exc)
             if self.manager.is_registered(plugin):
                 self.manager.unregister(plugin)
             self._fail(info, f"was rejected: {_describe(exc)}")
@@ -124,10 +342,13 @@ class Plugins:
         else:
             info.problems.append(message)
         disable = f"ZOO_DISABLE_PLUGINS={info.name}"
+        self._warn(f"zoo: plugin {info.name!r} {message} (skipped; see 'zoo plugins', silence with {disable})")
+
+    @staticmethod
+    def _warn(line: str) -> None:
         import logging  # only when something went wrong: the import costs ~5 ms per CLI start
 
-        logging.getLogger("zoo").warning(
-            "zoo: plugin %r %s (skipped; see 'zoo plugins', silence with %s)", info.name, message, disable)
+        logging.getLogger("zoo").warning("%s", escape(line))
 
     # -- calling -----------------------------------------------------------------------------------
     def each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
@@ -154,7 +375,8 @@ class Plugins:
             name = impl.plugin_name
             try:
                 impl.function(**{k: v for k, v in make_kwargs(name).items() if k in impl.argnames})
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - SystemExit too: a plugin must not end `zoo list`
+                _boundary(exc)
                 info = self.infos.setdefault(name, PluginInfo(name=name))
                 self._fail(info, f"raised in {hook_name}: {_describe(exc)}", fatal=fatal)
 
@@ -166,9 +388,27 @@ class Plugins:
         """Mark plugin `name` as failed after loading (e.g. its cards conflict); it contributes nothing."""
         self._fail(self.infos.setdefault(name, PluginInfo(name=name)), message)
 
+    def trusted_packages(self) -> set[str]:
+        """Top-level packages of the plugins that loaded: their builders are trusted code (#20)."""
+        # A plugin whose entry point names a standard-library module (`os`) does not make `os:system` trusted.
+        stdlib = getattr(sys, "stdlib_module_names", frozenset({"os", "sys", "subprocess", "builtins", "shutil"}))
+        return {info.package for name, info in self.infos.items()
+                if info.package and info.package not in stdlib and info.package != "zoo"
+                and info.error is None and info.skipped is None}
+
     def active(self) -> set[str]:
         """Names of the plugins that loaded without error."""
         return {name for name, info in self.infos.items() if info.error is None and info.skipped is None}
+
+
+def _dist_name(ep: Any) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist else None
+
+
+def _dist_version(ep: Any) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist else None
 
 
 _PLUGINS: Plugins | None = None

@@ -8,12 +8,13 @@ silent overwrite. A trailing ``.<tag>`` picks a weights variant. Torch-free.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from . import _config
-from ._card import ModelCard, WeightsVariant, parse_registry
+from ._card import ModelCard, WeightsVariant, parse_registry, parse_trust
 from ._plugins import Plugins, get_plugins
 from .errors import RegistryError, UnknownModelError
 
@@ -62,19 +63,47 @@ def _yaml_loader() -> type:
     return UniqueKeyLoader
 
 
-def load_yaml(path: Path) -> Any:
-    """Parse a registry file safely (no Python tags, no duplicate keys, bounded size)."""
-    import yaml
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_REGISTRY_BYTES; anything else is a RegistryError.
 
+    Opened non-blocking and checked with fstat on the open descriptor, so a FIFO cannot block and
+    /dev/zero cannot be read forever (#20); the size is checked again on what was actually read.
+    """
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        size = path.stat().st_size
-        if size > MAX_REGISTRY_BYTES:
-            raise RegistryError(f"file is {size} bytes; a registry is at most {MAX_REGISTRY_BYTES}", file=str(path))
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise RegistryError("file not found; check ZOO_REGISTRY or the plugin's register() path",
                             file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise RegistryError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RegistryError("not a regular file (a device, FIFO or directory); a registry is a YAML file",
+                                file=str(path))
+        if st.st_size > MAX_REGISTRY_BYTES:
+            raise RegistryError(f"file is {st.st_size} bytes; a registry is at most {MAX_REGISTRY_BYTES}",
+                                file=str(path))
+        try:
+            data = f.read(MAX_REGISTRY_BYTES + 1)
+        except OSError as exc:
+            raise RegistryError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if len(data) > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"file is over {MAX_REGISTRY_BYTES} bytes; a registry is at most {MAX_REGISTRY_BYTES}",
+                            file=str(path))
+    return data
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a registry file safely (no Python tags, no duplicate keys, bounded size, only RegistryError)."""
+    import yaml
+
+    try:
+        text = _read_bounded(Path(path)).decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise RegistryError(f"cannot read: {exc}", file=str(path)) from None
     try:
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
@@ -83,6 +112,12 @@ def load_yaml(path: Path) -> Any:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RegistryError(f"invalid YAML: {problem}", file=where) from None
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise ValueError, OverflowError, KeyError,
+        # IndexError, AttributeError, TypeError, RecursionError on crafted values (`!!timestamp 2001-13-45`,
+        # `!!binary =`, deep nesting...): found by fuzzing, one line all the same (#20)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise RegistryError(f"invalid YAML: {type(exc).__name__}" + (f": {reason}" if reason else ""),
+                            file=str(path)) from None
 
 
 @dataclass(frozen=True)
@@ -104,6 +139,7 @@ class Registry:
         self.by_qualified: dict[str, ModelCard] = {}
         self.by_short: dict[str, list[ModelCard]] = {}
         self.inactive: dict[str, str] = {}  # card name -> why it is hidden (its plugin did not load)
+        self.trusted: set[str] = set()  # modules the user's own registry trusts (`trust:`), see _builder (#20)
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
@@ -111,9 +147,31 @@ class Registry:
         registry = cls(plugins or get_plugins())
         registry._load_builtin()
         registry._load_plugin_cards()
-        for path in _config.user_registry_files():
-            registry._add_all(parse_registry(load_yaml(path), file=str(path), plugin=USER_PLUGIN))
+        try:
+            files = _config.user_registry_files()
+        except (OSError, RuntimeError) as exc:  # a symlink loop in ZOO_REGISTRY (RuntimeError before 3.13)
+            raise RegistryError(f"ZOO_REGISTRY: cannot resolve a path: {exc}") from None
+        for path in files:
+            data = load_yaml(path)
+            if isinstance(data, dict) and "trust" in data:
+                registry.trusted |= registry._user_trust(path, data["trust"])
+                data = {k: v for k, v in data.items() if k != "trust"}
+            registry._add_all(parse_registry(data, file=str(path), plugin=USER_PLUGIN))
         return registry
+
+    @staticmethod
+    def _user_trust(path: Path, raw: Any) -> set[str]:
+        """`trust:` counts only in the user's own registry ($ZOO_HOME/registry.yaml, which zoo writes): a file
+        handed over through ZOO_REGISTRY must not vouch for its own builders (#20)."""
+        home = _config.cache_root() / "registry.yaml"
+        try:
+            own = home.is_file() and os.path.samefile(path, home)
+        except OSError:
+            own = False
+        if not own:
+            raise RegistryError(f"is honoured only in {home} (your own registry); to trust modules for another "
+                                "file, set ZOO_TRUST", file=str(path), field="trust")
+        return parse_trust(raw, file=str(path))
 
     def _load_builtin(self) -> None:
         path = builtin_registry_path()

@@ -19,6 +19,9 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         category=DeprecationWarning)
 
 IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Pillow's own default (Image.MAX_IMAGE_PIXELS): about 0.25 GiB as RGB uint8. A 20000x20000 PNG of a few hundred
+# KiB would otherwise be decoded to 1.2 GB (and a truncated one crashed torchvision's decoder) (#20).
+DEFAULT_MAX_PIXELS: Final = 89_478_485
 
 
 class ImageError(ZooError):
@@ -38,6 +41,8 @@ def decode_image(data: bytes, *, name: str) -> torch.Tensor:
 
     if not data:
         raise ImageError(f"Cannot read image {name}: the file is empty.")
+    limit = max_pixels()
+    _check_pixels(data, name, limit)
     try:
         image = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as exc:
@@ -56,9 +61,13 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = max_pixels() or None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = im.convert("RGB")
+        with warnings.catch_warnings():  # Pillow warns between the limit and twice it; we refuse instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _refuse_pixels(im.size[0], im.size[1], name, max_pixels())
+                rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         import re
 
@@ -67,6 +76,74 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
         raise ImageError(f"Cannot read image {name}: not a decodable image ({reason}). "
                          f"Remove it, or pass --skip-bad to skip unreadable files.") from None
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+def max_pixels() -> int:
+    """`ZOO_MAX_IMAGE_PIXELS` (default Pillow's 89,478,485; 0 = no limit): the most pixels an image may have."""
+    import os
+
+    raw = os.environ.get("ZOO_MAX_IMAGE_PIXELS", "").strip()
+    try:
+        return int(raw) if raw else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ZooError(f"ZOO_MAX_IMAGE_PIXELS={raw!r} is not a whole number.") from None
+
+
+def _refuse_pixels(width: int, height: int, name: str, limit: int) -> None:
+    if limit and width * height > limit:
+        raise ImageError(f"Cannot read image {name}: {width}x{height} = {width * height:,} pixels, over the limit of "
+                         f"{limit:,} (a decompression bomb?). Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
+                         "limit) if the image is genuine.")
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None for other formats (Pillow reads those)."""
+    import struct
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            (length,) = struct.unpack(">H", data[i + 2:i + 4])
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+                height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                return width, height
+            i += 2 + length
+    return None
+
+
+def _check_pixels(data: bytes, name: str, limit: int) -> None:
+    """Refuse an image whose header promises more than `limit` pixels, before any decoder allocates them."""
+    if not limit:
+        return
+    size = _header_size(data)
+    if size is None:  # WebP, BMP, TIFF...: Pillow reads the size from the header lazily, without decoding
+        import io
+
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow's own bomb check (which refuses past twice this) follows ours
+        try:
+            with warnings.catch_warnings():  # Pillow warns between the limit and twice it; we refuse instead
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    size = im.size
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"Cannot read image {name}: {exc} Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
+                             "limit) if the image is genuine.") from None
+        except Exception:  # noqa: BLE001 - not for us to judge here: the decoders below report it
+            return
+    _refuse_pixels(size[0], size[1], name, limit)
 
 
 def read_image(path: str | Path) -> torch.Tensor:
