@@ -27,6 +27,18 @@ def zoo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     zoo._registry.reset_registry()
 
 
+@pytest.fixture()
+def server():  # noqa: ANN201 - yields the server's state
+    """A real HTTP server on 127.0.0.1 for one test, serving what the test puts in its state (tests/httpserver.py)."""
+    from tests.httpserver import FileServer, start
+
+    state = FileServer()
+    httpd = start(state)
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
 def require_shared(*parts: str) -> Path:
     """Path under ../shared, or skip the test with the reason (fresh machines do not have it)."""
     path = SHARED.joinpath(*parts)

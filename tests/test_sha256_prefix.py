@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 import zoo
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from zoo._card import parse_registry
 from zoo._registry import reset_registry
 from zoo._store import Store
@@ -26,15 +26,6 @@ from zoo.cli import cli
 from zoo.errors import RegistryError, WeightsError
 
 NAME = "tiny-linear"
-
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def checkpoint(tmp_path: Path, seed: int = 0) -> tuple[dict[str, torch.Tensor], bytes]:

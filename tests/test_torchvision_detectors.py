@@ -19,7 +19,7 @@ from torchvision.models._api import WeightsEnum
 
 import zoo
 from tests.conftest import REPO
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from zoo._builder import import_builder
 from zoo._registry import reset_registry
 from zoo._store import Store
@@ -157,15 +157,6 @@ def test_a_new_head_has_k_plus_background_slots_and_trains_on_zoo_labels():
 
 
 # -- end to end: a prefix-pinned checkpoint served on 127.0.0.1 --------------------------------------
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-
 
 def test_load_verifies_the_prefix_converts_records_and_detects(tmp_path, monkeypatch, server, zoo_home, caplog):
     name = "ssdlite320-mobilenetv3-coco"

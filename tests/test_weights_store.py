@@ -19,20 +19,11 @@ from safetensors.torch import save_file
 
 import zoo
 import zoo._download
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from zoo._registry import reset_registry
 from zoo._store import Store
 from zoo._uri import parse_uri
 from zoo.errors import WeightsError
-
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:

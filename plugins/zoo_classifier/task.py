@@ -72,6 +72,16 @@ class ClassifierEvaluator:
         return summary
 
 
+def _memory_budget() -> int:
+    """A quarter of the machine's RAM, in bytes (a conservative 1 GiB where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
 class ClassificationTrainData:
     """The training part of a labelled dataset and its stratified validation part (the task's TrainData)."""
 
@@ -82,6 +92,13 @@ class ClassificationTrainData:
         if config.balance not in ("none", "sampler", "loss"):
             raise ZooError(f"Unknown --balance {config.balance!r}; use none, sampler or loss.")
         self.task, self.dataset, self.classes = task, dataset, dataset.classes
+        if dataset.images.numel() < _memory_budget():
+            # training gathers random images every step: from anonymous memory that ran ~7% faster than from the
+            # memory-mapped cache (4 of 5 interleaved runs, resnet20-cifar, bf16); datasets larger than a quarter
+            # of RAM stay mapped
+            dataset = ImageDataset(dataset.images.clone(), dataset.targets, dataset.classes, dataset.source,
+                                   dataset.skipped, dataset.from_cache)
+            self.dataset = dataset
         self.train_idx, self.val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
         if len(self.train_idx) == 0:
             raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")

@@ -71,19 +71,17 @@ class _Stretch:
 class DetectionData:
     """A detection dataset decoded for one model: images in the model's geometry, boxes in original pixels.
 
-    For a fixed-size model the decoded images go through the runtime's decode cache (one memory-mapped file
-    keyed by the data's content, the geometry and the images chosen), so a second ``zoo eval`` decodes nothing;
-    a variable-size model (torchvision's detectors) keeps its decoded originals in memory.
+    The decoded images go through the runtime's decode cache (one memory-mapped file keyed by the data's
+    content, the geometry and the images chosen), so a second ``zoo eval`` decodes nothing: one N x C x H x W
+    tensor for a fixed-size model, the original sizes with an offsets index for a variable-size one
+    (torchvision's detectors).
     """
 
     def __init__(self, dataset: DetectionDataset, size: tuple[int, int] | None, label_map: torch.Tensor,
                  indices: list[int], skip_bad: bool, cache: bool = True) -> None:
         self.source, self.skipped, self.from_cache = str(dataset.root), [], False
         samples = [dataset.samples[i] for i in indices]
-        if size is not None:
-            self.images, kept = self._decode_cached(dataset, samples, size, skip_bad, cache)
-        else:
-            self.images, kept = self._decode_in_memory(dataset, samples, skip_bad)
+        self.images, kept = self._decode_cached(dataset, samples, size, skip_bad, cache)
         self.meta: list[dict[str, Any]] = []
         self.targets: list[dict[str, torch.Tensor]] = []
         for i in kept:
@@ -97,8 +95,8 @@ class DetectionData:
         for i, sample in enumerate(samples):
             yield str(i), f"{dataset.root}:{sample.image}", dataset.read_bytes(sample)
 
-    def _decode_cached(self, dataset: DetectionDataset, samples: list, size: tuple[int, int], skip_bad: bool,
-                       cache: bool) -> tuple[torch.Tensor, list[int]]:
+    def _decode_cached(self, dataset: DetectionDataset, samples: list, size: tuple[int, int] | None, skip_bad: bool,
+                       cache: bool) -> tuple[Any, list[int]]:
         import hashlib
 
         from zoo.runtime.datasets import PixelWriter, content_key, decoded, read_pixels
@@ -124,23 +122,7 @@ class DetectionData:
         except BaseException:
             writer.abort()
             raise
-        return writer.publish({"kept": kept, "skipped": self.skipped}, self.source), kept
-
-    def _decode_in_memory(self, dataset: DetectionDataset, samples: list,
-                          skip_bad: bool) -> tuple[list[torch.Tensor], list[int]]:
-        from zoo.runtime.images import ImageError
-
-        images, kept = [], []
-        for i, sample in enumerate(samples):
-            try:
-                images.append(decode_image(dataset.read_bytes(sample), name=f"{dataset.root}:{sample.image}"))
-            except ImageError:
-                if not skip_bad:
-                    raise
-                self.skipped.append(sample.image)
-                continue
-            kept.append(i)
-        return images, kept
+        return writer.publish({"kept": kept, "skipped": self.skipped}, self.source, variable=size is None), kept
 
     def __len__(self) -> int:
         return len(self.images)

@@ -16,21 +16,12 @@ import torch
 from click.testing import CliRunner
 
 import zoo
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from tests.test_weights_store import register, safetensors_bytes
 from zoo.cli import cli
 from zoo.errors import WeightsError
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def big_safetensors(tmp_path) -> bytes:

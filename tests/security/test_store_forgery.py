@@ -11,28 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import zoo
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from tests.test_weights_store import assert_loaded, register, safetensors_bytes, tiny_state
 from zoo._convert import content_digest
 from zoo.cli import cli
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def forge(path, provenance: dict) -> None:

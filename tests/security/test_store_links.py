@@ -12,22 +12,13 @@ import pytest
 import torch
 
 import zoo
-from tests.httpserver import Behaviour, FileServer, start
+from tests.httpserver import Behaviour
 from tests.test_weights_store import assert_loaded, register, safetensors_bytes, tiny_state
 from zoo.errors import WeightsError
 
 torch.set_num_threads(1)
 
 PRECIOUS = b"a file outside the cache that zoo must never touch\n"
-
-
-@pytest.fixture()
-def server():
-    state = FileServer()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.mark.parametrize("ranges", [True, False], ids=["append-via-range", "overwrite-via-200"])

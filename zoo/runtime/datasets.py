@@ -27,8 +27,8 @@ from .images import IMAGE_SUFFIXES, ImageError, decode_image
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DatasetError", "Geometry", "ImageDataset", "PixelWriter", "content_key", "decoded", "load_dataset",
-           "read_pixels"]
+__all__ = ["DatasetError", "Geometry", "ImageDataset", "PixelWriter", "VariableImages", "content_key", "decoded",
+           "load_dataset", "read_pixels"]
 
 CACHE_VERSION: Final = "2"  # 2: pixels in one memory-mapped file + a JSON index
 
@@ -191,14 +191,40 @@ def _map_images(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
 
 
-def read_pixels(key: str) -> tuple[torch.Tensor, dict[str, Any]] | None:
-    """A complete decode-cache entry: (the images, memory-mapped, N x C x H x W; the task's index), or None when
-    there is none or it is damaged (then it is removed, to be rebuilt)."""
+class VariableImages:
+    """Images of different sizes in one memory-mapped file plus an offsets index: ``images[i]`` is a C x H x W
+    view, ``images[a:b]`` a list of them (what a variable-size model takes)."""
+
+    def __init__(self, flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> None:
+        self.flat, self.shapes = flat, [tuple(s) for s in shapes]
+        self.offsets = [0]
+        for shape in self.shapes:
+            self.offsets.append(self.offsets[-1] + math.prod(shape))
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, index: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        begin = self.offsets[index]
+        return self.flat[begin:self.offsets[index + 1]].view(self.shapes[index])
+
+
+def read_pixels(key: str) -> tuple[torch.Tensor | VariableImages, dict[str, Any]] | None:
+    """A complete decode-cache entry: (the images, memory-mapped: N x C x H x W, or VariableImages when their
+    sizes differ; the task's index), or None when there is none or it is damaged (then removed, to be rebuilt)."""
     data, index = _cache_paths(key)
     if not index.is_file():
         return None
     try:
         meta = json.loads(index.read_text())
+        if "shapes" in meta:  # variable sizes
+            shapes = [tuple(s) for s in meta["shapes"]]
+            total = sum(math.prod(s) for s in shapes)
+            if data.stat().st_size != total:
+                raise ValueError("size mismatch")
+            return VariableImages(_map_images(data, (total,)), shapes), meta
         shape = tuple(meta["shape"])
         if data.stat().st_size != math.prod(shape):
             raise ValueError("size mismatch")
@@ -249,15 +275,21 @@ class PixelWriter:
         return ImageDataset(self.publish(meta, source), torch.tensor(targets, dtype=torch.int64), classes, source,
                             skipped=skipped)
 
-    def publish(self, meta: dict[str, Any], source: str) -> torch.Tensor:
-        """Close the file, write the index (`meta` plus the shape) and return the images, memory-mapped."""
+    def publish(self, meta: dict[str, Any], source: str,
+                variable: bool = False) -> torch.Tensor | VariableImages:
+        """Close the file, write the index (`meta` plus the shape, or every image's shape when `variable`) and
+        return the images, memory-mapped."""
         self.file.close()
-        if len(set(self.shapes)) > 1:
+        if len(set(self.shapes)) > 1 and not variable:
             self.path.unlink(missing_ok=True)
             raise DatasetError(f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
                                "give a geometry (the model card's preprocessing) so they are resized.")
-        shape = (len(self.shapes), *(self.shapes[0] if self.shapes else (3, 0, 0)))
-        meta = {"shape": list(shape), **meta}
+        if variable:
+            shape = (sum(math.prod(s) for s in self.shapes),)
+            meta = {"shapes": [list(s) for s in self.shapes], **meta}
+        else:
+            shape = (len(self.shapes), *(self.shapes[0] if self.shapes else (3, 0, 0)))
+            meta = {"shape": list(shape), **meta}
         path = self.path
         if self.key is not None:
             data, index = _cache_paths(self.key)
@@ -272,7 +304,7 @@ class PixelWriter:
         images = _map_images(path, shape)
         if self.key is None or path == self.path:
             path.unlink(missing_ok=True)  # the mapping keeps the pixels readable until it is dropped
-        return images
+        return VariableImages(images, self.shapes) if variable else images
 
     def abort(self) -> None:
         self.file.close()
@@ -305,31 +337,52 @@ def _fit(image: torch.Tensor, geometry: Geometry | None) -> torch.Tensor:
     return image if geometry is None else geometry.apply(image)
 
 
+SMALL_FILE_BYTES: Final = 8192  # mean image file size below which decoding stays in one thread
+
+
 def decoded(items: Iterator[Item], geometry: Any, skip_bad: bool,
-             chunk: int = 256) -> Iterator[tuple[str, str, torch.Tensor | None]]:
-    """(label, name, image or None when skipped) in reading order, decoded by a small thread pool a chunk at a
-    time (libjpeg-turbo and libpng run outside the GIL), so decoding uses every core without holding more than
-    one chunk of images in memory."""
+            chunk: int = 512) -> Iterator[tuple[str, str, torch.Tensor | None]]:
+    """(label, name, image or None when skipped) in reading order, decoded a chunk at a time, each chunk split
+    between a few threads (libjpeg-turbo and libpng run outside the GIL), so decoding uses every core without
+    holding more than one chunk of images in memory. One task per thread and chunk, not per image: for 32x32
+    JPEGs a future per image cost more than the decoding (measured: 10,000 CIFAR JPEGs 1.7 s that way, 1.0 s
+    serially)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def decode(item: Item) -> tuple[str, str, torch.Tensor | None]:
-        label, name, data = item
-        try:
-            return label, name, _fit(decode_image(data, name=name), geometry)
-        except ImageError:
-            if not skip_bad:
-                raise
-            return label, name, None
+    def decode(part: list[Item]) -> list[tuple[str, str, torch.Tensor | None]]:
+        out = []
+        for label, name, data in part:
+            try:
+                out.append((label, name, _fit(decode_image(data, name=name), geometry)))
+            except ImageError:
+                if not skip_bad:
+                    raise
+                out.append((label, name, None))
+        return out
 
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
+
+    def chunks() -> Iterator[list[Item]]:
         batch: list[Item] = []
         for item in items:
             batch.append(item)
             if len(batch) == chunk:
-                yield from pool.map(decode, batch)
+                yield batch
                 batch = []
-        yield from pool.map(decode, batch)
+        if batch:
+            yield batch
+
+    with ThreadPoolExecutor(workers) as pool:
+        for batch in chunks():
+            # small files (CIFAR's 32x32 JPEGs, ~1.5 KB) decode faster in one thread: the Python around each
+            # decode holds the GIL longer than libjpeg-turbo runs (10,000 of them: 0.96 s serial, 1.2-1.4 s on
+            # two threads); 256x256 JPEGs decode 1.6x faster on two (bench/bench_memory.py)
+            if workers == 1 or sum(len(data) for _, _, data in batch) < SMALL_FILE_BYTES * len(batch):
+                yield from decode(batch)
+                continue
+            step = -(-len(batch) // workers)
+            for part in pool.map(decode, [batch[i:i + step] for i in range(0, len(batch), step)]):
+                yield from part
 
 
 def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool, source: str,
