@@ -78,8 +78,19 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
     from ._builder import build_model
 
     resolved = get_registry().resolve(name)
-    path = _fetch_resolved(resolved) if pretrained else None
-    return build_model(resolved.card, path, device=device, dtype=dtype, overrides=overrides)
+    for attempt in range(2):
+        path = _fetch_resolved(resolved) if pretrained else None
+        try:
+            return build_model(resolved.card, path, device=device, dtype=dtype, overrides=overrides)
+        except Exception:
+            # another process ran `zoo cache rm` between verifying the file and reading it (the soak in
+            # bench/soak/ found this race): fetch it again once, then say so in one line
+            if path is None or path.exists():
+                raise
+            if attempt == 1:
+                raise WeightsError(f"The weights of {name!r} were removed from the cache while loading (another "
+                                   "process ran 'zoo cache rm'?); run the command again.") from None
+    raise AssertionError("unreachable")
 
 
 def transforms(name: str) -> v2.Compose:
