@@ -22,7 +22,7 @@ def check_name(name: str) -> None:
     from ..._card import NAME_RE
     from ..._registry import get_registry
 
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ZooError(f"Bad model name {name!r}: use lower-case letters, digits, '-' and '_'.")
     for card in get_registry().by_short.get(name, []):
         if card.plugin != "user":
