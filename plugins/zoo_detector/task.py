@@ -204,9 +204,8 @@ class DetectionTrainData:
             raise ZooError(f"{source}: no training images left after --val-split {config.val_split}.")
         self.task, self.dataset, self.classes = task, dataset, dataset.classes
         self.val_indices = val
-        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"
-        if "own 'val'" in self.validation:
-            self.eval_args = "--split val"
+        own_val = any(s.split == "val" for s in dataset.samples)  # training_split validates on it when present
+        self.eval_args = "--split val" if own_val else f"--val-split {config.val_split} --seed {config.seed}"
         self.transform = _augmentation(config.augment)
         self.images, self.targets = [], []
         for i in train:
