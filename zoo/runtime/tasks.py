@@ -124,6 +124,21 @@ class Task(Protocol):
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
         """Task-specific report files (a confusion matrix, PR curves) beside the runtime's metrics.json."""
 
+    # -- sampling (tasks with "sample" in verbs; the loop is zoo.runtime.sample) --------------------------
+    # conditional: bool (class attribute or property) — whether `sample` takes class labels (the card's labels)
+
+    def sample(self, model: Any, noise: Any, labels: torch.Tensor | None, **options: Any) -> torch.Tensor:
+        """N new images, floats in [0, 1], N x C x H x W, on the model's device. Every random draw goes through
+        `noise` (zoo.runtime.sample.Noise: one generator per sample), so sample i depends on its seed alone, not
+        on the batch it was drawn in. `labels`: N class indices for a conditional task, else None."""
+
+    # -- measuring what is not scored batch by batch (optional; generative tasks) -------------------------
+    def measure(self, model: Any, data: EvalData, context: Any, **options: Any) -> dict[str, Any]:
+        """The whole evaluation for a task whose figure is not a sum over data batches (FID compares N samples
+        with the data set): the runtime reads the data (``eval_data``), loads and places the model and hands
+        over `context` (zoo.runtime.evaluate.MeasureContext: device, precision, batch size, DDP rank and world,
+        progress); the task returns the summary ``compute()`` would. Tasks without it use ``evaluator``."""
+
     # -- training (tasks with "finetune" in verbs; the loop is zoo.runtime.train.loop) -------------------
     # recipe_defaults: ClassVar[dict[str, Any]]  recipe fields the task fills when the user left them unset
     # base_lr: ClassVar[dict[str, float]]       peak learning rate per 128 images, per optimizer name
