@@ -23,7 +23,24 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["EvalResult", "evaluate", "forward", "model_input", "to_device"]
+__all__ = ["EvalResult", "MeasureContext", "evaluate", "forward", "model_input", "to_device"]
+
+
+@dataclass
+class MeasureContext:
+    """What the runtime hands a task that runs its own evaluation (``Task.measure``): where and how to compute,
+    and which share of the work is this process's under torchrun (every ``world_size``-th batch from ``rank``)."""
+
+    device: torch.device
+    bf16: bool
+    batch_size: int
+    env: distributed.Env
+    show_progress: bool = True
+    channels_last: bool = True
+
+    def mine(self, index: int) -> bool:
+        """Whether batch `index` is this rank's."""
+        return index % self.env.world_size == self.env.rank
 
 
 @dataclass
@@ -108,11 +125,26 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     target_device = next(model.parameters()).device
     if precision is not None:
         bf16 = resolve_precision(precision, target_device) == "bf16"
-    if fuse:
+    if fuse and not hasattr(task, "measure"):
         model = fuse_for_inference(model)  # a traced copy, or the same module where tracing fails
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
+    headline = tuple(task.headline)
+    if hasattr(task, "measure"):  # the task runs the whole evaluation (generative models: samples vs the data)
+        context = MeasureContext(target_device, bf16, batch_size, env, show_progress, channels_last)
+        try:
+            with torch.inference_mode(), autocast(target_device, bf16):
+                summary = task.measure(model, dataset, context, **options)
+        finally:
+            if callers is not None:
+                if channels_last:
+                    callers.to(memory_format=torch.contiguous_format)
+                callers.train(was_training)
+        headline = (next(iter(summary)), headline[1])  # its key names the feature space: fid[resnet56-cifar]
+        return _result(card, task, dataset, data, summary, time.perf_counter() - start, headline, joined, env,
+                       {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16,
+                        "device": str(target_device), **options}, split, val_split, seed)
     evaluator = task.evaluator(**options)
     bar = progress(len(dataset), f"eval {card.name}", show_progress and env.rank == 0)
     try:
@@ -132,14 +164,20 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
             callers.train(was_training)
     seconds = time.perf_counter() - start
     summary = evaluator.compute()  # over every rank's batches
+    settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
+                "channels_last": channels_last, "device": str(target_device), **options}
+    return _result(card, task, dataset, data, summary, seconds, headline, joined, env, settings, split, val_split,
+                   seed)
+
+
+def _result(card: Any, task: Any, dataset: Any, data: str | Path, summary: dict[str, Any], seconds: float,
+            headline: tuple[str, bool], joined: bool, env: distributed.Env, settings: dict[str, Any],
+            split: str | None, val_split: float | None, seed: int) -> EvalResult:
     if joined:
         distributed.cleanup(env)
-    settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
-                "channels_last": channels_last,
-                "device": str(target_device), **options}
     if split is not None:
         settings["split"] = split
     if val_split is not None:
         settings.update(val_split=val_split, seed=seed)
     return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped, dataset.from_cache,
-                      settings, card.task, tuple(task.headline))
+                      settings, card.task, headline)

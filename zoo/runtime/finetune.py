@@ -250,6 +250,16 @@ def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, devi
         return {}
     metric = task.headline[0]
     model.eval()
+    if hasattr(task, "measure"):  # a generative task samples and compares with the validation images
+        from .evaluate import MeasureContext
+
+        context = MeasureContext(device, config.bf16, 256, env, show_progress=False,
+                                 channels_last=config.channels_last)
+        try:
+            with torch.inference_mode(), autocast(device, config.bf16):
+                return {f"val_{metric}": task.measure(model, val_data, context, validation=True)[metric]}
+        finally:
+            model.train()
     evaluator = task.evaluator()
     try:
         with torch.inference_mode(), autocast(device, config.bf16):

@@ -56,6 +56,8 @@ class Steps:
     def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int) -> None:
         self.optimizers, self.schedulers, self.accumulate = optimizers, schedulers, accumulate
         self.stepping = True
+        self.batch_index = 0  # the batch's number in the whole run (epochs included): a task's own schedule
+        # (a GAN's generator step every n-th discriminator step) follows it and so resumes exactly
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.accumulate).backward()
@@ -119,6 +121,7 @@ class Loop:
             x = model_input(self.task, batch, self.device, config.channels_last)
             stepped = (step + 1) % config.accumulate == 0 or step == len(batches) - 1
             self.steps.stepping = stepped
+            self.steps.batch_index = position.epoch * len(batches) + step
             with autocast(self.device, config.bf16):
                 if stepping_task:
                     out = self.task.training_step(self.model, x, batch, config, step=self.steps)

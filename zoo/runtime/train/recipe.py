@@ -33,12 +33,16 @@ class FinetuneConfig:
         "detectors 16)."))
     lr: float | None = field(default=None, metadata=_opt(
         "Peak learning rate (default: the task's per 128 images, e.g. classifiers 0.05 SGD / 1e-3 AdamW)."))
-    optimizer: str = field(default="sgd", metadata=_opt(
-        "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw.", ("sgd", "adamw")))
-    weight_decay: float = field(default=5e-4, metadata=_opt("L2 weight decay."))
-    schedule: str = field(default="onecycle", metadata=_opt(
-        "onecycle, or cosine (linear warm-up, then cosine).", ("onecycle", "cosine")))
-    warmup: float = field(default=0.15, metadata=_opt("Fraction of steps spent warming up."))
+    optimizer: str | None = field(default=None, metadata=_opt(
+        "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw; adam: betas (0.5, 0.999), the GAN "
+        "setting (default: the task's; classifiers and detectors sgd, GANs adam).", ("sgd", "adamw", "adam")))
+    weight_decay: float | None = field(default=None, metadata=_opt("L2 weight decay (default: the task's, 5e-4 "
+                                                                   "for classifiers)."))
+    schedule: str | None = field(default=None, metadata=_opt(
+        "onecycle, cosine (linear warm-up, then cosine) or constant (default: the task's, onecycle for "
+        "classifiers).", ("onecycle", "cosine", "constant")))
+    warmup: float | None = field(default=None, metadata=_opt("Fraction of steps spent warming up (default: the "
+                                                             "task's, 0.15 for classifiers)."))
     label_smoothing: float = field(default=0.1, metadata=_opt("Classifiers: label smoothing of the loss."))
     augment: str | None = field(default=None, metadata=_opt(
         "Training augmentation preset; each task has its own (default: the task's)."))
@@ -64,12 +68,16 @@ class FinetuneConfig:
         "Start from random initialisation instead of the card's weights.", flag="--scratch"))
 
 
+#: What a field left unset becomes when the task has no default of its own either.
+FALLBACKS = {"batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.15}
+
+
 def resolve(config: FinetuneConfig, task: Any) -> FinetuneConfig:
     """Fill the fields left to the task (None) from its ``recipe_defaults``: what a good default is differs by task
     (a detector fine-tunes with far smaller batches than a CIFAR classifier). The card records the result."""
     from dataclasses import replace
 
-    defaults = {"batch_size": 128, **getattr(task, "recipe_defaults", {})}
+    defaults = {**FALLBACKS, **getattr(task, "recipe_defaults", {})}
     filled = {k: v for k, v in defaults.items() if k in FinetuneConfig.__dataclass_fields__
               and getattr(config, k) is None}
     return replace(config, **filled)
@@ -80,7 +88,7 @@ def base_lr(config: FinetuneConfig, task: Any) -> float:
     with the images per step."""
     if config.lr:
         return config.lr
-    rates = {"sgd": 0.05, "adamw": 1e-3, **getattr(task, "base_lr", {})}
+    rates = {"sgd": 0.05, "adamw": 1e-3, "adam": 4e-4, **getattr(task, "base_lr", {})}
     return rates[config.optimizer] * config.batch_size * config.accumulate / 128
 
 
@@ -96,7 +104,9 @@ def make_optimizer(params: list, config: FinetuneConfig, lr: float) -> torch.opt
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd or adamw.")
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=config.weight_decay)
+    raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd, adamw or adam.")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int):  # noqa: ANN201
@@ -116,4 +126,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, tot
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle or cosine.")
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle, cosine or constant.")

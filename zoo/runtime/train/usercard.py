@@ -63,6 +63,7 @@ def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[st
         "input": {"shape": list(card.input_shape)} if card.input_shape else None,
         "preprocess": _plain(dataclasses.asdict(card.preprocess)) if card.preprocess else None,
         "labels": list(classes),
+        "task_config": _plain(dict(card.task_config)) or None,  # the task's settings (a GAN's feature space)
         "head": card.head,
         "params": None,
         "license": card.license,

@@ -1,0 +1,185 @@
+"""The GAN plugin: architectures, the adversarial training step through the runtime (two named optimizers,
+d_steps, resume), evaluation by sampling (FID/KID in a named feature space, judge accuracy, the real-vs-real
+floor) and the one-line refusals. Self-contained: a tiny GAN card and a random-weights ResNet-20 as the feature
+network and judge, on images the test draws."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+import zoo
+import zoo._registry
+from zoo.cli import cli
+from zoo_gan.models import build_cgan, build_dcgan
+
+CLASSES = ["dark", "bright"]
+
+
+def make_two_class_folder(root: Path, per_class: int, size: int = 32, seed: int = 0) -> Path:
+    """Noisy dark and bright 32x32 PNGs in two class folders (an ImageFolder)."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            level = 60 + 130 * c
+            array = level + rng.integers(-50, 51, (size, size, 3))
+            Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def _file_card(directory: Path, name: str, module: torch.nn.Module) -> tuple[str, str]:
+    torch.manual_seed(0)
+    path = directory / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    return path.name, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def tiny_gan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user registry with `tiny-cgan` (conditional), `tiny-dcgan` and `judge-net` (a random ResNet-20 over the
+    same two classes: the feature network and the judge)."""
+    from zoo_classifier.models import build_cifar_resnet
+
+    torch.manual_seed(0)
+    judge_file, judge_sha = _file_card(tmp_path, "judge-net", build_cifar_resnet(depth=20, num_classes=2))
+    torch.manual_seed(1)
+    cgan_file, cgan_sha = _file_card(tmp_path, "tiny-cgan", build_cgan(2, 16, 32, 8))
+    dcgan_file, dcgan_sha = _file_card(tmp_path, "tiny-dcgan", build_dcgan(16, 32, 8))
+    gan_common = ("    input: {shape: [3, 32, 32]}\n"
+                  "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n")
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "models:\n"
+        "  judge-net:\n    task: classifier\n    builder: zoo_classifier.models:build_cifar_resnet\n"
+        "    kwargs: {depth: 20, num_classes: 2}\n    head: linear\n    input: {shape: [3, 32, 32]}\n"
+        "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+        f"    labels: [{', '.join(CLASSES)}]\n"
+        f"    weights:\n      v1: {{uri: {judge_file}, sha256: {judge_sha}}}\n"
+        "  tiny-cgan:\n    task: gan\n    builder: zoo_gan.models:build_cgan\n"
+        "    kwargs: {num_classes: 2, z_dim: 16, g_width: 32, d_width: 8}\n" + gan_common +
+        f"    labels: [{', '.join(CLASSES)}]\n"
+        "    task_config: {features: judge-net, judge: judge-net, samples: 160, val_samples: 140}\n"
+        f"    weights:\n      v1: {{uri: {cgan_file}, sha256: {cgan_sha}}}\n"
+        "  tiny-dcgan:\n    task: gan\n    builder: zoo_gan.models:build_dcgan\n"
+        "    kwargs: {z_dim: 16, g_width: 32, d_width: 8}\n" + gan_common +
+        "    task_config: {loss: nonsaturating, features: judge-net, samples: 160, val_samples: 140}\n"
+        f"    weights:\n      v1: {{uri: {dcgan_file}, sha256: {dcgan_sha}}}\n")
+    monkeypatch.setenv("ZOO_REGISTRY", str(registry))
+    zoo._registry.reset_registry()
+    return tmp_path
+
+
+def test_architectures_reach_32_pixels_in_range():
+    torch.manual_seed(0)
+    for gan, labels in ((build_dcgan(), None), (build_cgan(10), torch.arange(4) % 10)):
+        gan.eval()
+        images = gan(torch.randn(4, gan.z_dim), labels)
+        assert images.shape == (4, 3, 32, 32) and images.abs().max() <= 1.0
+        assert gan.discriminator(images, labels).shape == (4,)
+
+
+def test_the_class_changes_a_conditional_sample():
+    torch.manual_seed(0)
+    gan = build_cgan(10).eval()
+    for norm in gan.generator.norms:  # initialised class-blind (scale 1, shift 0): as if trained
+        torch.nn.init.normal_(norm.shift.weight, std=0.5)
+    z = torch.randn(1, gan.z_dim).repeat(2, 1)
+    with torch.no_grad():
+        a, b = gan(z, torch.tensor([3, 5]))
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_eval_reports_fid_in_its_feature_space_with_judge_and_floor(tiny_gan: Path):
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    record = zoo.evaluate("tiny-cgan", data, val_split=0.5, seed=0, samples=160, precision="fp32")
+    metrics = record["metrics"]
+    assert list(metrics)[0] == "fid[judge-net]" and record["headline"]["metric"] == "fid[judge-net]"
+    assert metrics["fid[judge-net]"] > 0 and metrics["samples"] == 160 and metrics["feature_dim"] == 64
+    assert 0 <= metrics["judge_accuracy"] <= 100 and metrics["judge"] == "judge-net"
+    assert metrics["reference"]["images"] == 160 and "held out" in metrics["reference"]["set"]
+    floor = metrics["floor"]
+    assert floor["images"] == 160 and "outside the reference set" in floor["set"]
+    assert floor["fid[judge-net]"] < metrics["fid[judge-net]"]  # real images beat an untrained generator
+    again = zoo.evaluate("tiny-cgan", data, val_split=0.5, seed=0, samples=160, precision="fp32")
+    assert again["metrics"]["fid[judge-net]"] == metrics["fid[judge-net]"]  # same seeds, same samples
+
+
+def test_too_few_samples_for_the_feature_space_is_one_line(tiny_gan: Path):
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    result = CliRunner().invoke(cli, ["eval", "tiny-dcgan", "--data", str(data), "--val-split", "0.5",
+                                      "--samples", "50"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "64-dimensional" in result.output and "--samples 128" in result.output, result.output
+
+
+@pytest.mark.parametrize("verb", ["predict"])
+def test_a_gan_does_not_predict(tiny_gan: Path, verb: str):
+    result = CliRunner().invoke(cli, [verb, "tiny-cgan", "examples/images/horse.png"])
+    assert result.exit_code == 1
+    assert "'zoo predict' does not apply" in result.output and "'zoo sample'" in result.output
+
+
+def test_training_steps_both_optimizers_and_resumes_exactly(tiny_gan: Path):
+    """Two epochs straight vs stopped after one and resumed: the same weights (the loop's generator draws the
+    latents, the checkpoint holds G's and D's optimizers). d_steps 2: G steps on every other batch."""
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    config = FinetuneConfig(epochs=2, batch_size=32, val_split=0.5, seed=0)
+    straight = finetune("tiny-cgan", data, tiny_gan / "straight", config=config, register=False,
+                        show_progress=False)
+    assert len(straight.history) == 2 and "val_fid[judge-net]" in straight.history[0]
+    assert "train_g_loss" in straight.history[0]
+    one = finetune("tiny-cgan", data, tiny_gan / "resumed", config=FinetuneConfig(
+        epochs=1, batch_size=32, val_split=0.5, seed=0), register=False, show_progress=False)
+    assert one.best_epoch == 1
+    resumed = finetune("tiny-cgan", data, tiny_gan / "resumed", config=config, resume=True, register=False,
+                       show_progress=False)
+    assert [row["val_fid[judge-net]"] for row in resumed.history] == [
+        row["val_fid[judge-net]"] for row in straight.history]
+    state = torch.load(tiny_gan / "straight" / "checkpoint.pt", weights_only=True)
+    assert set(state["optimizers"]) == {"D", "G"} and all(o["state"] for o in state["optimizers"].values())
+    last = torch.load(tiny_gan / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    assert state["model"].keys() == last.keys()
+    assert all(torch.equal(state["model"][k], last[k]) for k in last)
+
+
+def test_d_steps_makes_the_generator_step_less_often(tiny_gan: Path, tmp_path: Path):
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    text = (tiny_gan / "registry.yaml").read_text().replace("samples: 160, val_samples: 140}",
+                                                            "samples: 160, val_samples: 140, d_steps: 2}")
+    (tiny_gan / "registry.yaml").write_text(text)
+    zoo._registry.reset_registry()
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    finetune("tiny-cgan", data, tiny_gan / "d2", config=FinetuneConfig(epochs=1, batch_size=32, val_split=0.5),
+             register=False, show_progress=False)
+    state = torch.load(tiny_gan / "d2" / "checkpoint.pt", weights_only=True)
+    steps = {name: max(int(s["step"]) for s in o["state"].values()) for name, o in state["optimizers"].items()}
+    assert steps == {"D": 5, "G": 3}, steps  # 160 images, batches of 32: D steps on 5, G on batches 0, 2, 4
+
+
+def test_finetune_writes_a_card_whose_figure_reproduces(tiny_gan: Path):
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    result = finetune("tiny-cgan", data, tiny_gan / "my-gan", config=FinetuneConfig(
+        epochs=1, batch_size=32, val_split=0.5), show_progress=False)
+    card = zoo.card("my-gan")
+    metric = card.variant().metrics[0]
+    assert metric.name == "fid[judge-net]" and metric.value == pytest.approx(result.best_value, abs=1e-3)
+    assert "--val-split 0.5 --seed 0" in metric.note
+    runner = CliRunner()
+    out = runner.invoke(cli, ["eval", "my-gan", "--data", str(data), "--val-split", "0.5", "--samples", "140",
+                              "--compare", "--json", "--precision", "fp32"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["compare"]["reproduces"]
