@@ -15,12 +15,15 @@ from zoo.cli import cli
 
 LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric              cached  plugin
+cgan-cifar                           gan         2.7M    3x32x32    none                                     -                   -       gan
+dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                   -       gan
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*  no      detector
 fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*  no      detector
 fastestdet-coco                      detector    244K    3x352x352  upstream-coco (safetensors, fp16)        val2017 map 13.00*  yes     detector
 fastestdet-imagenet                  detector    244K    3x352x352  none                                     -                   -       detector
 fastestdet-raccoon                   detector    237K    3x352x352  zoo-e30 (safetensors, fp16)              test map 48.89      yes     detector
 fcos-r50-fpn-coco                    detector    32.3M   -          coco-v1 (converted, fp32)                val2017 map 39.20*  no      detector
+inception-v3-fid                     classifier  23.9M   3x299x299  tf-2015-12-05 (converted, fp32)          -                   no      classifier
 resnet18-cifar                       classifier  11.2M   3x32x32    zoo-cutout-e120-ema (safetensors, fp16)  val top1 93.32      yes     classifier
 resnet20-cifar                       classifier  270K    3x32x32    akamaster (converted, fp32)              test top1 91.73*    no      classifier
 resnet32-cifar                       classifier  464K    3x32x32    akamaster (converted, fp32)              test top1 92.63*    no      classifier
@@ -28,6 +31,7 @@ resnet44-cifar                       classifier  659K    3x32x32    akamaster (c
 resnet56-cifar                       classifier  853K    3x32x32    akamaster (converted, fp32)              test top1 93.39*    no      classifier
 retinanet-r50-fpn-v2-coco            detector    38.2M   -          coco-v1 (converted, fp32)                val2017 map 41.50*  no      detector
 ssdlite320-mobilenetv3-coco          detector    3.4M    -          coco-v1 (converted, fp32)                val2017 map 21.30*  no      detector
+vae-cifar                            vae         2.2M    3x32x32    none                                     -                   -       vae
 * published by the weights' authors; others measured by zoo ('zoo info NAME' gives the source or the command)
 """
 
@@ -44,16 +48,16 @@ def test_list_table():
 
 def test_list_filters_and_json():
     records = json.loads(run("list", "--task", "classifier", "--pretrained", "--json").output)
-    assert [r["name"] for r in records] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
-                                            "resnet56-cifar"]
-    first = records[1]
+    assert [r["name"] for r in records] == ["inception-v3-fid", "resnet18-cifar", "resnet20-cifar", "resnet32-cifar",
+                                            "resnet44-cifar", "resnet56-cifar"]
+    first = records[2]
     assert first["params"] == 269722 and first["input"] == [3, 32, 32] and first["cached"] is False
     assert first["metric"] == {"name": "top1", "value": 91.73, "dataset": "cifar10", "split": "test",
                                "source": "published",
                                "reference": "https://github.com/akamaster/pytorch_resnet_cifar10#results "
                                             "(8.27% test error)"}
     assert run("list", "resnet5*").output.splitlines()[1].startswith("resnet56-cifar")
-    assert run("list", "--task", "gan").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
+    assert run("list", "--task", "diffusion").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
 
 
 def test_info_shows_the_whole_card():
@@ -107,11 +111,12 @@ def test_cache_commands_on_an_empty_cache(zoo_home):
 
 def test_plugins_json():
     records = {r["name"]: r for r in json.loads(run("plugins", "--json").output)}
-    assert set(records) == {"classifier", "detector"}
+    assert set(records) == {"classifier", "detector", "gan", "vae"}
     record = records["classifier"]
-    assert record["distribution"] == "visionzoo" and records["detector"]["distribution"] == "visionzoo"
+    assert {r["distribution"] for r in records.values()} == {"visionzoo"}
     assert record["models"] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
-                                "resnet56-cifar"]
+                                "resnet56-cifar", "inception-v3-fid"]  # in the catalogue's order
+    assert records["gan"]["models"] == ["dcgan-cifar", "cgan-cifar"] and records["vae"]["models"] == ["vae-cifar"]
 
 
 def test_convert_refuses_a_wrong_sha256(tmp_path):

@@ -183,3 +183,14 @@ def test_finetune_writes_a_card_whose_figure_reproduces(tiny_gan: Path):
                               "--compare", "--json", "--precision", "fp32"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["compare"]["reproduces"]
+
+
+def test_the_task_contract_cycle(tiny_gan: Path):
+    """load -> sample -> eval -> finetune (stopped and resumed) -> reload, as for every task (tests/contract)."""
+    from tests.contract.cycle import run_cycle
+
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    report = run_cycle("tiny-cgan", data, [], tiny_gan / "work",
+                       finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2})
+    assert report.verbs == ("eval", "finetune", "sample") and report.new_model == "tiny-cgan-tuned"
+    print(report)

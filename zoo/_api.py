@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision.transforms import v2
 
-__all__ = ["card", "evaluate", "fetch", "finetune", "list_models", "load", "predict", "transforms"]
+__all__ = ["card", "evaluate", "fetch", "finetune", "list_models", "load", "predict", "sample", "transforms"]
 
 
 def card(name: str) -> ModelCard:
@@ -125,6 +125,25 @@ def evaluate(name: str, data: str | Path, **options: Any) -> dict[str, Any]:
     options.setdefault("show_progress", False)
     options.setdefault("precision", "auto")  # as `zoo eval`: bf16 where the device has native bf16
     return run_evaluate(name, data, **options).as_dict()
+
+
+def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int] | None = None, *,
+           batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
+           **task_options: Any) -> torch.Tensor:
+    """`n` new images from generative model `name` (a GAN, a VAE...): float32 N x C x H x W in [0, 1], on the
+    CPU, as ``zoo sample`` draws them. Sample i comes from its own generator, seeded ``blake2b(seed:index)``: the
+    same seed gives the same images whatever `batch_size`. `labels` (class-conditional models): None (drawn
+    uniformly from the seed), one class name or index for every sample, or one per sample. `task_options` are
+    the task's own. Details: :func:`zoo.runtime.sample.sample`.
+
+    Example:
+        >>> zoo.sample("cgan-cifar", 16, seed=0, labels="cat").shape
+        torch.Size([16, 3, 32, 32])
+    """
+    from .runtime.sample import sample as run_sample
+
+    return run_sample(name, n, seed, labels, batch_size=batch_size, device=device, precision=precision,
+                      **task_options)
 
 
 def finetune(name: str, data: str | Path, out: str | Path, **recipe: Any) -> Any:

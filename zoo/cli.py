@@ -550,6 +550,68 @@ def predict_command(name: str, args: tuple[str, ...], out: Path | None, as_json:
         click.echo(f"wrote {out / 'predictions.json'}")
 
 
+@cli.command("sample", cls=_TaskCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.option("-n", "n", type=int, default=64, show_default=True, help="How many samples.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Sample i comes from a generator seeded blake2b(seed:i): the same seed, the same images.")
+@click.option("--class", "classes", multiple=True, metavar="CLASS",
+              help="Class-conditional models: the class to draw (a name or an index), once for every sample or "
+                   "repeated once per sample. Default: classes drawn uniformly from the seed.")
+@click.option("-o", "--out", "grid", type=click.Path(path_type=Path),
+              help="Write the samples as one grid PNG, and its manifest beside it (GRID.json).")
+@click.option("--out-dir", type=click.Path(path_type=Path),
+              help="Write one PNG per sample (000000.png, 000001.png...) and manifest.json into this folder.")
+@click.option("--nrow", type=click.IntRange(min=1), default=8, show_default=True, help="Images per row of the grid.")
+@click.option("--batch-size", type=int, help="Samples per step (default 256); the images do not depend on it.")
+@_precision_options
+@click.option("--device", help=_DEVICE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+@_one_line_errors
+def sample_command(ctx: click.Context, name: str, n: int, seed: int, classes: tuple[str, ...], grid: Path | None,
+                   out_dir: Path | None, nrow: int, batch_size: int | None, precision: str, bf16: bool,
+                   device: str | None, as_json: bool) -> None:
+    """Draw N new images from generative model NAME (a GAN, a VAE...) into a grid PNG and/or one PNG each.
+
+    Beside the images goes a manifest (model, weights sha256, seed, classes, precision, versions): the same
+    command with the same seed draws the same images.
+    """
+    from ._api import card as get_card
+    from .runtime.sample import check_output, draw, save_grid, save_images, write_manifest
+
+    _, options = _task_arguments(name, "sample", tuple(ctx.args))  # a model that does not sample: one line
+    if grid is None and out_dir is None:
+        raise ZooError(f"Say where to write the samples: zoo sample {name} -o GRID.png (one grid image) and/or "
+                       "--out-dir DIR (one PNG per sample).")
+    if grid is not None:
+        check_output(grid)
+    if out_dir is not None:
+        check_output(out_dir, directory=True)
+    names = get_card(name).labels
+    labels = [int(c) if c not in names and c.isdigit() else c for c in classes] or None
+    samples = draw(name, n, seed, labels, batch_size=batch_size, device=device,
+                   precision="bf16" if bf16 else precision, **options)
+    written = []
+    if out_dir is not None:
+        files = save_images(samples.images, out_dir)
+        written.append(f"{files[0]}..{files[-1].name}" if len(files) > 1 else str(files[0]))
+    if grid is not None:
+        save_grid(samples.images, grid, nrow)
+        written.insert(0, str(grid))
+    manifest = samples.manifest([p for p in (grid, out_dir) if p is not None])
+    if out_dir is not None:
+        write_manifest(out_dir / "manifest.json", manifest)
+    if grid is not None:
+        write_manifest(grid.with_name(grid.name + ".json"), manifest)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    weights = "" if samples.weights is not None else ", no weights: random init"
+    click.echo(escape(f"wrote {' and '.join(written)} ({_plural(samples.n, 'sample')} of {samples.name}, seed "
+                      f"{seed}, {samples.precision}{weights}, {samples.images_per_second:.0f} img/s)"))
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON by an atomic rename: a reader never sees half a file."""
     import os

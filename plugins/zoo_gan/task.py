@@ -77,7 +77,9 @@ class GanTrainData:
             raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")
         self.validation = (f"{len(self.val_idx)} real images held out (stratified by class) by --val-split "
                            f"{config.val_split} (seed {config.seed}) as the reference set")
-        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"
+        # what measures the validation figure again: the same held-out images, as many samples, same precision
+        self.eval_args = (f"--val-split {config.val_split} --seed {config.seed} --samples "
+                          f"{task.config.get('val_samples', 5000)} --precision {'bf16' if config.bf16 else 'fp32'}")
         self.key = content_key(Path(dataset.source), f"gan|{task.geometry()}|{config.val_split}|{config.seed}")
 
     def __len__(self) -> int:
@@ -326,8 +328,9 @@ class GanTask:
         head = f"fid[{space}] {summary[f'fid[{space}]']:.2f}"
         lines = [head]
         if f"kid[{space}]" in summary:
-            lines.append(f"kid[{space}] {1000 * summary[f'kid[{space}]']:.2f} ± {1000 * summary[f'kid_std[{space}]']:.2f}"
-                         f" (x1e-3)  precision {summary['precision']:.3f}  recall {summary['recall']:.3f}")
+            kid, kid_std = 1000 * summary[f"kid[{space}]"], 1000 * summary[f"kid_std[{space}]"]
+            lines.append(f"kid[{space}] {kid:.2f} ± {kid_std:.2f} (x1e-3)  precision {summary['precision']:.3f}  "
+                         f"recall {summary['recall']:.3f}")
         if "judge_accuracy" in summary:
             lines.append(f"judge accuracy {summary['judge_accuracy']:.2f}% ({summary['judge']} labels the samples "
                          "with the class they were asked for)")

@@ -5,9 +5,9 @@ a format of its task, a few image files and a scratch directory, and checks, thr
 CLI (``click.testing.CliRunner``, in this process, so plugins registered inline count):
 
 1. ``zoo.load`` gives a module in eval mode, on the CPU.
-2. Each of predict / eval / finetune the task does not list in ``verbs`` is refused by the CLI in one line that
-   names the verbs it does support (exit 1, no traceback, nothing written), and by the Python API with a
-   ``ZooError``; ``zoo predict --help`` / ``zoo eval --help`` list the task's own options (``Task.options``).
+2. Each of predict / eval / finetune / sample the task does not list in ``verbs`` is refused by the CLI in one
+   line that names the verbs it does support (exit 1, no traceback, nothing written), and by the Python API with
+   a ``ZooError``; ``zoo predict|eval|sample --help`` list the task's own options (``Task.options``).
 3. ``zoo predict --json``: one record per image, in order, naming its image, with fields of the task's own;
    ``-o DIR`` writes the same records to ``DIR/predictions.json``, every file a record lists, and no ``.partial``.
 4. ``zoo eval --json --report DIR``: the summary holds the task's headline metric (``Task.headline``), first, as a
@@ -18,10 +18,19 @@ CLI (``click.testing.CliRunner``, in this process, so plugins registered inline 
    the new card loads with ``zoo.load(NEW)``, is listed with its figure, and the command its metric note gives
    (``zoo eval NEW --data ... --val-split F --seed S --compare``) reproduces that figure within the task's
    ``tolerance``; ``checkpoint.pt`` reads with ``torch.load(weights_only=True)``.
+6. ``zoo sample -o GRID --out-dir DIR --json``: the grid (``make_grid`` geometry), one PNG per sample, the same
+   manifest in ``GRID.json``, ``DIR/manifest.json`` and on stdout (model, weights sha256, seed, n, classes, the
+   task's option defaults, precision, versions); ``zoo.sample`` gives float32 N x C x H x W in [0, 1] on the
+   CPU, the same pixels as the PNGs; the same seed gives the same tensors at batch sizes 1, 7 and 64 (fp32 and
+   the default precision) and byte-identical PNGs; sample i does not depend on n; another seed differs. A
+   conditional task (``Task.conditional``) draws one class per sample when given none, draws ``--class`` when
+   given one (name or index) and refuses an unknown one in one line; an unconditional one refuses ``--class``.
+   -n 0, and no -o/--out-dir, are one line each and write nothing.
 
 Nothing in here knows a particular task: what differs between tasks comes from the task class's ``verbs``,
-``headline`` and ``tolerance``. Every step runs on the CPU. The data must give the fine-tuning run at least two
-batches per epoch (the run is stopped after the first one); keep it tiny, the cycle trains three times.
+``headline``, ``tolerance`` and ``conditional``. Every step runs on the CPU. The data must give the fine-tuning
+run at least two batches per epoch (the run is stopped after the first one); keep it tiny, the cycle trains three
+times.
 
 Run it on your own task from a checkout of zoo (``from tests.contract.cycle import run_cycle``) or copy this file
 into your plugin's tests: it imports only zoo, torch, safetensors, click and pytest. docs/plugins/tasks.md.
@@ -46,11 +55,11 @@ from click.testing import CliRunner, Result
 import zoo
 import zoo.runtime.finetune as ft
 from zoo.errors import ZooError
-from zoo.runtime.tasks import VERBS, task_class
+from zoo.runtime.tasks import VERBS, get_task, task_class
 
 __all__ = ["CycleReport", "run_cycle"]
 
-CHECKED_VERBS = ("predict", "eval", "finetune")  # the verbs the runtime implements for every task
+CHECKED_VERBS = ("predict", "eval", "finetune", "sample")  # the verbs the runtime implements for every task
 
 
 @dataclass
@@ -89,7 +98,7 @@ def run_cycle(model: str, data: Path, images: Sequence[Path], workdir: Path, *,
     card = zoo.card(model)
     cls = task_class(card.task)
     verbs = frozenset(cls.verbs)
-    metric, higher = cls.headline
+    metric, higher = get_task(card).headline  # the task object's: it may name it per card (fid[resnet56-cifar])
     assert verbs <= set(VERBS), f"{cls.__name__}.verbs {sorted(verbs)} has verbs the runtime does not know ({VERBS})"
     assert isinstance(metric, str) and isinstance(higher, bool), f"{cls.__name__}.headline must be (str, bool)"
     assert isinstance(cls.tolerance, (int, float)) and cls.tolerance >= 0, f"{cls.__name__}.tolerance must be >= 0"
@@ -106,7 +115,7 @@ def run_cycle(model: str, data: Path, images: Sequence[Path], workdir: Path, *,
         for verb in CHECKED_VERBS:
             if verb not in verbs:
                 _check_refusal(model, verb, verbs, data, images, workdir)
-        for verb in ("predict", "eval"):  # --help lists the options of every installed task
+        for verb in ("predict", "eval", "sample"):  # --help lists the options of every installed task
             if verb in verbs:
                 text = _succeeds(verb, "--help").stdout
                 missing = [o.opts[0] for o in cls.options(verb) if o.opts[0] not in text]
@@ -117,6 +126,9 @@ def run_cycle(model: str, data: Path, images: Sequence[Path], workdir: Path, *,
     if "eval" in verbs:
         with _timed(report, "eval"):
             _check_eval(model, data, workdir / "eval-report", card.task, metric, higher)
+    if "sample" in verbs:
+        with _timed(report, "sample"):
+            _check_sample(model, cls, workdir / "samples")
     if "finetune" in verbs:
         report.new_model = new_name or f"{card.name}-tuned"
         _check_finetune(model, data, workdir, report, dict(finetune_options or {}), cls)
@@ -173,7 +185,8 @@ def _check_refusal(model: str, verb: str, verbs: frozenset[str], data: Path, ima
     out = workdir / f"refused-{verb}"
     args = {"predict": ["predict", model, *images, "-o", out],
             "eval": ["eval", model, "--data", data, "--report", out],
-            "finetune": ["finetune", model, "--data", data, "--out", out]}[verb]
+            "finetune": ["finetune", model, "--data", data, "--out", out],
+            "sample": ["sample", model, "-n", 2, "-o", out]}[verb]
     result = zoo_cli(*args, "--device", "cpu")
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
@@ -188,7 +201,8 @@ def _check_refusal(model: str, verb: str, verbs: frozenset[str], data: Path, ima
     assert not out.exists(), f"a refused zoo {verb} wrote {out}"
     call = {"predict": lambda: predict(model, list(images), device="cpu"),
             "eval": lambda: evaluate(model, data, device="cpu", show_progress=False),
-            "finetune": lambda: ft.finetune(model, data, out, device="cpu", show_progress=False)}[verb]
+            "finetune": lambda: ft.finetune(model, data, out, device="cpu", show_progress=False),
+            "sample": lambda: zoo.sample(model, 2, device="cpu")}[verb]
     with pytest.raises(ZooError, match=f"'zoo {verb}'"):
         call()
     assert not out.exists(), f"a refused {verb}() wrote {out}"
@@ -228,6 +242,104 @@ def _check_eval(model: str, data: Path, out: Path, task: str, metric: str, highe
     assert all(Path(p).is_file() for p in record["report"]), record["report"]
     assert not _partials(out), _partials(out)
     return record
+
+
+def _one_line_error(*args: Any) -> str:
+    """``zoo ARGS...`` must fail with one line on stderr, exit 1, no traceback; returns that line."""
+    result = zoo_cli(*args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
+        f"zoo {' '.join(map(str, args))}: exit {result.exit_code}, not 1\n{_explain(result)}")
+    assert len(lines) == 1 and "Traceback" not in result.output, f"not one line:\n{result.output}"
+    return lines[0]
+
+
+def _check_sample(model: str, cls: type, out: Path) -> None:
+    from zoo.runtime.images import read_image
+    from zoo.runtime.sample import to_uint8
+
+    card = zoo.card(model)
+    conditional = bool(getattr(cls, "conditional", False))
+    n, seed, nrow = 5, 3, 4
+    out.mkdir(parents=True)
+    grid, each = out / "grid.png", out / "each"
+    result = _succeeds("sample", model, "-n", n, "--seed", seed, "-o", grid, "--out-dir", each, "--nrow", nrow,
+                       "--device", "cpu", "--json")
+    manifest = json.loads(result.stdout)
+    assert json.loads((out / "grid.png.json").read_text()) == manifest, "GRID.json != the manifest --json printed"
+    assert json.loads((each / "manifest.json").read_text()) == manifest, "DIR/manifest.json != --json's manifest"
+    assert (manifest["model"], manifest["seed"], manifest["n"]) == (card.qualified_name, seed, n), manifest
+    assert manifest["sample_seeds"] == "blake2b(seed:index)" and manifest["device"] == "cpu", manifest
+    assert manifest["precision"] in ("fp32", "bf16") and manifest["torch"] == torch.__version__, manifest
+    assert manifest["zoo"] == zoo.__version__ and manifest["created"], manifest
+    variant = card.variant()
+    if variant is None:
+        assert manifest["weights"] is None, manifest["weights"]
+    else:
+        assert manifest["weights"]["variant"] == variant.tag, manifest["weights"]
+        assert variant.sha256 is None or manifest["weights"]["sha256"] == variant.sha256, manifest["weights"]
+    defaults = {o.name: o.default for o in cls.options("sample")}
+    assert manifest["options"] == defaults, f"the manifest's task options {manifest['options']}, not {defaults}"
+    if conditional:
+        assert len(manifest["labels"]) == n and set(manifest["labels"]) <= set(card.labels), manifest["labels"]
+        assert "labels_drawn" in manifest, "classes drawn when none were given: the manifest must say how"
+    else:
+        assert manifest["labels"] is None and "labels_drawn" not in manifest, manifest
+
+    files = sorted(each.glob("*.png"))
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(n)], [f.name for f in files]
+    pngs = [read_image(f) for f in files]
+    precision = manifest["precision"]
+    images = zoo.sample(model, n, seed, manifest["labels"], device="cpu", precision=precision)
+    assert isinstance(images, torch.Tensor) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert images.ndim == 4 and len(images) == n and 0 <= float(images.min()) <= float(images.max()) <= 1
+    rgb = [to_uint8(image).expand(3, -1, -1) for image in images]  # zoo decodes every PNG to RGB
+    assert all(torch.equal(png, image) for png, image in zip(pngs, rgb, strict=True)), (
+        "the PNGs are not zoo.sample's images (same model, seed, classes, precision)")
+    h, w = images.shape[2:]
+    drawn = read_image(grid)
+    assert tuple(drawn.shape) == (3, -(-n // nrow) * (h + 2) + 2, nrow * (w + 2) + 2), (
+        f"grid {tuple(drawn.shape)} for {n} images of {h}x{w}, {nrow} a row, 2 px apart")
+    assert torch.equal(drawn[:, 2:2 + h, 2:2 + w], rgb[0]), "the grid's first cell is not sample 0"
+    assert torch.equal(drawn[:, 2:2 + h, w + 4:2 * w + 4], rgb[1]), "the grid's second cell is not sample 1"
+
+    # the same seed, the same pixels, whatever the batch size (and sample i whatever n)
+    labels = manifest["labels"]
+    for p in ("fp32", precision):
+        runs = {b: zoo.sample(model, n, seed, labels, batch_size=b, device="cpu", precision=p) for b in (1, 7, 64)}
+        for b, run in runs.items():
+            assert torch.equal(run, runs[64]), (
+                f"{p}, batch size {b} vs 64: max difference {float((run - runs[64]).abs().max()):g}")
+    if not conditional or labels is not None:
+        first = zoo.sample(model, 2, seed, None if labels is None else labels[:2], device="cpu", precision=precision)
+        assert torch.equal(first, images[:2]), "samples 0-1 of a run with n=2 differ from those of n=5"
+    other = zoo.sample(model, n, seed + 1, labels, device="cpu", precision=precision)
+    assert not torch.equal(other, images), f"seeds {seed} and {seed + 1} gave the same images"
+    again = out / "again"
+    _succeeds("sample", model, "-n", n, "--seed", seed, "--out-dir", again, "--batch-size", 1, "--device", "cpu")
+    differ = [f.name for f in files if (again / f.name).read_bytes() != f.read_bytes()]
+    assert not differ, f"the same seed at --batch-size 1 wrote other PNGs: {differ}"
+
+    # classes
+    if conditional:
+        last = card.labels[-1]
+        record = json.loads(_succeeds("sample", model, "-n", 3, "--class", last, "-o", out / "one-class.png",
+                                      "--device", "cpu", "--json").stdout)
+        assert record["labels"] == [last] * 3 and "labels_drawn" not in record, record
+        record = json.loads(_succeeds("sample", model, "-n", 2, "--class", 0, "--class", last, "-o",
+                                      out / "two-classes.png", "--device", "cpu", "--json").stdout)
+        assert record["labels"] == [card.labels[0], last], record
+        line = _one_line_error("sample", model, "-n", 2, "--class", "no-such-class", "-o", out / "x.png")
+        assert f"Unknown class 'no-such-class' for model {card.name!r}; its classes: {card.labels[0]}" in line, line
+    else:
+        line = _one_line_error("sample", model, "-n", 2, "--class", "cat", "-o", out / "x.png")
+        assert f"{card.name!r} is unconditional: it takes no --class" in line, line
+    line = _one_line_error("sample", model, "-n", 0, "-o", out / "x.png", "--device", "cpu")
+    assert "at least 1" in line, line
+    line = _one_line_error("sample", model, "-n", 2, "--device", "cpu")
+    assert "-o" in line and "--out-dir" in line, line
+    assert not (out / "x.png").exists() and not (out / "x.png.json").exists()
+    assert not list(out.rglob("*.partial")), list(out.rglob("*.partial"))
 
 
 class _StopAfterFirstBatch(ft.StopRequest):
@@ -271,7 +383,7 @@ def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, 
                     cls: type) -> None:
     from safetensors.torch import load_file
 
-    metric, higher = cls.headline
+    metric, higher = get_task(zoo.card(model)).headline
     new = report.new_model
     assert new is not None
     options.setdefault("epochs", 2)

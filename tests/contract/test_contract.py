@@ -1,5 +1,6 @@
-"""The task contract, end to end: a toy third-party task, zoo's classifier and its detector each go through
-run_cycle (cycle.py); a task name two plugins register, and a verb a task does not support, are refused."""
+"""The task contract, end to end: a toy third-party task, a toy generative one (conditional and not), zoo's
+classifier and its detector each go through run_cycle (cycle.py); a task name two plugins register, and a verb a
+task does not support, are refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from PIL import Image
 import zoo
 from tests.conftest import register_resnet20_card
 from tests.contract.cycle import run_cycle, zoo_cli
-from tests.contract.toy_task import MODEL, TASK, FractionBrightnessTask, ToyPlugin, installed, toy_cards
+from tests.contract.toy_task import (
+    GENERATOR,
+    GENERATOR_TASK,
+    MODEL,
+    TASK,
+    FractionBrightnessTask,
+    ToyPlugin,
+    generator_cards,
+    installed,
+    toy_cards,
+)
 from tests.test_finetune import make_top_bottom
 from zoo._plugins import Plugins, reset_plugins
 from zoo._registry import reset_registry
@@ -21,6 +32,7 @@ from zoo.errors import ZooError
 from zoo.runtime.tasks import _registered, reset_tasks
 
 EVAL_ONLY = "tests.contract.toy_task:EvalOnlyBrightnessTask"
+UNCONDITIONAL = "tests.contract.toy_task:UnconditionalToyGeneratorTask"
 
 
 def make_brightness_folder(root: Path, n: int = 24, size: int = 24, seed: int = 0) -> Path:
@@ -78,6 +90,26 @@ def test_a_task_with_two_named_optimizers(tmp_path):
         state = torch.load(next((tmp_path / "work").rglob("checkpoint.pt")), weights_only=True)
     assert set(state["optimizers"]) == set(state["schedulers"]) == {"body", "head"}
     assert all(s["state"] for s in state["optimizers"].values())  # both were stepped
+
+
+def test_a_generative_task(tmp_path):
+    """A sampling-only, class-conditional task: zoo sample end to end; predict, eval and finetune refused."""
+    data = make_brightness_folder(tmp_path / "data", n=4)
+    plugin = ToyPlugin(generator_cards(tmp_path), GENERATOR_TASK, "tests.contract.toy_task:ToyGeneratorTask")
+    with installed(("toy-gan", plugin)):
+        report = run_cycle(GENERATOR, data, [data / "000.png"], tmp_path / "work")
+    assert report.verbs == ("sample",) and report.new_model is None
+    print(report)
+
+
+def test_an_unconditional_generative_task(tmp_path):
+    data = make_brightness_folder(tmp_path / "data", n=4)
+    plugin = ToyPlugin(generator_cards(tmp_path, "toy-gan-free", "toy-gan-free", conditional=False), "toy-gan-free",
+                       UNCONDITIONAL)
+    with installed(("toy-gan-free", plugin)):
+        report = run_cycle("toy-gan-free", data, [data / "000.png"], tmp_path / "work")
+    assert report.verbs == ("sample",)
+    print(report)
 
 
 def test_eval_only_toy_task_refuses_the_other_verbs(tmp_path):

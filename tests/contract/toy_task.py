@@ -29,8 +29,9 @@ from zoo.runtime.images import IMAGE_SUFFIXES, ImageError, read_image
 from zoo.runtime.splits import random_split
 from zoo.runtime.tasks import Batch
 
-__all__ = ["BrightnessNet", "BrightnessTask", "EvalOnlyBrightnessTask", "FractionBrightnessTask", "ToyPlugin",
-           "installed", "toy_cards"]
+__all__ = ["BrightnessNet", "BrightnessTask", "EvalOnlyBrightnessTask", "FractionBrightnessTask", "ToyGenerator",
+           "ToyGeneratorTask", "ToyPlugin", "UnconditionalToyGeneratorTask", "generator_cards", "installed",
+           "toy_cards"]
 
 TASK = "brightness"
 MODEL = "brightness-tiny"
@@ -278,6 +279,97 @@ class FractionBrightnessTask(BrightnessTask):
 
     tolerance = 0.0005
     scale = 1.0
+
+
+# -- a generative task: "toy-gan", noise (and a class) to images -------------------------------------------
+
+GENERATOR_TASK = "toy-gan"
+GENERATOR = "toy-gan-tiny"
+COLOURS = ("red", "green", "blue")  # the conditional toy's classes
+GENERATED = 16  # its images: 3 x 16 x 16
+
+
+class ToyGenerator(nn.Module):
+    """A DCGAN in miniature: a linear layer from noise (times a class embedding) to 4 x 4 maps, then two
+    upsampling stages to 3 x 16 x 16, tanh. Its linear and conv layers give slightly different floats for a row
+    in batches of other sizes (the reason the runtime samples in fixed micro-batches), so the determinism checks
+    in cycle.py can fail."""
+
+    def __init__(self, z_dim: int = 16, num_classes: int = 3, width: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        self.width = width
+        self.fc = nn.Linear(z_dim, width * 4 * 4)
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(width, 3, 3, padding=1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("a class-conditional generator needs labels")
+            z = z * self.embed(labels)
+        return self.up(torch.relu(self.fc(z)).view(-1, self.width, 4, 4))
+
+
+def build_toy_generator(z_dim: int = 16, num_classes: int = 3, width: int = 16) -> ToyGenerator:
+    return ToyGenerator(z_dim, num_classes, width)
+
+
+class ToyGeneratorTask:
+    """The contract for a sampling-only task: ``verbs = {"sample"}``, class-conditional over the card's labels,
+    with one option of its own (``--truncation``, the usual GAN trick: scale the noise down)."""
+
+    verbs = frozenset({"sample"})
+    headline = ("fid", False)  # what a generative task would report; this one measures nothing
+    tolerance = 1.0
+    conditional = True
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+        self.z_dim = int(card.kwargs.get("z_dim", 16))
+
+    @classmethod
+    def options(cls, verb: str) -> list[click.Option]:
+        if verb != "sample":
+            return []
+        return [click.Option(["--truncation"], type=click.FloatRange(0, 1, min_open=True), default=1.0,
+                             show_default=True, help="Scale the noise by this (lower: less varied samples).")]
+
+    def sample(self, model: nn.Module, noise: Any, labels: torch.Tensor | None,
+               truncation: float = 1.0) -> torch.Tensor:
+        z = noise.randn(self.z_dim) * truncation
+        return (model(z, labels) + 1) / 2
+
+
+class UnconditionalToyGeneratorTask(ToyGeneratorTask):
+    """The same task without classes: ``--class`` is refused."""
+
+    conditional = False
+
+
+def generator_cards(directory: Path, name: str = GENERATOR, task: str = GENERATOR_TASK, *, conditional: bool = True,
+                    seed: int = 0) -> dict[str, Any]:
+    """A registry mapping with one generator card (seeded random weights saved in `directory`, pinned by
+    sha256); a conditional one lists :data:`COLOURS` as its labels."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    kwargs = {"z_dim": 16, "num_classes": len(COLOURS) if conditional else 0, "width": 16}
+    weights = directory / f"{name}.safetensors"
+    save_file(build_toy_generator(**kwargs).state_dict(), str(weights))
+    card: dict[str, Any] = {
+        "task": task,
+        "builder": f"{__name__}:build_toy_generator",
+        "kwargs": kwargs,
+        "input": {"shape": [3, GENERATED, GENERATED]},
+        "description": "A toy image generator (random init) for the task-contract tests.",
+        "weights": {"random-init": {"uri": str(weights.resolve()), "sha256": hashlib.sha256(weights.read_bytes())
+                                    .hexdigest(), "size": weights.stat().st_size, "format": "safetensors"}},
+    }
+    if conditional:
+        card["labels"] = list(COLOURS)
+    return {"schema": 1, "models": {name: card}}
 
 
 # -- the plugin ---------------------------------------------------------------------------------------------
