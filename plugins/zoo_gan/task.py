@@ -262,33 +262,38 @@ class GanTask:
 
     def _generate(self, model: Any, net: Any, n: int, seed: int, context: Any, judge: Any,
                   judge_index: torch.Tensor | None, judge_task: Any) -> tuple[torch.Tensor, int | None]:
-        """Features of `n` samples (quantised to uint8, as a PNG would hold them) and, for a conditional model,
-        how many of them the judge labels with the class they were asked for. Classes are balanced: sample i is
-        of class i mod K. Under torchrun each rank draws every world_size-th batch and the features are gathered."""
+        """Features of `n` samples (quantised to uint8, as the PNG ``zoo sample`` writes holds them) and, for a
+        conditional model, how many of them the judge labels with the class they were asked for. Classes are
+        balanced: sample i is of class i mod K. The model is called as ``zoo sample`` calls it (fixed-size calls,
+        the last one padded), so these are exactly the images ``zoo sample --seed`` gives for those classes.
+        Under torchrun each rank draws every world_size-th call and the features are gathered."""
         from zoo.runtime.progress import progress
+        from zoo.runtime.sample import micro_batch
 
-        device, batch_size = context.device, context.batch_size
+        device = context.device
+        micro = micro_batch(device)
         classes = len(self.card.labels) if self.conditional else 0
         parts: list[tuple[int, torch.Tensor]] = []
         correct = 0
         bar = progress(n, f"sample {self.card.name}", context.show_progress and context.env.rank == 0)
-        for b, begin in enumerate(range(0, n, batch_size)):
-            if not context.mine(b):
+        for c, begin in enumerate(range(0, n, micro)):
+            if not context.mine(c):
                 continue
-            index = list(range(begin, min(n, begin + batch_size)))
+            index = list(range(begin, begin + micro))  # the last call padded: its extra images are dropped
+            keep = min(micro, n - begin)
             labels = torch.tensor([i % classes for i in index]) if classes else None
             images = self.sample(model, Noise([sample_seed(seed, i) for i in index], device), labels)
             pixels = (images * 255).round().to(torch.uint8)
-            parts.append((b, net(pixels).cpu()))
+            parts.append((c, net(pixels).cpu()[:keep]))
             if judge is not None:
                 seen = pixels.to(device)
                 size = tuple(judge_task.card.input_shape[-2:]) if judge_task.card.input_shape else seen.shape[-2:]
                 if tuple(seen.shape[-2:]) != size:
                     seen = torch.nn.functional.interpolate(seen.float(), size=size, mode="bilinear").round()
-                logits = judge(judge_task.prepare(seen)).float()
-                correct += int((logits.argmax(1).cpu() == judge_index[labels]).sum())
+                logits = judge(judge_task.prepare(seen)).float()[:keep]
+                correct += int((logits.argmax(1).cpu() == judge_index[labels[:keep]]).sum())
             if bar is not None:
-                bar.update(len(index) * context.env.world_size)
+                bar.update(keep * context.env.world_size)
         if bar is not None:
             bar.close()
         if context.env.world_size > 1:

@@ -55,6 +55,27 @@ def wrap(model: torch.nn.Module, env: Env) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def average_gradients(params: list, env: Env) -> None:
+    """Average `params`' gradients over the ranks, in one flat all-reduce: what DDP does inside its forward and
+    backward, for a task that calls its modules directly and steps its optimizers one by one (a GAN's
+    discriminator, then its generator), where DDP's hooks would not fire."""
+    if not env.initialized or env.world_size < 2:
+        return
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= env.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def all_sum(values: list[float], env: Env) -> list[float]:
     """Sum numbers over all ranks (epoch statistics)."""
     if not env.initialized:

@@ -121,7 +121,10 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     params = _freeze(model, card, config.freeze)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_model = distributed.wrap(model, env)
+    stepping_task = hasattr(task, "optimizer_groups")  # it calls its modules and steps its optimizers itself
+    # DDP's hooks only fire through its own forward: a task that calls submodules (a GAN's G and D) gets its
+    # gradients averaged by Steps.step instead
+    train_model = model if stepping_task else distributed.wrap(model, env)
     if config.compile:
         train_model = _compiled(train_model)
     # one optimizer and schedule per named group: {"model": ...} unless the task trains modules in turn (a GAN)
@@ -177,7 +180,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
 
     started = time.perf_counter()
     interrupted = False
-    loop = Loop(train_model, task, train_data, Steps(optimizers, schedulers, config.accumulate), config, generator,
+    steps = Steps(optimizers, schedulers, config.accumulate, env if stepping_task and env.initialized else None)
+    loop = Loop(train_model, task, train_data, steps, config, generator,
                 env, target, show_progress, save, checkpoint_every,
                 (lambda: averaged.update_parameters(model)) if averaged is not None else None)
     result_model = averaged.module if averaged is not None else model  # what is validated and saved

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .._card import ModelCard
 
 __all__ = ["CLASS_RULE", "MICRO_BATCH", "SEED_RULE", "Noise", "Samples", "check_output", "class_seed", "draw",
-           "sample", "sample_seed", "save_grid", "save_images", "to_uint8", "write_manifest"]
+           "micro_batch", "sample", "sample_seed", "save_grid", "save_images", "to_uint8", "write_manifest"]
 
 #: How sample i's generator is seeded, as the manifest states it (:func:`sample_seed`).
 SEED_RULE = "blake2b(seed:index)"
@@ -49,6 +49,12 @@ CLASS_RULE = "uniform: torch.randint(K) from a torch.Generator seeded blake2b(se
 MICRO_BATCH: dict[str, int] = {"cpu": 64}
 _MICRO_BATCH_ELSEWHERE = 256
 DEFAULT_BATCH_SIZE = 256  # samples per step (fp32 and bf16 alike), rounded up to whole micro-batches
+
+
+def micro_batch(device: torch.device) -> int:
+    """How many samples each call of a generative model gets on `device` (:data:`MICRO_BATCH`): evaluations that
+    sample (FID) use it too, so they measure exactly the images ``zoo sample`` writes."""
+    return MICRO_BATCH.get(device.type, _MICRO_BATCH_ELSEWHERE)
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -230,7 +236,7 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
     model.eval()
     target = next(iter(model.parameters()), torch.empty(0)).device
     precision = resolve_precision(precision, target)
-    micro = MICRO_BATCH.get(target.type, _MICRO_BATCH_ELSEWHERE)
+    micro = micro_batch(target)
     step = -(-(batch_size or DEFAULT_BATCH_SIZE) // micro) * micro  # whole micro-batches per step
     padded = -(-n // micro) * micro
     classes_of = None if indices is None else indices + [0] * (padded - n)  # padding is dropped: any class

@@ -53,8 +53,10 @@ class Steps:
     accumulation (``stepping``), so a task writes the same code with or without ``--accumulate``.
     """
 
-    def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int) -> None:
+    def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int,
+                 env: distributed.Env | None = None) -> None:
         self.optimizers, self.schedulers, self.accumulate = optimizers, schedulers, accumulate
+        self.env = env  # set when the task steps its groups itself under torchrun: gradients are averaged here
         self.stepping = True
         self.batch_index = 0  # the batch's number in the whole run (epochs included): a task's own schedule
         # (a GAN's generator step every n-th discriminator step) follows it and so resumes exactly
@@ -70,6 +72,8 @@ class Steps:
         if not self.stepping:
             return
         optimizer, scheduler = self.optimizers[name], self.schedulers[name]
+        if self.env is not None:
+            distributed.average_gradients([p for g in optimizer.param_groups for p in g["params"]], self.env)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if scheduler.last_epoch + 1 < _total_steps(scheduler):
