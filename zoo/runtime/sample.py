@@ -43,10 +43,11 @@ CLASS_RULE = "uniform: torch.randint(K) from a torch.Generator seeded blake2b(se
 #: batch of 64 by up to 2e-6, while a row's position inside a batch of a given size changes nothing. Enough to
 #: flip a PNG pixel now and then, so the same seed would not give the same file at another ``batch_size``.
 #: Calling the model with a fixed number of rows (the last call padded with the next indices' seeds, whose
-#: images are dropped) makes sample i's pixels depend on (seed, i, label, precision, device) alone. 64 on the
-#: CPU: a DCGAN's throughput there was 76 / 202 / 310 img/s in calls of 16 / 64 / 256 rows (fp32), so 64 keeps
-#: most of it while a 1-sample run computes at most 63 images it throws away; 256 on accelerators.
-MICRO_BATCH: dict[str, int] = {"cpu": 64}
+#: images are dropped) makes sample i's pixels depend on (seed, i, label, precision, device) alone. 256 rows
+#: everywhere: a DCGAN's throughput on the CPU was 76 / 202 / 310 img/s in calls of 16 / 64 / 256 rows (fp32),
+#: and with calls of 64 zoo.sample ran at 0.85x a plain batch-256 loop over cgan-cifar's generator
+#: (bench/bench_gan.py); the price is that a 1-sample run computes 255 images it throws away (~0.3 s there).
+MICRO_BATCH: dict[str, int] = {"cpu": 256}
 _MICRO_BATCH_ELSEWHERE = 256
 DEFAULT_BATCH_SIZE = 256  # samples per step (fp32 and bf16 alike), rounded up to whole micro-batches
 
