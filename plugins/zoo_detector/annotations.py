@@ -97,6 +97,22 @@ class AnnotationError(ZooError):
     """An annotation file zoo cannot use: the message names the file, the line or element, and the fix."""
 
 
+def _check_inflation(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse an archive member that inflates more than ``ZOO_MAX_ZIP_RATIO`` times (default 100; 0: no limit)
+    before a byte of it is inflated (#20): the size caps bound memory, this stops a 5 MB zip from making zoo
+    inflate and parse 512 MB of JSON. COCO json compresses about 5-10x, images about 1x; members under 1 MiB pass."""
+    raw = os.environ.get("ZOO_MAX_ZIP_RATIO", "").strip()
+    try:
+        limit = int(raw) if raw else 100
+    except ValueError:
+        raise AnnotationError(f"ZOO_MAX_ZIP_RATIO={raw!r} is not a whole number.") from None
+    ratio = info.file_size / max(info.compress_size, 1)
+    if limit and info.file_size > (1 << 20) and ratio > limit:
+        raise AnnotationError(f"{where}: inflates from {info.compress_size:,} to {info.file_size:,} bytes "
+                              f"({ratio:.0f}x; a zip bomb?). Set ZOO_MAX_ZIP_RATIO above {limit} (0: no limit) if "
+                              "it is genuine.")
+
+
 @dataclass
 class DetectionSample:
     """One image and its boxes."""
@@ -152,6 +168,7 @@ class DetectionDataset:
                 raise AnnotationError(f"Cannot read image {path}: {exc.strerror or exc}.") from None
         zf = self._archive()
         try:
+            _check_inflation(zf.getinfo(name), f"{self.root}:{name}")
             with zf.open(name) as f:
                 data = f.read(MAX_IMAGE_BYTES + 1)
         except KeyError:
@@ -317,6 +334,7 @@ class _Files:
                 with open(self.where[rel], "rb") as f:
                     data = f.read(cap + 1)
             else:
+                _check_inflation(self.zip.getinfo(self.where[rel]), self.label(rel))
                 with self.zip.open(self.where[rel]) as f:
                     data = f.read(cap + 1)
         except (OSError, zipfile.BadZipFile, EOFError) as exc:

@@ -85,3 +85,19 @@ def test_ordinary_zip_still_loads(tmp_path):
     archive = zip_with(tmp_path / "z.zip", {"data/cat/a.png": ok, "data/dog/b.png": ok})
     dataset = load_dataset(archive)
     assert len(dataset) == 2 and dataset.classes == ("cat", "dog")
+
+
+def test_detection_annotation_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    """A COCO json that inflates 1000x inside a detection zip: refused from its directory entry, one line."""
+    from zoo_detector.annotations import AnnotationError, read_detection_dataset
+
+    ok = pil_image("PNG", (8, 8))
+    padding = b" " * (32 << 20)  # valid JSON whitespace: a parser would happily read all of it
+    coco = b'{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "annotations": [], ' \
+           b'"categories": [{"id": 1, "name": "cat"}]' + padding + b"}"
+    archive = zip_with(tmp_path / "det.zip", {"images/a.png": ok, "annotations/instances.json": coco})
+    assert archive.stat().st_size < 200_000
+    with pytest.raises(AnnotationError, match=r"instances.json: inflates .*zip bomb.*ZOO_MAX_ZIP_RATIO"):
+        read_detection_dataset(archive)
+    monkeypatch.setenv("ZOO_MAX_ZIP_RATIO", "0")
+    assert len(read_detection_dataset(archive).samples) == 1
