@@ -76,8 +76,10 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
         False
     """
     from ._builder import build_model
+    from .runtime.device import check_device
 
     resolved = get_registry().resolve(name)
+    check_device(device)  # before fetching weights: "cuda" on a CPU-only machine is one line, not a traceback
     for attempt in range(2):
         path = _fetch_resolved(resolved) if pretrained else None
         try:
@@ -149,8 +151,10 @@ def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int]
 def finetune(name: str, data: str | Path, out: str | Path, **recipe: Any) -> Any:
     """Fine-tune model `name` on `data` as ``zoo finetune`` does; `recipe` holds FinetuneConfig's fields
     (``epochs=30``, ``batch_size=16``...). The result loads as ``zoo.load(Path(out).name)``."""
+    from .runtime.device import check_device
     from .runtime.finetune import FinetuneConfig
     from .runtime.finetune import finetune as run_finetune
 
+    check_device(recipe.get("device"))
     runtime = {k: recipe.pop(k) for k in ("resume", "device", "show_progress", "checkpoint_every") if k in recipe}
     return run_finetune(name, data, out, config=FinetuneConfig(**recipe), **runtime)

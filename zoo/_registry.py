@@ -140,6 +140,7 @@ class Registry:
         self.by_short: dict[str, list[ModelCard]] = {}
         self.inactive: dict[str, str] = {}  # card name -> why it is hidden (its plugin did not load)
         self.trusted: set[str] = set()  # modules the user's own registry trusts (`trust:`), see _builder (#20)
+        self.skipped_user_registry: str | None = None  # why $ZOO_HOME/registry.yaml was skipped, if it was
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
@@ -152,12 +153,38 @@ class Registry:
         except (OSError, RuntimeError) as exc:  # a symlink loop in ZOO_REGISTRY (RuntimeError before 3.13)
             raise RegistryError(f"ZOO_REGISTRY: cannot resolve a path: {exc}") from None
         for path in files:
-            data = load_yaml(path)
-            if isinstance(data, dict) and "trust" in data:
-                registry.trusted |= registry._user_trust(path, data["trust"])
-                data = {k: v for k, v in data.items() if k != "trust"}
-            registry._add_all(parse_registry(data, file=str(path), plugin=USER_PLUGIN))
+            try:
+                registry._load_user_file(path)
+            except RegistryError as exc:
+                if not _is_own_registry(path):
+                    raise
+                registry.skipped_user_registry = str(exc)
+                Plugins._warn(f"zoo: your registry is broken, its models are skipped: {exc}")
         return registry
+
+    def _load_user_file(self, path: Path) -> None:
+        """Add the cards of one user registry file: all of them, or none and a RegistryError.
+
+        How a broken file is treated depends on who named it. Your own registry, ``$ZOO_HOME/registry.yaml``,
+        is read by every command, so one typo in it would stop ``zoo list``, ``zoo cache`` and every model
+        that is not in it (#19): it becomes a warning naming the file and the problem, and its cards are
+        skipped, as a broken plugin's are. A file named in ``ZOO_REGISTRY`` stays an error: it was named for
+        this run (a script, a CI job), and skipping it would only turn into a misleading "Unknown model"
+        further on. A broken built-in catalogue is an error too: it is a packaging bug, and tests catch it.
+        """
+        data = load_yaml(path)
+        trusted: set[str] = set()
+        if isinstance(data, dict) and "trust" in data:
+            trusted = self._user_trust(path, data["trust"])
+            data = {k: v for k, v in data.items() if k != "trust"}
+        cards = parse_registry(data, file=str(path), plugin=USER_PLUGIN)
+        for card in cards:  # a clash with an earlier file must not leave half of this one added
+            existing = self.by_qualified.get(card.qualified_name)
+            if existing is not None:
+                raise RegistryError(f"model {card.qualified_name!r} is defined twice: in {existing.origin} and in "
+                                    f"{card.origin}", file=card.origin, entry=card.name)
+        self.trusted |= trusted
+        self._add_all(cards)
 
     @staticmethod
     def _user_trust(path: Path, raw: Any) -> set[str]:
@@ -259,12 +286,30 @@ class Registry:
         short = name.rsplit("/", 1)[-1]
         if short in self.inactive:
             return f"Model {short!r} is unavailable: {self.inactive[short]}."
+        close = self._suggestions(name)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        if self.skipped_user_registry:
+            hint += f" (Your registry was skipped: {self.skipped_user_registry})"
+        return f"Unknown model {name!r}.{hint} Run 'zoo list' to see available models."
+
+    def _suggestions(self, name: str, n: int = 3) -> list[str]:
+        """Up to `n` names close to `name`, each model once: a match but for case first, then difflib's.
+
+        A qualified `name` is compared with qualified names, a short one with short names, and each
+        suggestion is spelt as `zoo list` shows it. Comparing against short and qualified names together
+        offered 'vae-cifar' or 'vae/vae-cifar', one model twice, and 'ResNet56-CIFAR' got no suggestion (#19).
+        """
         import difflib
 
-        candidates = sorted(set(self.by_short) | set(self.by_qualified))
-        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"Unknown model {name!r}.{hint} Run 'zoo list' to see available models."
+        qualified = "/" in name
+        by_key: dict[str, list[ModelCard]] = {}  # lower-cased key -> its cards (a short name may have several)
+        for card in self.cards:
+            by_key.setdefault((card.qualified_name if qualified else card.name).lower(), []).append(card)
+        wanted = name.lower()
+        keys = [wanted] if wanted in by_key else []
+        keys += [k for k in difflib.get_close_matches(wanted, sorted(by_key), n=n, cutoff=0.6) if k != wanted]
+        spelt = [card.qualified_name if qualified else self.display_name(card) for k in keys for card in by_key[k]]
+        return list(dict.fromkeys(spelt))[:n]
 
     def card(self, name: str) -> ModelCard:
         return self.resolve(name).card
@@ -289,6 +334,15 @@ class Registry:
                 continue
             out.append(card)
         return sorted(out, key=lambda c: (c.name, c.plugin))
+
+
+def _is_own_registry(path: Path) -> bool:
+    """Whether `path` is the user's own registry, ``$ZOO_HOME/registry.yaml`` (see Registry._load_user_file)."""
+    home = _config.cache_root() / "registry.yaml"
+    try:
+        return home.is_file() and os.path.samefile(path, home)
+    except OSError:
+        return False
 
 
 _REGISTRY: Registry | None = None

@@ -115,9 +115,24 @@ def _card_summary(card: ModelCard, display: str, cached: bool | None) -> dict[st
     }
 
 
+class _TaskOption(click.Option):
+    """``--task``, whose help names the tasks the installed plugins register (their ``register_tasks`` hooks,
+    which import no torch), found when the help is shown: a fixed list named tasks no plugin had (#19)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        try:
+            from .runtime.tasks import _registered
+
+            tasks = ", ".join(sorted(_registered())) or "none installed; see 'zoo plugins'"
+        except Exception:  # noqa: BLE001 - help must print even with a broken plugin installed
+            tasks = "see 'zoo plugins'"
+        self.help = f"Only models of this task ({tasks})."
+        return super().get_help_record(ctx)
+
+
 @cli.command("list")
 @click.argument("pattern", required=False)
-@click.option("--task", help="Only this task (classifier, detector, gan, vae, diffusion...).")
+@click.option("--task", cls=_TaskOption, help="Only models of this task.")
 @click.option("--plugin", help="Only models from this plugin.")
 @click.option("--pretrained", is_flag=True, help="Only models with pretrained weights.")
 @click.option("--json", "as_json", is_flag=True, help="JSON records instead of a table.")
@@ -662,10 +677,12 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
                  compare: bool, tolerance: float | None, val_split: float | None, seed: int) -> None:
     """Evaluate model NAME on a labelled dataset (the card's preprocessing, batched, no grad)."""
     from ._api import card as get_card
+    from .runtime.device import check_device
     from .runtime.evaluate import evaluate
     from .runtime.tasks import get_task
 
     _, options = _task_arguments(name, "eval", tuple(ctx.args))
+    check_device(device)  # before reading the dataset, which can take minutes
     result = evaluate(name, data, batch_size=batch_size, device=device, precision="bf16" if bf16 else precision,
                       skip_bad=skip_bad, cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -743,18 +760,25 @@ def _recipe_options(func: F) -> F:
               help="Output directory; its name becomes the new model's name.")
 @_recipe_options
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt, exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Replace the finished run OUT already holds (default: refuse).")
 @click.option("--checkpoint-minutes", default=10.0, show_default=True,
               help="Also write OUT/checkpoint.pt mid-epoch this often (0: at epoch ends only).")
 @click.option("--device", help="cpu, cuda, mps (default: the best available; torchrun sets it per rank).")
 @_one_line_errors
-def finetune_command(name: str, data: Path, out: Path, resume: bool, checkpoint_minutes: float, device: str | None,
-                     **recipe: Any) -> None:
+def finetune_command(name: str, data: Path, out: Path, resume: bool, overwrite: bool, checkpoint_minutes: float,
+                     device: str | None, **recipe: Any) -> None:
     """Fine-tune model NAME on a dataset of its task; the result loads as zoo.load(OUT's name).
 
     Ctrl-C (or SIGTERM) stops at the next batch and leaves OUT/checkpoint.pt; --resume continues from there.
     """
+    from .runtime.device import check_device
     from .runtime.finetune import FinetuneConfig, finetune
 
+    check_device(device)  # before reading the data: an unavailable device is one line, not a traceback
+    finished = out / f"{out.name}.safetensors"  # what finetune writes last (the API stays permissive)
+    if finished.is_file() and not (resume or overwrite):
+        raise ZooError(f"{out} already holds a finished run ({finished.name}); pass --overwrite to replace it, "
+                       "or choose another --out.")
     values = {k: v for k, v in recipe.items() if not k.endswith("_flag")}
     for key, flag in ((k[:-5], v) for k, v in recipe.items() if k.endswith("_flag")):
         default = FinetuneConfig.__dataclass_fields__[key].default

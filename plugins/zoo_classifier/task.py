@@ -230,7 +230,15 @@ class ClassifierTask:
     base_lr = {"sgd": 0.05, "adamw": 1e-3}  # per 128 images
 
     def train_data(self, source: str | Path, *, config: Any) -> ClassificationTrainData:
-        return ClassificationTrainData(self, load_dataset(source, geometry=self.geometry()), config)
+        """The dataset to fine-tune on; one with fewer than two classes is refused here, in one line (it failed
+        after the first epoch, deep inside torchmetrics, #19)."""
+        dataset = load_dataset(source, geometry=self.geometry())
+        present = [dataset.classes[i] for i in sorted({int(t) for t in dataset.targets})]
+        if len(present) < 2:
+            found = f"only class {present[0]!r}" if present else "no labelled images"
+            raise ZooError(f"{dataset.source}: {found}; a classifier needs at least two classes to learn (an "
+                           "ImageFolder has one subfolder of images per class).")
+        return ClassificationTrainData(self, dataset, config)
 
     def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
         """Builder arguments for a model over `classes`: a new head when they are not the card's labels."""

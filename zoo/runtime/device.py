@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PRECISIONS", "autocast", "fuse_for_inference", "native_bf16", "resolve_precision", "tune_malloc"]
+__all__ = ["PRECISIONS", "autocast", "available_devices", "check_device", "fuse_for_inference", "native_bf16",
+           "resolve_precision", "tune_malloc"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -93,3 +94,49 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, each CUDA GPU (``cuda:0``...), ``mps``, ``xpu``."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    if getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+        found.append("xpu")
+    return found
+
+
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a device this machine does not have, or a misspelt one, in one line that names those it has.
+
+    Without this, ``--device cuda`` on a CPU-only machine failed deep inside loading the weights ("Found no
+    NVIDIA driver"), and ``--device cpuu`` with torch's list of twenty device types (#19). None and ``"auto"``
+    (the best available, see ``zoo._builder.pick_device``) always pass; torch is imported only otherwise.
+    """
+    if device is None or str(device) == "auto":
+        return
+    import torch
+
+    from ..errors import ZooError
+
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        wanted = None
+    if wanted is not None and wanted.type == "cpu":
+        return
+    have = available_devices()
+    if wanted is not None:
+        if wanted.type == "cuda" and (f"cuda:{wanted.index}" in have if wanted.index is not None
+                                      else "cuda:0" in have):
+            return
+        if wanted.type in ("mps", "xpu") and wanted.type in have:
+            return
+    problem = "is not available here" if wanted is not None else "is not a device"
+    other = " (or another of those)" if len(have) > 1 else ""
+    raise ZooError(f"Device {str(device)!r} {problem} (this machine has: {', '.join(have)}). "
+                   f"Use --device cpu{other} or leave it out.")

@@ -180,7 +180,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
 
     started = time.perf_counter()
     interrupted = False
-    steps = Steps(optimizers, schedulers, config.accumulate, env if stepping_task and env.initialized else None)
+    steps = Steps(optimizers, schedulers, config.accumulate, env if stepping_task and env.initialized else None,
+                  config.clip_grad)
     loop = Loop(train_model, task, train_data, steps, config, generator,
                 env, target, show_progress, save, checkpoint_every,
                 (lambda: averaged.update_parameters(model)) if averaged is not None else None)

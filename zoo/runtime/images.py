@@ -10,8 +10,9 @@ from ..errors import ZooError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "decode_image", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "decode_image", "read_image", "to_rgb"]
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they remain the fastest installed option
 # here (libjpeg-turbo), and the PIL fallback below keeps working when they go. Decision: docs/architecture.md.
@@ -67,7 +68,7 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 _refuse_pixels(im.size[0], im.size[1], name, max_pixels())
-                rgb = im.convert("RGB")
+                rgb = to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         import re
 
@@ -76,6 +77,29 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
         raise ImageError(f"Cannot read image {name}: not a decodable image ({reason}). "
                          f"Remove it, or pass --skip-bad to skip unreadable files.") from None
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+#: Pillow's 16-bit and 32-bit integer modes: 16-bit PNGs and TIFFs open as one of these.
+_WIDE_INTEGER_MODES: Final = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image of any mode -> RGB, as :func:`decode_image` reads files: palette expanded, alpha dropped (not
+    composited), grayscale repeated, CMYK and YCbCr converted, 16-bit values scaled to 8 bits (``>> 8``).
+
+    The one conversion for PIL images, shared by the file decoder's PIL fallback and ``zoo.transforms`` (which
+    crashed on RGBA, CMYK and LA images, and read a palette image's indices as gray levels, #19). Pillow's own
+    ``convert("RGB")`` clips 16-bit values at 255, where torchvision's PNG decoder scales them: the scaling here
+    matches torchvision. Always a new, loaded image (an RGB one too): the caller may close the file it came from.
+    """
+    if image.mode in _WIDE_INTEGER_MODES:
+        import numpy as np
+        from PIL import Image
+
+        wide = np.asarray(image).astype(np.int64)  # I;16B is big-endian, I is int32: one dtype for all
+        gray = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
 
 
 def max_pixels() -> int:

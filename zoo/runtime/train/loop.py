@@ -54,8 +54,9 @@ class Steps:
     """
 
     def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int,
-                 env: distributed.Env | None = None) -> None:
+                 env: distributed.Env | None = None, clip_grad: float | None = None) -> None:
         self.optimizers, self.schedulers, self.accumulate = optimizers, schedulers, accumulate
+        self.clip_grad = clip_grad  # max total gradient norm per optimizer (after DDP's averaging), or None
         self.env = env  # set when the task steps its groups itself under torchrun: gradients are averaged here
         self.stepping = True
         self.batch_index = 0  # the batch's number in the whole run (epochs included): a task's own schedule
@@ -72,8 +73,13 @@ class Steps:
         if not self.stepping:
             return
         optimizer, scheduler = self.optimizers[name], self.schedulers[name]
+        params = [p for g in optimizer.param_groups for p in g["params"]]
         if self.env is not None:
-            distributed.average_gradients([p for g in optimizer.param_groups for p in g["params"]], self.env)
+            distributed.average_gradients(params, self.env)
+        if self.clip_grad:
+            import torch
+
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if scheduler.last_epoch + 1 < _total_steps(scheduler):

@@ -52,6 +52,9 @@ class FinetuneConfig:
         "Classifiers, for imbalanced data: class-balanced sampling or inverse-frequency loss weights.",
         ("none", "sampler", "loss")))
     accumulate: int = field(default=1, metadata=_opt("Gradient accumulation steps."))
+    clip_grad: float | None = field(default=None, metadata=_opt(
+        "Clip each optimizer's gradients to this total norm before it steps (default: the task's; none for "
+        "classifiers and detectors)."))
     val_split: float = field(default=0.1, metadata=_opt(
         "Fraction held out for validation (per class for classifiers, by image for detectors; a dataset with its "
         "own 'val' split uses that)."))
