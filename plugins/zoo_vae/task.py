@@ -258,10 +258,13 @@ class VaeTask:
 
     # -- training -----------------------------------------------------------------------------------
     augment_presets = AUGMENT_PRESETS
-    # What the VAE trains with: AdamW at 1e-3 per 128 images, no weight decay, cosine after a short warm-up.
+    # What the VAE trains with: AdamW at 5e-4 per 128 images, gradients clipped to norm 1, no weight decay, cosine
+    # after a short warm-up. Measured on CIFAR-10 (bf16, 2-core CPU): at 1e-3 unclipped a gradient spike (norm 20)
+    # collapsed the posterior (KL -> 0, stuck at 7.0 bits/dim) and a full epoch ended in NaN; at 5e-4 clipped to 1
+    # the loss fell steadily (5.6 bits/dim after 340 steps, KL 0.3 bits/dim and rising).
     recipe_defaults = {"batch_size": 128, "augment": "flip", "optimizer": "adamw", "schedule": "cosine",
-                       "weight_decay": 0.0, "warmup": 0.02}
-    base_lr = {"adamw": 1e-3, "sgd": 0.01}  # per 128 images
+                       "weight_decay": 0.0, "warmup": 0.02, "clip_grad": 1.0}
+    base_lr = {"adamw": 5e-4, "sgd": 0.01}  # per 128 images
 
     def train_data(self, source: str | Path, *, config: Any) -> VaeTrainData:
         return VaeTrainData(load_dataset(source, geometry=self.geometry()), config)
