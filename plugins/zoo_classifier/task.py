@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
+from zoo.runtime.preprocess import card_geometry, normalize
 from zoo.runtime.splits import stratified_split
 from zoo.runtime.tasks import Batch
 
@@ -149,10 +150,7 @@ class ClassifierTask:
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
-        pre = self.card.preprocess
-        if pre is None:
-            raise ZooError(f"Model {self.card.name!r} declares no preprocessing; it cannot be run on images.")
-        return Geometry(resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation)
+        return card_geometry(self.card)
 
     def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
                   seed: int = 0, cache: bool = True, skip_bad: bool = False) -> ClassificationData:
@@ -183,11 +181,7 @@ class ClassifierTask:
 
     # -- around the forward pass ----------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        pre = self.card.preprocess
-        mean = torch.tensor(pre.mean, device=images.device).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(pre.std, device=images.device).view(1, -1, 1, 1) * 255.0
-        # One fused affine step on the whole batch: (x / 255 - mean) / std == (x - 255 mean) / (255 std).
-        return (images.float() - mean) / std
+        return normalize(images, self.card.preprocess)
 
     def postprocess(self, raw: torch.Tensor, batch: Batch, **options: Any) -> torch.Tensor:
         return raw.float()

@@ -19,6 +19,7 @@ import torch
 from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, content_key, load_dataset
+from zoo.runtime.preprocess import card_geometry, normalize, to_unit
 from zoo.runtime.sample import Noise, sample_seed
 from zoo.runtime.splits import stratified_split
 from zoo.runtime.tasks import Batch, task_config
@@ -145,11 +146,7 @@ class GanTask:
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
-        pre = self.card.preprocess
-        if pre is None or not self.card.input_shape:
-            raise ZooError(f"Model {self.card.name!r} declares no input shape and preprocessing.")
-        size = self.card.input_shape[-1]
-        return Geometry(resize=size, crop=size, interpolation=pre.interpolation)
+        return card_geometry(self.card)
 
     def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
                   seed: int = 0, cache: bool = True, skip_bad: bool = False) -> GanData:
@@ -167,17 +164,11 @@ class GanTask:
                        content_key(Path(source), f"gan|{self.geometry()}|{val_split}|{seed}"))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        pre = self.card.preprocess
-        mean = torch.tensor(pre.mean, device=images.device).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(pre.std, device=images.device).view(1, -1, 1, 1) * 255.0
-        return (images.float() - mean) / std
+        return normalize(images, self.card.preprocess)
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """The generator's output (normalised like the card's inputs) -> pixels in [0, 1]."""
-        pre = self.card.preprocess
-        mean = torch.tensor(pre.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(pre.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float() * std + mean).clamp(0, 1)
+        return to_unit(x, self.card.preprocess)
 
     # -- sampling -----------------------------------------------------------------------------------
     def sample(self, model: Any, noise: Noise, labels: torch.Tensor | None, **options: Any) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torchmetrics import MeanMetric, SumMetric
 from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
+from zoo.runtime.preprocess import card_geometry, normalize
 from zoo.runtime.splits import stratified_split
 from zoo.runtime.tasks import Batch
 
@@ -161,10 +162,7 @@ class VaeTask:
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
-        pre = self.card.preprocess
-        if pre is None:
-            raise ZooError(f"Model {self.card.name!r} declares no preprocessing; it cannot be run on images.")
-        return Geometry(resize=pre.resize, crop=pre.crop, interpolation=pre.interpolation)
+        return card_geometry(self.card)
 
     def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
                   seed: int = 0, cache: bool = True, skip_bad: bool = False) -> VaeData:
@@ -181,10 +179,7 @@ class VaeTask:
 
     # -- around the forward pass ----------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        pre = self.card.preprocess
-        mean = torch.tensor(pre.mean, device=images.device).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(pre.std, device=images.device).view(1, -1, 1, 1) * 255.0
-        return (images.float() - mean) / std  # mean 0.5, std 0.5: the bin centres 2k/255 - 1 of [-1, 1]
+        return normalize(images, self.card.preprocess)  # mean 0.5, std 0.5: the bin centres 2k/255 - 1 of [-1, 1]
 
     def postprocess(self, raw: Any, batch: Batch, **options: Any) -> dict[str, torch.Tensor]:
         """Per image: bits/dim (and its NLL and KL parts), MSE and PSNR of the decoder's mean image against the
