@@ -27,14 +27,17 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = zoo.card("resnet18-cifar").variant().uri.removeprefix("pkg://")  # the weights file the card pins
+    # the weights files the cards pin inside their plugins
+    shipped = [zoo.card(n).variant().uri.removeprefix("pkg://") for n in ("resnet18-cifar", "cgan-cifar")]
     for expected in ("zoo/__init__.py", "zoo/registry.yaml", "zoo/runtime/evaluate.py", "zoo/py.typed",
-                     "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py", shipped):
+                     "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py",
+                     "zoo_gan/task.py", "zoo_vae/task.py", *shipped):
         assert expected in names, expected
     assert not any(n.startswith(("tests/", "plugins/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[zoo.plugins]\nclassifier = zoo_classifier" in text and "zoo = zoo.cli:main" in text
+    assert "gan = zoo_gan" in text and "vae = zoo_vae" in text
 
 
 def test_installed_wheel_lists_and_loads(wheel, tmp_path):
