@@ -142,7 +142,7 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
                     callers.to(memory_format=torch.contiguous_format)
                 callers.train(was_training)
         headline = (next(iter(summary)), headline[1])  # its key names the feature space: fid[resnet56-cifar]
-        return _result(card, task, dataset, data, summary, time.perf_counter() - start, headline, joined, env,
+        return _result(card, dataset, data, summary, time.perf_counter() - start, headline, joined, env,
                        {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16,
                         "device": str(target_device), **options}, split, val_split, seed)
     evaluator = task.evaluator(**options)
@@ -166,11 +166,10 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     summary = evaluator.compute()  # over every rank's batches
     settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
                 "channels_last": channels_last, "device": str(target_device), **options}
-    return _result(card, task, dataset, data, summary, seconds, headline, joined, env, settings, split, val_split,
-                   seed)
+    return _result(card, dataset, data, summary, seconds, headline, joined, env, settings, split, val_split, seed)
 
 
-def _result(card: Any, task: Any, dataset: Any, data: str | Path, summary: dict[str, Any], seconds: float,
+def _result(card: Any, dataset: Any, data: str | Path, summary: dict[str, Any], seconds: float,
             headline: tuple[str, bool], joined: bool, env: distributed.Env, settings: dict[str, Any],
             split: str | None, val_split: float | None, seed: int) -> EvalResult:
     if joined:
