@@ -1,5 +1,6 @@
-"""cgan-cifar's own weights, shipped inside the GAN plugin: the card pins the file, it samples offline, the same
-seed gives the same PNG bytes, and the classes it is asked for are the classes a third-party classifier sees."""
+"""cgan-cifar's and vae-cifar's own weights, shipped inside their plugins: the cards pin the files, they sample
+offline, the same seed gives the same PNG bytes, and the GAN's samples are of the classes asked for (as a
+third-party classifier sees them)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,14 @@ def test_the_judge_sees_the_classes_asked_for(offline, monkeypatch):
         predicted = judge((pixels - task_mean) / task_std).argmax(1)
     accuracy = float((predicted == torch.tensor(labels)).float().mean())
     assert accuracy > 0.2, accuracy
+
+
+def test_vae_card_pins_its_shipped_file_and_samples_offline(offline):
+    variant = zoo.card("vae-cifar").variant()
+    assert variant is not None and variant.uri.startswith("pkg://zoo_vae/")
+    data = (REPO / "plugins" / "zoo_vae" / variant.uri.removeprefix("pkg://zoo_vae/")).read_bytes()
+    assert len(data) == variant.size and hashlib.sha256(data).hexdigest() == variant.sha256
+    assert variant.dtype == "float16" and variant.metrics[0].name == "bits_per_dim"
+    images = zoo.sample("vae-cifar", n=4, seed=0)
+    assert images.shape == (4, 3, 32, 32) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert float(images.std()) > 0.02  # decoded images, not a constant

@@ -28,7 +28,7 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     # the weights files the cards pin inside their plugins
-    shipped = [zoo.card(n).variant().uri.removeprefix("pkg://") for n in ("resnet18-cifar", "cgan-cifar")]
+    shipped = [zoo.card(n).variant().uri.removeprefix("pkg://") for n in ("resnet18-cifar", "cgan-cifar", "vae-cifar")]
     for expected in ("zoo/__init__.py", "zoo/registry.yaml", "zoo/runtime/evaluate.py", "zoo/py.typed",
                      "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py",
                      "zoo_gan/task.py", "zoo_vae/task.py", *shipped):
