@@ -210,8 +210,11 @@ class GanTask:
         features = features or (self.features if validation else self.default_features())
         n = samples or self.config.get("val_samples" if validation else "samples", 10_000)
         net = gm.feature_extractor(features, context.device)
-        gm.check_sample_size(n, net.dim, "samples")
-        gm.check_sample_size(len(data.reference), net.dim, "reference images")
+        gm.check_sample_size(n, net.dim, "FID")
+        if len(data.reference) < 2 * net.dim:
+            raise ZooError(f"The reference set has {len(data.reference)} images ({data.description}); FID in "
+                           f"{net.name}'s {net.dim}-dimensional features needs at least {2 * net.dim}: give more "
+                           "data or hold out a larger --val-split.")
         batch_size = context.batch_size
         reference = gm.reference_features(data.key, net, data.image_batches(data.reference, batch_size))
         judge_name = (judge or self.config.get("judge", "resnet56-cifar")) if self.conditional else None
