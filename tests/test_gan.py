@@ -231,3 +231,12 @@ def test_torchrun_trains_a_gan_on_two_cpu_processes(tiny_gan: Path):
     assert proc.stdout.count("best epoch") == 1
     zoo._registry.reset_registry()
     assert zoo.card("ddp-gan").variant().metrics[0].name == "fid[judge-net]"
+
+
+def test_too_small_a_reference_set_is_one_line(tiny_gan: Path):
+    data = make_two_class_folder(tiny_gan / "data", 40)
+    result = CliRunner().invoke(cli, ["eval", "tiny-dcgan", "--data", str(data), "--val-split", "0.5"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: The reference set has 40 images (the 40 images held out by --val-split 0.5 --seed 0); FID in "
+        "judge-net's 64-dimensional features needs at least 128: give more data or hold out a larger --val-split."]
