@@ -4,8 +4,9 @@ Built-in task plugins are found exactly like third-party ones, through the ``zoo
 entry-point group, so the public path is the one we use every day. A plugin that fails to import, that
 implements a hook zoo does not know, or that raises inside a hook (anything but KeyboardInterrupt, SystemExit
 included) is recorded, reported once as a warning line, and skipped; it never stops the other plugins or
-``zoo list``. A third-party plugin is first imported in a child process (the probe, cached per installed plugin
-set), so one that hangs or ends the process at import is skipped instead of taking zoo with it (#20).
+``zoo list``. A third-party plugin is first imported, and its registration hooks called, in a child process (the
+probe, cached per installed plugin set), so one that hangs or ends the process at import or in a hook is skipped
+instead of taking zoo with it (#20).
 """
 
 from __future__ import annotations
@@ -107,27 +108,62 @@ def _boundary(exc: BaseException) -> None:
 # -- the probe: import third-party plugins in a child process first ----------------------------------------
 
 PROBE_MARK: Final = "@@zoo-probe@@ "
-# The verdict goes out on a private copy of stdout (os.dup: not inherited); the plugin's own fd 1 is /dev/null, so
-# neither its prints nor a process it leaves behind can fake or hold up the verdict.
+# The hooks the probe calls after the import, in the order `zoo` calls them: the CLI adds commands first, then
+# `zoo list` reads the cards, and `--help` / the runtime ask for the tasks.
+PROBE_HOOKS: Final = ("register_commands", "register_models", "register_tasks")
+# The child imports the plugin, then calls each of its registration hooks with throw-away arguments, and writes
+# one mark before each step, so the parent can say where a child that hung or ended stopped. The marks go out on a
+# private copy of stdout (os.dup: not inherited); the plugin's own fd 1 is /dev/null, so neither its prints nor a
+# process it leaves behind can fake or hold up the verdict. Exceptions are the parent's business: it imports and
+# calls the plugin again in its own boundary and reports them itself.
 _PROBE_CODE: Final = """\
 import json, os, sys, time
 verdict = os.dup(1)
 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 sys.path[:] = json.loads(sys.argv[1])
+def say(**fields):
+    os.write(verdict, ("\\n" + sys.argv[5] + json.dumps(fields) + "\\n").encode())
 import zoo
 from importlib.metadata import EntryPoint
 start = time.perf_counter()
 try:
-    EntryPoint(name=sys.argv[2], value=sys.argv[3], group=sys.argv[4]).load()
+    plugin = EntryPoint(name=sys.argv[2], value=sys.argv[3], group=sys.argv[4]).load()
 except BaseException:
-    pass  # the parent imports it again and reports the exception itself
-os.write(verdict, ("\\n" + sys.argv[5] + json.dumps({"seconds": time.perf_counter() - start}) + "\\n").encode())
+    plugin = None
+seconds = time.perf_counter() - start
+say(stage="imported", seconds=seconds)
+impls = {}
+if plugin is not None:
+    try:
+        import pluggy
+        from zoo import hookspecs
+        manager = pluggy.PluginManager("zoo")
+        manager.add_hookspecs(hookspecs)
+        manager.register(plugin, name=sys.argv[2])
+        impls = {hook: getattr(manager.hook, hook).get_hookimpls() for hook in json.loads(sys.argv[6])}
+    except BaseException:
+        impls = {}
+def cli():
+    from zoo.cli import cli
+    return cli
+def ignore(*args, **kwargs):
+    pass
+for hook, found in impls.items():
+    for impl in found:
+        say(stage="calling", hook=hook)
+        try:
+            args = {"cli": cli()} if "cli" in impl.argnames else {"register": ignore}
+            impl.function(**{k: v for k, v in args.items() if k in impl.argnames})
+        except BaseException:
+            pass
+say(stage="done", seconds=seconds)
 os._exit(0)  # the plugin's atexit handlers and threads are none of the probe's business
 """
 
 
 def plugin_timeout() -> float:
-    """`ZOO_PLUGIN_TIMEOUT` (default 10): seconds a third-party plugin's first import may take in the probe.
+    """`ZOO_PLUGIN_TIMEOUT` (default 10): seconds a third-party plugin's import and registration hooks, together,
+    may take in the probe.
 
     Lenient on purpose: this runs before the CLI's error handling, and a typo must not stop every command.
     """
@@ -159,12 +195,17 @@ def _probe_file(eps: list[Any]) -> Path | None:
         root = _config.cache_root()
     except Exception:  # noqa: BLE001 - no cache root: probe every time
         return None
-    key = json.dumps([sys.executable, sys.path, sorted(_dist_identity(ep) for ep in eps)], default=str)
+    # The probe's own code is part of the key: a verdict from an older probe (one that did not call the hooks, say)
+    # is not reused.
+    key = json.dumps([sys.executable, sys.path, sorted(_dist_identity(ep) for ep in eps), _PROBE_CODE], default=str)
     return root / "plugins" / f"probe-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
-    """Import each entry point in its own child process, all at once; {name: {"seconds"} or {"error"}}."""
+    """Import each entry point and call its registration hooks in its own child process, all at once.
+
+    {name: {"seconds"} or {"error"}}; one deadline, `ZOO_PLUGIN_TIMEOUT`, for the import and the hooks together.
+    """
     import json
     import subprocess
 
@@ -172,7 +213,7 @@ def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
     children = {}
     for ep in eps:
         cmd = [sys.executable, "-c", _PROBE_CODE, json.dumps(sys.path), ep.name, ep.value, ENTRY_POINT_GROUP,
-               PROBE_MARK]
+               PROBE_MARK, json.dumps(PROBE_HOOKS)]
         # A session of its own, so that the whole group (a plugin may start processes) can be killed at once.
         children[ep.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                              stderr=subprocess.DEVNULL, text=True, errors="replace",
@@ -182,22 +223,32 @@ def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
     for name, child in children.items():
         try:  # a child that finished while another was awaited still needs a moment to hand over its output
             out, _ = child.communicate(timeout=max(0.5, deadline - time.monotonic()))
+            hung = False
         except subprocess.TimeoutExpired:
-            _kill(child)
-            verdicts[name] = {"error": f"took longer than {timeout:g} s to import (ZOO_PLUGIN_TIMEOUT; checked once "
+            out, hung = _kill(child), True
+        marks = []
+        for line in out.splitlines():
+            if line.startswith(PROBE_MARK):
+                try:
+                    marks.append(json.loads(line[len(PROBE_MARK):]))
+                except ValueError:
+                    continue
+        last = marks[-1] if marks and isinstance(marks[-1], dict) else {}
+        where = (f"in {last.get('hook')}" if last.get("stage") == "calling" else
+                 "to import" if hung else "while being imported")
+        if hung:
+            verdicts[name] = {"error": f"took longer than {timeout:g} s {where} (ZOO_PLUGIN_TIMEOUT; checked once "
                                        "per installed plugin set)"}
-            continue
-        marks = [line for line in out.splitlines() if line.startswith(PROBE_MARK)]
-        if child.returncode == 0 and marks:
-            verdicts[name] = json.loads(marks[-1][len(PROBE_MARK):])
+        elif child.returncode == 0 and last.get("stage") == "done":
+            verdicts[name] = {"seconds": last.get("seconds")}
         else:
             how = (f"exit code {child.returncode}" if child.returncode >= 0 else f"signal {-child.returncode}")
-            verdicts[name] = {"error": f"ended the process while being imported ({how})"}
+            verdicts[name] = {"error": f"ended the process {where} ({how})"}
     return verdicts
 
 
-def _kill(child: Any) -> None:
-    """Kill a probe and whatever it started; never wait on a pipe a grandchild may still hold."""
+def _kill(child: Any) -> str:
+    """Kill a probe and whatever it started; never wait on a pipe a grandchild may still hold. Its output so far."""
     import signal
     import subprocess
 
@@ -209,9 +260,12 @@ def _kill(child: Any) -> None:
     except OSError:
         pass
     try:
-        child.communicate(timeout=1)
-    except subprocess.TimeoutExpired:
-        pass
+        out, _ = child.communicate(timeout=1)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output
+    if isinstance(out, bytes):
+        out = out.decode(errors="replace")
+    return out or ""
 
 
 def probe(eps: list[Any]) -> dict[str, dict[str, Any]]:

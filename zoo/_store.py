@@ -366,10 +366,13 @@ class Store:
                     "zoo_version": _zoo_version(),
                 }, name=parsed.file_name)
                 kind, digest = "converted", sha256_file(tmp, follow_symlinks=False)
+            # The record before the file: a rename keeps size and mtime, so it already describes `target`. Written
+            # after, another process's unlocked check could find a converted file without its record in between,
+            # call it corrupt and delete it (the soak saw this).
+            self._write_stamp(target, sha, digest=digest, kind=kind, stat_of=tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        self._write_stamp(target, sha, digest=digest, kind=kind)
         if owned:
             source.unlink(missing_ok=True)  # the converted file replaces the pickle
 
@@ -393,6 +396,10 @@ class Store:
             with safe_open(str(path), framework="numpy"):
                 pass
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ValueError...: all "not readable"
+            if not os.path.lexists(path):  # not a damaged file: a concurrent `zoo cache rm` took it (the soak)
+                raise WeightsError(f"Weights file {path} for {model!r} was removed by another process (a concurrent "
+                                   "'zoo cache rm'?) before it could be installed; nothing was loaded. Run the "
+                                   "command again.") from None
             raise WeightsError(f"Weights file {path} for {model!r} matches the card's sha256 but is not a readable "
                                f"safetensors file ({type(exc).__name__}: {str(exc)[:120]}); the card pins a damaged "
                                "file. It was not loaded.") from None
@@ -572,8 +579,8 @@ class Store:
             self._write_stamp(path, variant.sha256, digest=variant.sha256, kind="local")
 
     @staticmethod
-    def _stamp_of(path: Path) -> dict[str, object]:
-        st = path.stat()
+    def _stamp_of(path: Path, stat_of: Path | None = None) -> dict[str, object]:
+        st = (stat_of or path).stat()
         return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def _record(self, sha256: str) -> dict[str, object] | None:
@@ -594,8 +601,9 @@ class Store:
     def _stamp_fields_match(self, record: dict[str, object], path: Path) -> bool:
         return {k: record.get(k) for k in ("path", "size", "mtime_ns")} == self._stamp_of(path)
 
-    def _write_stamp(self, path: Path, sha256: str, *, digest: str, kind: str) -> None:
-        record = {**self._stamp_of(path), "sha256": digest, "kind": kind}
+    def _write_stamp(self, path: Path, sha256: str, *, digest: str, kind: str, stat_of: Path | None = None) -> None:
+        """Record `path` as verified; `stat_of`: the file that is about to be renamed to `path`."""
+        record = {**self._stamp_of(path, stat_of), "sha256": digest, "kind": kind}
         try:
             self._dir(self.verified_dir)
             _write_atomic(self.verified_dir / f"{sha256}.json", json.dumps(record))
@@ -656,8 +664,7 @@ class Store:
         if pin is not None:
             removed += self.remove(pin.sha256)
         removed += self.remove(self.pin_key(variant))  # the partial download, named by the pin key
-        if pin_path.is_file():
-            pin_path.unlink()
+        if pin_path.is_file() and _unlink_if_there(pin_path):
             removed.append(pin_path)
         return removed
 
@@ -668,7 +675,17 @@ class Store:
                       *self.downloads_dir.glob(f"{sha256}-*.partial"),
                       *self.weights_dir.glob(f"{sha256}.safetensors.*.partial")]
         for path in candidates:
-            if _is_regular(path) or _is_link(path):  # a link is removed itself, never what it points at
-                path.unlink()
+            # A link is removed itself, never what it points at. Another `zoo cache rm` may take a file between
+            # the check and the unlink (the soak saw a FileNotFoundError): it is gone either way.
+            if (_is_regular(path) or _is_link(path)) and _unlink_if_there(path):
                 removed.append(path)
         return removed
+
+
+def _unlink_if_there(path: Path) -> bool:
+    """Remove `path`; False if another process removed it first."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

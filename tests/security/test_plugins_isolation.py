@@ -81,6 +81,88 @@ def test_slow_import_is_cut_off_and_remembered(site):
     assert "took longer than 2 s to import" in again.stderr
 
 
+# A registration hook that hangs or ends the process when it is called, not at import: the probe runs the hooks
+# `zoo list` calls (register_commands, register_models) and `zoo list --help` calls (register_tasks) too.
+HOOK_ARGS = {"register_models": "register", "register_tasks": "register", "register_commands": "cli"}
+HOOK_RUN = {"register_models": ("list",), "register_commands": ("list",), "register_tasks": ("list", "--help")}
+
+
+def plugin_whose_hook(site: Path, hook: str, body: str) -> None:
+    fake_distribution(site, "zoo-hooked", "hooked", f"""\
+        import os
+        import time
+        import zoo
+
+        @zoo.hookimpl
+        def {hook}({HOOK_ARGS[hook]}):
+            {body}
+    """)
+
+
+def assert_ran_without_the_plugin(result: subprocess.CompletedProcess, args: tuple[str, ...]) -> None:
+    if args == ("list",):
+        assert_lists_everything_else(result)
+    else:  # `zoo list --help` names the tasks the loaded plugins register
+        assert result.returncode == 0, result.stderr
+        assert "Only models of this task (classifier, detector" in " ".join(result.stdout.split())
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("hook", sorted(HOOK_RUN))
+def test_a_hook_that_hangs_is_cut_off_and_remembered(site, hook):
+    plugin_whose_hook(site, hook, "time.sleep(60)")
+    args = HOOK_RUN[hook]
+    start = time.monotonic()
+    first = zoo_cli(site, *args, timeout=30, ZOO_PLUGIN_TIMEOUT="2")
+    assert time.monotonic() - start < 15
+    assert_ran_without_the_plugin(first, args)
+    assert f"plugin 'hooked' took longer than 2 s in {hook} (ZOO_PLUGIN_TIMEOUT" in first.stderr
+    start = time.monotonic()
+    again = zoo_cli(site, *args, timeout=30, ZOO_PLUGIN_TIMEOUT="2")  # the verdict is cached for this plugin set
+    assert time.monotonic() - start < 10
+    assert_ran_without_the_plugin(again, args)
+    assert f"took longer than 2 s in {hook}" in again.stderr
+
+
+@pytest.mark.parametrize("hook", sorted(HOOK_RUN))
+def test_a_hook_that_ends_the_process_does_not_end_zoo(site, hook):
+    plugin_whose_hook(site, hook, "os._exit(0)")
+    args = HOOK_RUN[hook]
+    result = zoo_cli(site, *args, timeout=30)
+    assert_ran_without_the_plugin(result, args)
+    assert f"plugin 'hooked' ended the process in {hook} (exit code 0)" in result.stderr
+    shown = zoo_cli(site, "plugins", "--json")
+    (record,) = [r for r in json.loads(shown.stdout) if r["name"] == "hooked"]
+    assert record["error"] == f"ended the process in {hook} (exit code 0)"
+
+
+def test_a_plugin_whose_hooks_behave_still_loads_after_the_probe_ran_them(site):
+    """The probe calls every hook in its child; a well-behaved plugin's models, commands and tasks are all there."""
+    fake_distribution(site, "zoo-complete", "complete", """\
+        import click
+        import zoo
+
+        @zoo.hookimpl
+        def register_models(register):
+            register({"models": {"complete-net": {"task": "classifier", "builder": "torch.nn:Identity"}}})
+
+        @zoo.hookimpl
+        def register_tasks(register):
+            register("completing", "zoo_complete_mod:Task")
+
+        @zoo.hookimpl
+        def register_commands(cli):
+            @cli.command("complete-hello")
+            def hello():
+                click.echo("hello from complete")
+    """)
+    listed = zoo_cli(site, "list")
+    assert_lists_everything_else(listed)
+    assert "complete-net" in listed.stdout and "plugin 'complete'" not in listed.stderr
+    assert "completing" in " ".join(zoo_cli(site, "list", "--help").stdout.split())
+    assert zoo_cli(site, "complete-hello").stdout.strip() == "hello from complete"
+
+
 EVIL_CLASSIFIER = """\
     import zoo
 
