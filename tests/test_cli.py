@@ -17,6 +17,7 @@ LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric                        cached  plugin
 cgan-cifar                           gan         2.7M    3x32x32    zoo-e19-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.87  yes     gan
 dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                             -       gan
+ddpm-cifar                           diffusion   2.5M    3x32x32    none                                     -                             -       diffusion
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*            no      detector
 fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*            no      detector
 fastestdet-coco                      detector    244K    3x352x352  upstream-coco (safetensors, fp16)        val2017 map 13.00*            yes     detector
@@ -57,7 +58,7 @@ def test_list_filters_and_json():
                                "reference": "https://github.com/akamaster/pytorch_resnet_cifar10#results "
                                             "(8.27% test error)"}
     assert run("list", "resnet5*").output.splitlines()[1].startswith("resnet56-cifar")
-    assert run("list", "--task", "diffusion").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
+    assert run("list", "--task", "nosuchtask").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
 
 
 def test_info_shows_the_whole_card():
@@ -111,7 +112,7 @@ def test_cache_commands_on_an_empty_cache(zoo_home):
 
 def test_plugins_json():
     records = {r["name"]: r for r in json.loads(run("plugins", "--json").output)}
-    assert set(records) == {"classifier", "detector", "gan", "vae"}
+    assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion"}
     record = records["classifier"]
     assert {r["distribution"] for r in records.values()} == {"visionzoo"}
     assert record["models"] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",

@@ -31,13 +31,14 @@ def test_wheel_contents(wheel):
     shipped = [zoo.card(n).variant().uri.removeprefix("pkg://") for n in ("resnet18-cifar", "cgan-cifar", "vae-cifar")]
     for expected in ("zoo/__init__.py", "zoo/registry.yaml", "zoo/runtime/evaluate.py", "zoo/py.typed",
                      "zoo_classifier/__init__.py", "zoo_classifier/models.py", "zoo_classifier/task.py",
-                     "zoo_gan/task.py", "zoo_vae/task.py", *shipped):
+                     "zoo_gan/task.py", "zoo_vae/task.py", "zoo_diffusion/task.py", "zoo_diffusion/samplers.py",
+                     *shipped):
         assert expected in names, expected
     assert not any(n.startswith(("tests/", "plugins/", "bench/")) for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[zoo.plugins]\nclassifier = zoo_classifier" in text and "zoo = zoo.cli:main" in text
-    assert "gan = zoo_gan" in text and "vae = zoo_vae" in text
+    assert "gan = zoo_gan" in text and "vae = zoo_vae" in text and "diffusion = zoo_diffusion" in text
 
 
 def test_installed_wheel_lists_and_loads(wheel, tmp_path):

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision.transforms import v2
 
-__all__ = ["card", "evaluate", "fetch", "finetune", "list_models", "load", "predict", "sample", "transforms"]
+__all__ = ["card", "evaluate", "export", "fetch", "finetune", "list_models", "load", "predict", "sample",
+           "transforms"]
 
 
 def card(name: str) -> ModelCard:
@@ -127,6 +128,27 @@ def evaluate(name: str, data: str | Path, **options: Any) -> dict[str, Any]:
     options.setdefault("show_progress", False)
     options.setdefault("precision", "auto")  # as `zoo eval`: bf16 where the device has native bf16
     return run_evaluate(name, data, **options).as_dict()
+
+
+def export(name: str, path: str | Path, format: str | None = None, *, dynamic_batch: bool = False,
+           opset: int | None = None, images: list[str | Path] | None = None,
+           tolerance: float | None = None) -> dict[str, Any]:
+    """Export model `name`'s network to `path` as ONNX (``format="onnx"``) or a torch.export ExportedProgram
+    (``"exported-program"``; default: from the suffix, ``.pt2``, else ONNX), as ``zoo export --json`` does; returns
+    that record: files, opset, input and outputs, what the graph leaves out (a detector's decoding and NMS), and
+    ``check``: the largest absolute difference from eager PyTorch on real images (``images``; default the
+    checkout's examples/images), run in onnxruntime or after ``torch.export.load``. `dynamic_batch`: any batch size
+    (else 1). A failed check, or any refusal, raises ZooError and writes nothing. Details:
+    :func:`zoo.runtime.export.export`.
+
+    Example:
+        >>> zoo.export("resnet18-cifar", "r18.onnx", dynamic_batch=True)["check"]["max_abs_diff"] < 1e-3
+        True
+    """
+    from .runtime.export import export as run_export
+
+    return run_export(name, path, format, dynamic_batch=dynamic_batch, opset=opset, images=images,
+                      tolerance=tolerance).as_dict()
 
 
 def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int] | None = None, *,

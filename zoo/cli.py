@@ -606,7 +606,7 @@ def sample_command(ctx: click.Context, name: str, n: int, seed: int, classes: tu
     names = get_card(name).labels
     labels = [int(c) if c not in names and c.isdigit() else c for c in classes] or None
     samples = draw(name, n, seed, labels, batch_size=batch_size, device=device,
-                   precision="bf16" if bf16 else precision, **options)
+                   precision="bf16" if bf16 else precision, show_progress=True, **options)
     written = []
     if out_dir is not None:
         files = save_images(samples.images, out_dir)
@@ -783,7 +783,7 @@ def finetune_command(name: str, data: Path, out: Path, resume: bool, overwrite: 
     for key, flag in ((k[:-5], v) for k, v in recipe.items() if k.endswith("_flag")):
         default = FinetuneConfig.__dataclass_fields__[key].default
         values[key] = (not default) if flag else default  # a flag always moves its field off the default
-    if not 0.0 <= values["ema"] < 1.0:
+    if values["ema"] is not None and not 0.0 <= values["ema"] < 1.0:
         raise click.BadParameter(f"{values['ema']} is not in the range 0<=x<1.", param_hint="'--ema'")
     config = FinetuneConfig(**values)
     # the card records the command that reproduces the run: a resumed run's --resume is not part of it
@@ -811,6 +811,57 @@ def finetune_command(name: str, data: Path, out: Path, resume: bool, overwrite: 
         return
     click.echo(f"best epoch {result.best_epoch}: val {result.metric} {result.best_value:.2f}  -> {result.weights}")
     click.echo(f"load it with zoo.load({result.name!r}) or 'zoo info {result.name}'")
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+
+@cli.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", metavar="onnx|exported-program",
+              help="What to write: ONNX (checked in onnxruntime) or a torch.export ExportedProgram (checked after "
+                   "torch.export.load).  [default: from the suffix of -o (.pt2: exported-program), else onnx]")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="The file to write.")
+@click.option("--dynamic-batch", is_flag=True, help="Let the graph take any batch size (default: batch 1).")
+@click.option("--opset", type=int, help="ONNX opset to write (torch's exporter writes 18 and later; lower ones are "
+                                        "converted where onnx can, else refused).  [default: the exporter's]")
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
+              help="Images (files or folders) to check the export on; repeatable.  [default: examples/images of "
+                   "the checkout]")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@_one_line_errors
+def export_command(name: str, fmt: str | None, out: Path, dynamic_batch: bool, opset: int | None,
+                   images: tuple[Path, ...], as_json: bool) -> None:
+    """Export the network of model NAME (classifiers, detectors) as ONNX or a torch.export ExportedProgram.
+
+    The task says what is exported: a classifier's network (logits), a detector's network up to its raw output
+    (the decoding and NMS it leaves out are named). The written file is run on real images, preprocessed as the
+    card says, and compared with eager PyTorch; the largest difference is printed. The file appears whole or
+    not at all.
+    """
+    from .runtime.export import export
+
+    result = export(name, out, fmt, dynamic_batch=dynamic_batch, opset=opset,
+                    images=list(images) if images else None)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    kind = f"ONNX opset {result.opset}" if result.format == "onnx" else "ExportedProgram"
+    batch = "any batch size" if result.dynamic_batch else "batch 1"
+    check = result.check
+
+    def shape(record: dict[str, Any]) -> str:
+        return f"{record['name']} {record['dtype']} [{', '.join(map(str, record['shape']))}]"
+
+    lines = [f"wrote {result.path} ({kind}, {batch}, {_human_bytes(result.bytes)}, {result.seconds:.1f} s)",
+             f"input:     {shape(result.input)}: {result.input['expects']}",
+             f"output:    {'; '.join(shape(o) for o in result.outputs)}",
+             f"checked:   max abs difference {check['max_abs_diff']:.2g} vs eager PyTorch (tolerance "
+             f"{check['tolerance']:.2g}), {check['runtime']}, {_plural(len(check['images']), 'image')}, batches of "
+             f"{', '.join(map(str, check['batch_sizes']))}"]
+    if result.leaves_out:
+        lines.append(f"left out:  {result.leaves_out}")
+    click.echo("\n".join(escape(line) for line in lines))
 
 
 # -- plugins ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
 from zoo.runtime.preprocess import card_geometry, normalize
 from zoo.runtime.splits import stratified_split
-from zoo.runtime.tasks import Batch
+from zoo.runtime.tasks import Batch, Exportable
 
 __all__ = ["AUGMENT_PRESETS", "ClassificationData", "ClassifierEvaluator", "ClassifierTask"]
 
@@ -185,6 +185,18 @@ class ClassifierTask:
 
     def postprocess(self, raw: torch.Tensor, batch: Batch, **options: Any) -> torch.Tensor:
         return raw.float()
+
+    def export_module(self, model: torch.nn.Module) -> Exportable:
+        """The whole network: prepared images in, logits out (softmax and top-k are left to the reader)."""
+        pre = self.card.preprocess
+        if pre is None:
+            raise ZooError(f"Model {self.card.name!r} declares no preprocessing; it cannot be exported for images.")
+        steps = [f"shorter side resized to {pre.resize} ({pre.interpolation}, antialiased)" if pre.resize else "",
+                 f"center-cropped to {pre.crop}x{pre.crop}" if pre.crop else ""]
+        geometry = ", ".join(s for s in steps if s) or "at the card's input size"
+        return Exportable(model, outputs=("logits",),
+                          input=f"RGB, {geometry}, x / 255 then (x - mean) / std with mean {list(pre.mean)}, "
+                                f"std {list(pre.std)}")
 
     # -- results --------------------------------------------------------------------------------------
     def evaluator(self, **options: Any) -> ClassifierEvaluator:

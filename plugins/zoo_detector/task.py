@@ -21,7 +21,7 @@ from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.images import decode_image
 from zoo.runtime.splits import random_split
-from zoo.runtime.tasks import Batch, task_config
+from zoo.runtime.tasks import Batch, Exportable, task_config
 
 from .annotations import DetectionDataset, read_detection_dataset
 from .fastestdet import decode_fastestdet
@@ -429,6 +429,27 @@ class DetectorTask:
             out.append({"boxes": boxes[keep][order], "scores": det["scores"][keep][order].float(),
                         "labels": det["labels"][keep][order]})
         return out
+
+    def export_module(self, model: torch.nn.Module) -> Exportable:
+        """The network up to its raw head output; the decoding, thresholds and NMS stay in Python (``leaves_out``
+        says so). torchvision's detectors are refused: their post-processing is data-dependent code inside the
+        network, not a separable raw head."""
+        if self.decode is None:
+            raise ZooError(f"Model {self.card.name!r} returns finished detections (its boxes, thresholds and NMS "
+                           "are data-dependent code inside the network); 'zoo export' writes raw-head detectors "
+                           "(FastestDet) only.")
+        pre = self.card.preprocess
+        scale = ("x / 255" if pre is None or not (any(pre.mean) or any(s != 1 for s in pre.std))
+                 else f"x / 255 then (x - mean) / std with mean {list(pre.mean)}, std {list(pre.std)}")
+        size = "x".join(map(str, self.size)) if self.size else "its own size"
+        thresholds = self.thresholds["predict"]
+        return Exportable(model, outputs=("raw",),
+                          input=f"RGB, the whole image stretched to {size} (bilinear, no antialiasing, no "
+                                f"letterbox), {scale}",
+                          leaves_out=f"decoding the raw head output into scored boxes normalised to the input "
+                                     f"({self.decode.__module__}.{self.decode.__name__}), the confidence threshold "
+                                     f"(conf {thresholds['conf']:g}), per-class NMS (IoU {thresholds['iou']:g}), "
+                                     f"max_det {thresholds['max_det']} and scaling boxes to the image's pixels")
 
     # -- training -----------------------------------------------------------------------------------
     augment_presets = AUGMENT_PRESETS

@@ -115,6 +115,8 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     joined = not (dist.is_available() and dist.is_initialized())
     env = distributed.setup()  # under torchrun each rank measures its share; the evaluator gathers the rest
     joined = joined and env.initialized
+    if hasattr(task, "check_options"):  # bad options are refused before the dataset is read
+        task.check_options(**options)
     start = time.perf_counter()
     dataset = task.eval_data(data, split=split, val_split=val_split, seed=seed, cache=cache, skip_bad=skip_bad)
     callers = model

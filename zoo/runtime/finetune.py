@@ -194,7 +194,9 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
                 if row is None:  # stopped at a batch boundary; the checkpoint is written
                     interrupted = True
                     break
-                row.update(_validate(result_model, task, val_data, config, target, env))
+                every = int(getattr(task, "validate_every", 1))  # validation that samples can cost minutes
+                if (position.epoch + 1) % every == 0 or position.epoch + 1 == config.epochs:
+                    row.update(_validate(result_model, task, val_data, config, target, env))
                 row["epoch"] = position.epoch + 1
                 history.append(row)
                 if on_epoch is not None and env.rank == 0:
@@ -262,7 +264,9 @@ def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, devi
                                  channels_last=config.channels_last)
         try:
             with torch.inference_mode(), autocast(device, config.bf16):
-                return {f"val_{metric}": task.measure(model, val_data, context, validation=True)[metric]}
+                summary = task.measure(model, val_data, context, validation=True)
+            return {f"val_{key}": value for key, value in summary.items()  # the headline and any other figure
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)}
         finally:
             model.train()
     evaluator = task.evaluator()

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from .._card import ModelCard
 
-__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Task", "TrainData", "get_task", "task_config", "task_for"]
+__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Exportable", "Task", "TrainData", "get_task", "task_config",
+           "task_for"]
 
 #: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
 VERBS = ("predict", "eval", "finetune", "sample")
@@ -46,6 +47,24 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+@dataclass
+class Exportable:
+    """What ``zoo export`` writes for one model: the task's answer to ``export_module(model)``.
+
+    ``module`` maps the task's prepared input (``prepare``'s output: a float N x C x H x W batch) to raw outputs,
+    one tensor or a tuple of them, with no Python control flow that depends on the data, so ``torch.export`` can
+    capture it (often the model itself). ``outputs`` names those tensors in the exported graph; ``input`` says in
+    one line what the graph expects (channel order, resizing, scaling, normalisation), since the preprocessing
+    stays outside it; ``leaves_out`` says in one line what the task does after the network that the graph does
+    not do (a detector's decoding and NMS), or None when the outputs are the task's whole answer.
+    """
+
+    module: torch.nn.Module
+    outputs: tuple[str, ...] = ("output",)
+    input: str = ""
+    leaves_out: str | None = None
 
 
 class EvalData(Protocol):
@@ -132,12 +151,30 @@ class Task(Protocol):
         `noise` (zoo.runtime.sample.Noise: one generator per sample), so sample i depends on its seed alone, not
         on the batch it was drawn in. `labels`: N class indices for a conditional task, else None."""
 
+    # Optional, for tasks that sample:
+    # sample_batch: int — rows per call of `sample` (default zoo.runtime.sample.MICRO_BATCH, 256 on the CPU); a
+    #     task whose sample costs many network calls (diffusion) sets a smaller fixed size
+    # sample_steps(**options) -> int — network calls per `sample` call; when present, `sample` also receives
+    #     ``on_step`` (call it with 1 after each step) and the progress bar counts steps
+    # check_options(**options) -> None — raise ZooError for bad task options before the runtime builds the model
+    #     or reads a dataset (``zoo sample`` and ``zoo eval``)
+    # validate_every: int — validate during training every N epochs (and after the last), when it is costly
+
     # -- measuring what is not scored batch by batch (optional; generative tasks) -------------------------
     def measure(self, model: Any, data: EvalData, context: Any, **options: Any) -> dict[str, Any]:
         """The whole evaluation for a task whose figure is not a sum over data batches (FID compares N samples
         with the data set): the runtime reads the data (``eval_data``), loads and places the model and hands
         over `context` (zoo.runtime.evaluate.MeasureContext: device, precision, batch size, DDP rank and world,
         progress); the task returns the summary ``compute()`` would. Tasks without it use ``evaluator``."""
+
+    # -- export (optional; `zoo export`, zoo.runtime.export) ---------------------------------------------------
+    def export_module(self, model: torch.nn.Module) -> Exportable:
+        """What of `model` (loaded on the CPU, fp32, eval mode) ``zoo export`` writes, as ONNX or a torch.export
+        ExportedProgram: the network from prepared input to raw outputs (a classifier's logits; a detector's
+        head output, its post-processing named in ``leaves_out``). A model the task cannot export (one whose
+        post-processing is data-dependent code inside the network) is refused with a ZooError, one line. Tasks
+        without this method are not exportable: ``zoo export`` answers in one line naming the verbs they have.
+        The runtime checks every export against this module's eager outputs on real images."""
 
     # -- training (tasks with "finetune" in verbs; the loop is zoo.runtime.train.loop) -------------------
     # recipe_defaults: ClassVar[dict[str, Any]]  recipe fields the task fills when the user left them unset

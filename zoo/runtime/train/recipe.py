@@ -39,8 +39,8 @@ class FinetuneConfig:
     weight_decay: float | None = field(default=None, metadata=_opt("L2 weight decay (default: the task's, 5e-4 "
                                                                    "for classifiers)."))
     schedule: str | None = field(default=None, metadata=_opt(
-        "onecycle, cosine (linear warm-up, then cosine) or constant (default: the task's, onecycle for "
-        "classifiers).", ("onecycle", "cosine", "constant")))
+        "onecycle, cosine (linear warm-up, then cosine) or constant (linear warm-up, then constant; default: the "
+        "task's, onecycle for classifiers).", ("onecycle", "cosine", "constant")))
     warmup: float | None = field(default=None, metadata=_opt("Fraction of steps spent warming up (default: the "
                                                              "task's, 0.15 for classifiers)."))
     label_smoothing: float = field(default=0.1, metadata=_opt("Classifiers: label smoothing of the loss."))
@@ -63,16 +63,17 @@ class FinetuneConfig:
                                                             flag="--no-channels-last"))
     compile: bool = field(default=False, metadata=_opt(
         "torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler on CPU)."))
-    ema: float = field(default=0.0, metadata=_opt(
+    ema: float | None = field(default=None, metadata=_opt(
         "Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and save it "
-        "instead (0: off)."))
+        "instead (0: off; default: the task's, on at 0.999 for diffusion models, off for the others)."))
     seed: int = field(default=0, metadata=_opt("Seed of the split, the sample order and the augmentation."))
     pretrained: bool = field(default=True, metadata=_opt(
         "Start from random initialisation instead of the card's weights.", flag="--scratch"))
 
 
 #: What a field left unset becomes when the task has no default of its own either.
-FALLBACKS = {"batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.15}
+FALLBACKS = {"batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.15,
+             "ema": 0.0}
 
 
 def resolve(config: FinetuneConfig, task: Any) -> FinetuneConfig:
@@ -130,5 +131,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, tot
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if config.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        warm = max(1, int(config.warmup * total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warm))
     raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle, cosine or constant.")
