@@ -32,7 +32,7 @@ resnet44-cifar                       classifier  659K    3x32x32    akamaster (c
 resnet56-cifar                       classifier  853K    3x32x32    akamaster (converted, fp32)              test top1 93.39*              no      classifier
 retinanet-r50-fpn-v2-coco            detector    38.2M   -          coco-v1 (converted, fp32)                val2017 map 41.50*            no      detector
 ssdlite320-mobilenetv3-coco          detector    3.4M    -          coco-v1 (converted, fp32)                val2017 map 21.30*            no      detector
-vae-cifar                            vae         2.2M    3x32x32    zoo-e4 (safetensors, fp16)               val bits_per_dim 4.87         yes     vae
+vae-cifar                            vae         2.2M    3x32x32    zoo-e10 (safetensors, fp16)              val bits_per_dim 4.11         yes     vae
 * published by the weights' authors; others measured by zoo ('zoo info NAME' gives the source or the command)
 """
 

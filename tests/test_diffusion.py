@@ -223,6 +223,7 @@ def test_training_uses_ema_by_default_and_resumes_to_the_same_weights(tiny_ddpm:
     assert '"ema": 0.999' in zoo.card("straight").variant().notes
 
 
+@pytest.mark.slow
 def test_the_task_contract_cycle(tiny_ddpm: Path):
     """load -> sample -> eval -> finetune (stopped and resumed) -> reload, as for every task (tests/contract)."""
     from tests.contract.cycle import run_cycle
@@ -231,3 +232,19 @@ def test_the_task_contract_cycle(tiny_ddpm: Path):
     report = run_cycle("tiny-ddpm", data, [], tiny_ddpm / "work",
                        finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2})
     assert report.verbs == ("eval", "finetune", "sample") and report.new_model == "tiny-ddpm-tuned"
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_diffusion_model_on_two_cpu_processes(tiny_ddpm: Path):
+    """Two processes under DDP (the task's forward goes through DDP's own, so its hooks average the gradients);
+    validation samples are sharded and gathered; rank 0 writes the card."""
+    from tests.test_gan import _torchrun
+
+    data = make_two_class_folder(tiny_ddpm / "data", 130)
+    out = tiny_ddpm / "ddp-ddpm"
+    proc = _torchrun("finetune", "tiny-ddpm", "--data", str(data), "--out", str(out), "--epochs", "1",
+                     "--batch-size", "16", "--val-split", "0.5", port=29547)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best epoch") == 1
+    zoo._registry.reset_registry()
+    assert zoo.card("ddp-ddpm").variant().metrics[0].name == "fid[judge-net]"

@@ -190,6 +190,7 @@ def test_recipe_options_run_and_learn(tmp_path, source_card, options):
     assert result.best_val_top1 >= 75.0, result.history
 
 
+@pytest.mark.slow
 def test_compiled_training_learns_and_saves_plain_weights(tmp_path, source_card, zoo_home):
     data = make_top_bottom(tmp_path / "data")
     # 48 training images in batches of 10: the short last batch takes the second (static) compile
