@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import card, evaluate, export, fetch, finetune, list_models, load, predict, sample, transforms
+from ._api import card, evaluate, explain, export, fetch, finetune, list_models, load, predict, sample, transforms
 from ._card import Metric, ModelCard, Preprocess, WeightsVariant
 from .errors import PluginError, RegistryError, UnknownModelError, WeightsError, ZooError
 from .hookspecs import hookimpl
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "card",
     "evaluate",
+    "explain",
     "export",
     "fetch",
     "finetune",

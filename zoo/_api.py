@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision.transforms import v2
 
-__all__ = ["card", "evaluate", "export", "fetch", "finetune", "list_models", "load", "predict", "sample",
+__all__ = ["card", "evaluate", "explain", "export", "fetch", "finetune", "list_models", "load", "predict", "sample",
            "transforms"]
 
 
@@ -30,15 +30,26 @@ def card(name: str) -> ModelCard:
 
 
 def list_models(pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
-                pretrained: bool = False) -> list[str]:
-    """Names of the registered models, sorted; `pattern` is a glob (fnmatch) on the name.
+                pretrained: bool = False, sort: str | None = None, max_params: int | str | None = None,
+                dataset: str | None = None, license: str | None = None) -> list[str]:
+    """Names of the registered models, sorted by name; `pattern` is a glob (fnmatch) on the name.
+
+    The choices of ``zoo list``: `sort` = ``"name"``, ``"params"`` (smallest first), ``"task"`` or a metric of
+    the default weights, best first (``"top1"``, ``"map"`` highest first; ``"fid"``, ``"bits_per_dim"`` lowest
+    first), models without it last; `max_params` = at most this many parameters (``5_000_000`` or ``"5M"``);
+    `dataset` = the default weights have a figure on this dataset; `license` = the card's or the default weights'
+    license identifier (both case-insensitive, globs allowed). A bad `sort` or `max_params` raises ZooError.
 
     Example:
         >>> zoo.list_models("resnet*", task="classifier", pretrained=True)
+        >>> zoo.list_models(task="classifier", max_params="1M", sort="top1", dataset="cifar10")[0]
+        'resnet56-cifar'
     """
     registry = get_registry()
     return [registry.display_name(c) for c in registry.select(pattern, task=task, plugin=plugin,
-                                                               pretrained=pretrained)]
+                                                               pretrained=pretrained, sort=sort,
+                                                               max_params=max_params, dataset=dataset,
+                                                               license=license)]
 
 
 def fetch(name: str) -> Path:
@@ -149,6 +160,27 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
 
     return run_export(name, path, format, dynamic_batch=dynamic_batch, opset=opset, images=images,
                       tolerance=tolerance).as_dict()
+
+
+def explain(name: str, images: str | Path | list[str | Path], target: str | int | list[str | int] | None = None, *,
+            layer: str | None = None, method: str = "gradcam", out: str | Path | None = None,
+            device: str | torch.device | None = None) -> list[dict[str, Any]]:
+    """Grad-CAM for classifier `name` on `images`, as ``zoo explain`` computes it: one record per image with the
+    class explained (``class``, ``index``, ``probability``; `target` a name or an index, one per image or one for
+    all, default each image's top-1), ``top1``, the ``layer`` used and ``heatmap``: a float32 H x W tensor in
+    [0, 1] over the original image. `layer`: a module path of the model (default: the card's
+    ``task_config.explain_layer``, else found automatically). With `out`, an overlay PNG per image is written
+    there (``file``). Details: :func:`zoo.runtime.explain.explain`.
+
+    Example:
+        >>> r = zoo.explain("resnet18-cifar", "examples/images/chelsea.png")[0]
+        >>> r["class"], r["heatmap"].shape
+        ('cat', torch.Size([300, 451]))
+    """
+    from .runtime.explain import explain as run_explain
+
+    return run_explain(name, images, target, layer=layer, method=method, out=out,
+                       device=str(device) if device is not None else None)
 
 
 def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int] | None = None, *,

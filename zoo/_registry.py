@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from . import _config
-from ._card import ModelCard, WeightsVariant, parse_registry, parse_trust
+from ._card import Metric, ModelCard, WeightsVariant, parse_registry, parse_trust
 from ._plugins import Plugins, get_plugins
-from .errors import RegistryError, UnknownModelError
+from .errors import RegistryError, UnknownModelError, ZooError
 
-__all__ = ["Registry", "builtin_registry_path", "get_registry", "load_yaml", "reset_registry"]
+__all__ = ["Registry", "builtin_registry_path", "card_metric", "get_registry", "license_matches", "load_yaml",
+           "lower_is_better", "parse_count", "reset_registry", "sort_cards"]
 
 USER_PLUGIN: Final = "user"
 MAX_REGISTRY_BYTES: Final = 8 * 1024 * 1024
@@ -319,8 +321,15 @@ class Registry:
         return card.name if len(self.by_short.get(card.name, [])) == 1 else card.qualified_name
 
     def select(self, pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
-               pretrained: bool = False) -> list[ModelCard]:
-        """Cards filtered like `zoo list` filters them, sorted by name (fnmatch on short and qualified names)."""
+               pretrained: bool = False, sort: str | None = None, max_params: int | str | None = None,
+               dataset: str | None = None, license: str | None = None) -> list[ModelCard]:
+        """Cards filtered like `zoo list` filters them (fnmatch on short and qualified names), sorted by name, or
+        by `sort` (see :meth:`sort_cards`). `max_params`: at most this many parameters (an int or ``"5M"``;
+        cards that do not state their count are left out); `dataset`: the default weights have a figure on this
+        dataset; `license`: the card's or the default weights' license is this one (see :func:`license_matches`).
+        Names and patterns of datasets and licenses match case-insensitively, as globs."""
+        limit = parse_count(max_params, "max_params") if max_params is not None else None
+        key = self.check_sort_key(sort) if sort is not None else None
         out = []
         for card in self.cards:
             if task and card.task != task:
@@ -332,8 +341,123 @@ class Registry:
             if pattern and not (fnmatch.fnmatchcase(card.name, pattern)
                                 or fnmatch.fnmatchcase(card.qualified_name, pattern)):
                 continue
+            if limit is not None and (card.params is None or card.params > limit):
+                continue
+            if dataset is not None and card_metric(card, dataset=dataset) is None:
+                continue
+            if license is not None and not license_matches(card, license):
+                continue
             out.append(card)
-        return sorted(out, key=lambda c: (c.name, c.plugin))
+        out.sort(key=lambda c: (c.name, c.plugin))
+        return sort_cards(out, key, dataset=dataset) if key is not None else out
+
+    def check_sort_key(self, key: str) -> str:
+        """`key` (lower-cased) when ``zoo list --sort`` knows it: one of SORT_KEYS or the name of a metric on a card's
+        default weights (``fid`` stands for every ``fid[...]``); else a ZooError naming what it could be."""
+        import difflib
+
+        wanted = key.strip().lower()
+        metrics = sorted({name for card in self.cards for m in _default_metrics(card)
+                          for name in (m.name.lower(), m.name.split("[", 1)[0].lower())})
+        if wanted in SORT_KEYS or wanted in metrics:
+            return wanted
+        close = difflib.get_close_matches(wanted, [*SORT_KEYS, *metrics], n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ZooError(f"Unknown sort key {key!r}.{hint} Sort by {', '.join(SORT_KEYS)} or a "
+                       f"metric on the cards: {', '.join(metrics) or 'none'}.")
+
+
+# -- choosing a model: sorting and filtering on the cards' figures (#19 part 5); torch-free ---------------
+
+SORT_KEYS: Final = ("name", "params", "task")
+#: Metrics where a lower figure is better; every other metric sorts highest first. ``fid[resnet56-cifar]`` is
+#: an ``fid``: the part before ``[`` names the metric, the bracket its feature space.
+LOWER_IS_BETTER: Final = frozenset({"fid", "kid", "bits_per_dim", "nll", "loss", "error", "top1_error",
+                                    "top5_error"})
+_COUNT_RE: Final = re.compile(r"(\d+(?:_\d+)*(?:\.\d+)?)([kmgt]?)", re.IGNORECASE)
+_COUNT_UNITS: Final = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower figure of `metric` is the better one (FID, KID, bits per dimension, losses, errors)."""
+    base = metric.split("[", 1)[0].lower()
+    return base in LOWER_IS_BETTER or base.endswith("_error")
+
+
+def parse_count(value: int | str, what: str = "max_params") -> int:
+    """A parameter count: an int, or text like ``270K``, ``5M``, ``1.2G``, ``5000000`` (K, M, G are 10^3, 10^6,
+    10^9; case-insensitive). A ZooError naming `what` otherwise, or when the count is not positive."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ZooError(f"{what}: expected a count like 270K, 5M, 1.2G or 5000000, got {value!r}.")
+    if isinstance(value, int):
+        count = value
+    else:
+        match = _COUNT_RE.fullmatch(value.strip())
+        if match is None:
+            raise ZooError(f"{what}: expected a count like 270K, 5M, 1.2G or 5000000, got {value!r}.")
+        count = round(float(match[1].replace("_", "")) * _COUNT_UNITS[match[2].lower()])
+    if count <= 0:
+        raise ZooError(f"{what}: must be positive, got {str(value)!r}.")
+    return count
+
+
+def _default_metrics(card: ModelCard) -> tuple[Metric, ...]:
+    variant = card.variant()
+    return variant.metrics if variant is not None else ()
+
+
+def _name_matches(metric: str, key: str) -> bool:
+    metric = metric.lower()
+    return metric == key or ("[" not in key and metric.split("[", 1)[0] == key)
+
+
+def card_metric(card: ModelCard, name: str | None = None, dataset: str | None = None) -> Metric | None:
+    """The first figure of `card`'s default weights named `name` (any, when None; ``fid`` also matches
+    ``fid[...]``) on `dataset` (a case-insensitive glob; any, when None); None when there is none."""
+    key = name.lower() if name is not None else None
+    wanted = dataset.lower() if dataset is not None else None
+    for metric in _default_metrics(card):
+        if key is not None and not _name_matches(metric.name, key):
+            continue
+        if wanted is not None and not fnmatch.fnmatchcase(metric.dataset.lower(), wanted):
+            continue
+        return metric
+    return None
+
+
+def _license_id(text: str) -> str:
+    """The identifier a license text starts with: "BSD-3-Clause (torchvision)" -> "bsd-3-clause"."""
+    return re.split(r"[\s(;,]", text.strip(), maxsplit=1)[0].lower()
+
+
+def license_matches(card: ModelCard, wanted: str) -> bool:
+    """Whether the card's license or its default weights' license is `wanted`: compared with the identifier the
+    license text starts with ("BSD-3-Clause (torchvision)" is BSD-3-Clause), case-insensitively; `wanted` may be
+    a glob ('BSD*'). A name inside the rest of the text (a note on the data's license) does not count."""
+    variant = card.variant()
+    pattern = wanted.strip().lower()
+    return any(text and fnmatch.fnmatchcase(_license_id(text), pattern)
+               for text in (card.license, variant.license if variant is not None else None))
+
+
+def sort_cards(cards: list[ModelCard], key: str, *, dataset: str | None = None) -> list[ModelCard]:
+    """`cards` (already in name order) sorted by `key`, best first, ties kept in name order: ``name``;
+    ``params``, smallest first; ``task``; or a metric of the default weights (on `dataset` when given), highest
+    first, or lowest first for :func:`lower_is_better` ones. Cards without the figure come last."""
+    if key == "name":
+        return list(cards)
+    if key == "task":
+        return sorted(cards, key=lambda c: c.task)
+    if key == "params":
+        return sorted(cards, key=lambda c: (c.params is None, c.params or 0))
+
+    def order(card: ModelCard) -> tuple[bool, float]:
+        metric = card_metric(card, key, dataset)
+        if metric is None:
+            return (True, 0.0)
+        return (False, metric.value if lower_is_better(metric.name) else -metric.value)
+
+    return sorted(cards, key=order)
 
 
 def _is_own_registry(path: Path) -> bool:

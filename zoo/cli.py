@@ -82,7 +82,10 @@ def cli() -> None:
 # -- list / info ------------------------------------------------------------------------------------
 
 
-def _headline(card: ModelCard) -> str:
+def _headline(card: ModelCard, metric: Any = None) -> str:
+    """The metric column: `metric` (the figure a --sort or --dataset picked), else the default weights' first."""
+    if metric is not None:
+        return metric.label()
     variant = card.variant()
     if variant is None or not variant.metrics:
         return "-"
@@ -98,8 +101,10 @@ def _weights_label(card: ModelCard) -> str:
     return f"{variant.tag} ({how}, {dtype})"
 
 
-def _card_summary(card: ModelCard, display: str, cached: bool | None) -> dict[str, Any]:
+def _card_summary(card: ModelCard, display: str, cached: bool | None, metric: Any = None) -> dict[str, Any]:
     variant = card.variant()
+    if metric is None and variant is not None and variant.metrics:
+        metric = variant.metrics[0]
     return {
         "name": display,
         "qualified_name": card.qualified_name,
@@ -109,8 +114,8 @@ def _card_summary(card: ModelCard, display: str, cached: bool | None) -> dict[st
         "input": list(card.input_shape),
         "weights": variant.tag if variant else None,
         "tags": list(card.weights),
-        "metric": (None if variant is None or not variant.metrics else
-                   {k: v for k, v in variant.metrics[0].__dict__.items() if v is not None}),
+        "metric": None if metric is None else {k: v for k, v in metric.__dict__.items() if v is not None},
+        "license": (variant.license if variant is not None and variant.license else card.license),
         "cached": cached,
     }
 
@@ -135,36 +140,58 @@ class _TaskOption(click.Option):
 @click.option("--task", cls=_TaskOption, help="Only models of this task.")
 @click.option("--plugin", help="Only models from this plugin.")
 @click.option("--pretrained", is_flag=True, help="Only models with pretrained weights.")
+@click.option("--sort", "sort_key", metavar="KEY",
+              help="Order by name (default), params (smallest first), task, or a metric of the default weights, "
+                   "best first: top1, map highest first; fid, kid, bits_per_dim lowest first. Models without the "
+                   "figure come last.")
+@click.option("--max-params", metavar="N", help="Only models with at most N parameters: 270K, 5M, 1.2G or 5000000.")
+@click.option("--dataset", metavar="NAME",
+              help="Only models whose default weights have a figure on this dataset (e.g. cifar10, coco; "
+                   "case-insensitive, a glob: 'cifar10*'); the metric column shows that figure.")
+@click.option("--license", "license_id", metavar="ID",
+              help="Only models whose license, the card's or its weights', is ID (e.g. MIT, BSD-2-Clause, 'BSD*'; "
+                   "case-insensitive).")
 @click.option("--json", "as_json", is_flag=True, help="JSON records instead of a table.")
 @_one_line_errors
-def list_command(pattern: str | None, task: str | None, plugin: str | None, pretrained: bool,
-                 as_json: bool) -> None:
+def list_command(pattern: str | None, task: str | None, plugin: str | None, pretrained: bool, sort_key: str | None,
+                 max_params: str | None, dataset: str | None, license_id: str | None, as_json: bool) -> None:
     """List models, optionally filtered by a glob PATTERN (e.g. 'resnet*')."""
-    from ._registry import get_registry
+    from ._registry import card_metric, get_registry, parse_count
     from ._store import Store
 
     registry = get_registry()
     store = Store()
-    cards = registry.select(pattern, task=task, plugin=plugin, pretrained=pretrained)
+    limit = parse_count(max_params, "--max-params") if max_params is not None else None
+    cards = registry.select(pattern, task=task, plugin=plugin, pretrained=pretrained, sort=sort_key,
+                            max_params=limit, dataset=dataset, license=license_id)
+    # the metric column shows the figure the cards were sorted or filtered on, else the default weights' first
+    shown_by = registry.check_sort_key(sort_key) if sort_key is not None else None
+    shown_by = shown_by if shown_by not in ("name", "params", "task") else None
     records = []
     for card in cards:
         variant = card.variant()
         cached = store.is_available(variant) if variant else None
-        records.append((card, _card_summary(card, registry.display_name(card), cached)))
+        metric = card_metric(card, shown_by, dataset) if shown_by or dataset else None
+        records.append((card, metric, _card_summary(card, registry.display_name(card), cached, metric)))
+    if shown_by is not None and "[" not in shown_by:
+        spaces = sorted({m.name for _, m, _ in records if m is not None and "[" in m.name})
+        if len(spaces) > 1:
+            click.echo(f"note: --sort {shown_by} ranks figures measured in different feature spaces ("
+                       f"{', '.join(spaces)}); name one, e.g. --sort '{spaces[0]}'", err=True)
     if as_json:
-        click.echo(json.dumps([r for _, r in records], indent=2))
+        click.echo(json.dumps([r for _, _, r in records], indent=2))
         return
     if not records:
         click.echo("No models match." + (" Run 'zoo plugins' to see what is installed." if registry.cards else ""))
         return
     rows = []
-    for card, r in records:
+    for card, metric, r in records:
         shape = "x".join(map(str, card.input_shape)) or "-"
         cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
         rows.append([escape(cell) for cell in (r["name"], card.task, _human_count(card.params), shape,
-                                                _weights_label(card), _headline(card), cached, card.plugin)])
+                                                _weights_label(card), _headline(card, metric), cached, card.plugin)])
     click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
-    if any(r["metric"] and r["metric"]["source"] == "published" for _, r in records):
+    if any(r["metric"] and r["metric"]["source"] == "published" for _, _, r in records):
         click.echo("* published by the weights' authors; others measured by zoo "
                    "('zoo info NAME' gives the source or the command)")
 
@@ -862,6 +889,107 @@ def export_command(name: str, fmt: str | None, out: Path, dynamic_batch: bool, o
     if result.leaves_out:
         lines.append(f"left out:  {result.leaves_out}")
     click.echo("\n".join(escape(line) for line in lines))
+
+
+# -- explain (#19 part 3) -----------------------------------------------------------------------------------
+
+
+@cli.command("explain")
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), metavar="OUTDIR",
+              help="The folder for the overlay PNGs (IMAGE-CLASS.png), created inside an existing folder.")
+@click.option("--class", "target", metavar="CLASS",
+              help="The class to explain (a name or an index) for every image.  [default: each image's top-1]")
+@click.option("--method", default="gradcam", show_default=True, metavar="gradcam",
+              help="The attribution method: Grad-CAM (captum's LayerGradCam).")
+@click.option("--layer", metavar="MODULE.PATH",
+              help="The module to attribute to (e.g. layer3).  [default: the card's task_config.explain_layer, "
+                   "else the last convolutional block with a map of at least 7x7]")
+@click.option("--device", help=_DEVICE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="JSON records (without the heat maps) instead of text.")
+@_one_line_errors
+def explain_command(name: str, images: tuple[Path, ...], out: Path, target: str | None, method: str,
+                    layer: str | None, device: str | None, as_json: bool) -> None:
+    """Show which part of each image drove classifier NAME's score for a class (Grad-CAM).
+
+    For every image, an overlay PNG in OUTDIR: the heat map over the original picture, at its size, the parts the
+    card's center crop cut away dimmed. Each line names the class explained, its probability and the file.
+    """
+    from .runtime.explain import explain
+
+    records = explain(name, list(images), target, layer=layer, method=method, out=out, device=device)
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k != "heatmap"} for r in records], indent=2))
+        return
+    first = records[0]
+    how = {"argument": "--layer", "card": "the card's task_config.explain_layer", "auto": "chosen automatically"}
+    click.echo(escape(f"Grad-CAM at {first['layer']} ({'x'.join(map(str, first['map_size']))} map, "
+                      f"{how[first['layer_from']]})"))
+    for r in records:
+        top = r["top1"]
+        rank = "top-1" if top["index"] == r["index"] else f"top-1: {top['label']} {100 * top['probability']:.1f}%"
+        none = ", no positive evidence at this layer" if not r["evidence"] else ""
+        click.echo(escape(f"{r['image']}: {r['class']} {100 * r['probability']:.1f}% ({rank}{none})  -> {r['file']}"))
+
+
+# -- bench (#19 part 5: choosing a model) -----------------------------------------------------------
+
+
+@cli.command("bench")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--device", help=_DEVICE_HELP)
+@_precision_options
+@click.option("--batch-sizes", default="1,8,32,64,128", show_default=True, metavar="N,N,...",
+              help="Batch sizes to try for throughput; the best one is reported.")
+@click.option("--seconds", type=float, default=1.0, show_default=True,
+              help="How long each figure is timed: the latency, and the throughput at each batch size.")
+@click.option("--random-init", is_flag=True,
+              help="Time the architecture with random weights (no download); speed does not depend on the weights, "
+                   "except a detector's post-processing, which sees the boxes they find.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path),
+              help="The picture to time on (default: examples/images/chelsea.png, else random pixels).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+@_one_line_errors
+def bench_command(names: tuple[str, ...], device: str | None, precision: str, bf16: bool, batch_sizes: str,
+                  seconds: float, random_init: bool, image: Path | None, out: Path | None, as_json: bool) -> None:
+    """Time models NAMES... on this machine: latency at batch 1 and throughput at the best batch size.
+
+    Classifiers and detectors, run as 'zoo eval' runs them (BatchNorm folded, channels_last, the precision);
+    the figures belong to this machine and are never written on the cards.
+    """
+    from .runtime.bench import bench
+
+    record = bench(list(names), device=device, precision="bf16" if bf16 else precision, batch_sizes=batch_sizes,
+                   seconds=seconds, pretrained=not random_init, image=image,
+                   log=None if as_json else lambda line: click.echo(escape(line), err=True))
+    if out is not None:
+        _write_json(out, record)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    rows = []
+    for m in record["models"]:
+        t = m["throughput"]
+        rows.append([escape(c) for c in (m["name"], m["task"], _human_count(m["params"]),
+                                         "x".join(map(str, m["input"].get("model_input", []))) or "-",
+                                         m["weights"] or "random init", m["precision"],
+                                         f"{m['latency']['median_ms']:.2f}", f"{t['images_per_second']:.1f}",
+                                         t["batch_size"])])
+    click.echo(_table(["model", "task", "params", "input", "weights", "precision", "latency b1 ms",
+                       "throughput img/s", "best batch"], rows))
+    mach = record["machine"]
+    click.echo(escape(f"machine: {mach['cpu']}, {_plural(mach['threads'], 'thread')}, torch {mach['torch']}, "
+                      f"device {mach['device']}; input: {record['models'][0]['input']['source']}, resized by each "
+                      f"task; latency: median of batch-1 calls over {seconds:g} s"))
+    for m in record["models"]:
+        if m["throughput"].get("skipped_batch_sizes"):
+            sizes = m["throughput"]["skipped_batch_sizes"]
+            click.echo(escape(f"{m['name']}: batch size{'s' * (len(sizes) > 1)} {', '.join(map(str, sizes))} "
+                              f"skipped: {m['throughput']['skipped_because']}"))
+    if out is not None:
+        click.echo(f"wrote {escape(out)}")
 
 
 # -- plugins ----------------------------------------------------------------------------------------

@@ -16,9 +16,14 @@ from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
 from zoo.runtime.preprocess import card_geometry, normalize
 from zoo.runtime.splits import stratified_split
-from zoo.runtime.tasks import Batch, Exportable
+from zoo.runtime.tasks import Batch, Exportable, task_config
 
 __all__ = ["AUGMENT_PRESETS", "ClassificationData", "ClassifierEvaluator", "ClassifierTask"]
+
+# The card's own fields (task_config), checked when the task is made for it: name -> (type, min, max).
+#   explain_layer: the module `zoo explain` attributes to, as a dotted path of the model (e.g. "layer3"); without
+#   it zoo.runtime.explain.find_layer chooses.
+CARD_FIELDS: dict[str, tuple[type, float | None, float | None]] = {"explain_layer": (str, None, None)}
 
 # In the order of their strength; each one's operations are in its name (docs/usage.md, zoo finetune --augment).
 AUGMENT_PRESETS = ("none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase")
@@ -140,6 +145,7 @@ class ClassifierTask:
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
+        self.config = task_config(card, CARD_FIELDS)
 
     @classmethod
     def options(cls, verb: str) -> list[click.Option]:
@@ -197,6 +203,11 @@ class ClassifierTask:
         return Exportable(model, outputs=("logits",),
                           input=f"RGB, {geometry}, x / 255 then (x - mean) / std with mean {list(pre.mean)}, "
                                 f"std {list(pre.std)}")
+
+    def explain_layer(self, model: torch.nn.Module) -> str | None:
+        """The layer ``zoo explain`` attributes to: the card's ``task_config.explain_layer``, or None to let the
+        runtime find the last convolutional block (zoo.runtime.explain.find_layer). The logits are the scores."""
+        return self.config.get("explain_layer")
 
     # -- results --------------------------------------------------------------------------------------
     def evaluator(self, **options: Any) -> ClassifierEvaluator:

@@ -176,6 +176,16 @@ class Task(Protocol):
         without this method are not exportable: ``zoo export`` answers in one line naming the verbs they have.
         The runtime checks every export against this module's eager outputs on real images."""
 
+    # -- explain (optional; `zoo explain`, zoo.runtime.explain) -------------------------------------------------
+    def explain_layer(self, model: torch.nn.Module) -> str | None:
+        """The module of `model` (a dotted path, e.g. ``"layer3"``) that Grad-CAM attributes the class score to,
+        as the card declares it (the classifier reads ``task_config.explain_layer``), or None to let the runtime
+        choose (``zoo.runtime.explain.find_layer``: the last block that contains a Conv2d and returns a feature
+        map, preferring maps of at least 7 x 7). The runtime checks that the path is a module returning an
+        N x C x H x W map; the scores explained are ``postprocess``'s output, which must be N x classes (softmax
+        gives the probabilities printed). Tasks without this method are not explainable: ``zoo explain`` answers in
+        one line naming the verbs they have."""
+
     # -- training (tasks with "finetune" in verbs; the loop is zoo.runtime.train.loop) -------------------
     # recipe_defaults: ClassVar[dict[str, Any]]  recipe fields the task fills when the user left them unset
     # base_lr: ClassVar[dict[str, float]]       peak learning rate per 128 images, per optimizer name
