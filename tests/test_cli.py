@@ -112,7 +112,7 @@ def test_cache_commands_on_an_empty_cache(zoo_home):
 
 def test_plugins_json():
     records = {r["name"]: r for r in json.loads(run("plugins", "--json").output)}
-    assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion"}
+    assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion", "tv"}
     record = records["classifier"]
     assert {r["distribution"] for r in records.values()} == {"visionzoo"}
     assert record["models"] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",

@@ -7,7 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import card, evaluate, explain, export, fetch, finetune, list_models, load, predict, sample, transforms
+from ._api import (
+    card,
+    ensemble,
+    evaluate,
+    explain,
+    export,
+    fetch,
+    finetune,
+    list_models,
+    load,
+    predict,
+    register,
+    sample,
+    transforms,
+)
 from ._card import Metric, ModelCard, Preprocess, WeightsVariant
 from .errors import PluginError, RegistryError, UnknownModelError, WeightsError, ZooError
 from .hookspecs import hookimpl
@@ -24,6 +38,7 @@ __all__ = [
     "ZooError",
     "__version__",
     "card",
+    "ensemble",
     "evaluate",
     "explain",
     "export",
@@ -33,6 +48,7 @@ __all__ = [
     "list_models",
     "load",
     "predict",
+    "register",
     "sample",
     "transforms",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -143,6 +144,12 @@ class Registry:
         self.inactive: dict[str, str] = {}  # card name -> why it is hidden (its plugin did not load)
         self.trusted: set[str] = set()  # modules the user's own registry trusts (`trust:`), see _builder (#20)
         self.skipped_user_registry: str | None = None  # why $ZOO_HOME/registry.yaml was skipped, if it was
+        # On-demand namespaces (a plugin whose register_models hands over a callable; docs/architecture.md §15):
+        # plugin -> the callable; read only when a name or pattern in `<plugin>/` is asked for, never by plain
+        # `zoo list`. Once read: plugin -> arch -> tag -> a card with that one weights variant, and the default tags.
+        self.namespaces: dict[str, Callable[[], Any]] = {}
+        self.namespace_cards: dict[str, dict[str, dict[str, ModelCard]]] = {}
+        self.namespace_defaults: dict[str, dict[str, str]] = {}
 
     # -- building ----------------------------------------------------------------------------------
     @classmethod
@@ -220,7 +227,10 @@ class Registry:
         pending: dict[str, list[ModelCard]] = {}
 
         def make_kwargs(plugin_name: str) -> dict[str, Any]:
-            def register(source: Path | str | dict[str, Any]) -> None:
+            def register(source: Path | str | dict[str, Any] | Callable[[], Any]) -> None:
+                if callable(source):  # an on-demand namespace: called only when `<plugin>/...` is asked for
+                    self.namespaces[plugin_name] = source
+                    return
                 if isinstance(source, dict):
                     data, file = source, f"<plugin {plugin_name} register_models>"
                 else:
@@ -265,6 +275,8 @@ class Registry:
     def resolve(self, name: str) -> Resolved:
         """`name`, `name.tag`, `plugin/name` or `plugin/name.tag` -> (card, tag)."""
         base, _, tag = name.partition(".")
+        if "/" in base and base not in self.by_qualified and base.partition("/")[0] in self.namespaces:
+            return self._resolve_in_namespace(base, tag)
         if "/" in base:
             card = self.by_qualified.get(base)
         else:
@@ -283,6 +295,62 @@ class Registry:
                 f"Model {card.name!r} has no weights tag {tag!r}. Its tags: {tags}. "
                 f"Run 'zoo info {self.display_name(card)}'.")
         return Resolved(card, tag or None)
+
+    def _resolve_in_namespace(self, base: str, tag: str) -> Resolved:
+        """`<plugin>/<arch>[.<tag>]` in an on-demand namespace: the card of that weights variant (its own
+        preprocessing, metrics and builder arguments), the default one without a tag. Tags match regardless of
+        case, so torchvision's spelling (`IMAGENET1K_V2`) finds the card's lower-case tag."""
+        import difflib
+
+        plugin, _, arch = base.partition("/")
+        variants = self.namespace(plugin).get(arch)
+        if not variants:
+            close = difflib.get_close_matches(arch, sorted(self.namespace_cards.get(plugin, {})), n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(f'{plugin}/{c}') for c in close)}?" if close else ""
+            raise UnknownModelError(f"Unknown model {base!r}.{hint} Run \"zoo list '{plugin}/*'\" to see them.")
+        wanted = tag.lower() if tag else self.namespace_defaults[plugin][arch]
+        if wanted not in variants:
+            raise UnknownModelError(
+                f"Model {base!r} has no weights tag {tag!r}. Its tags: {', '.join(variants)}. "
+                f"Run \"zoo list '{base}.*'\".")
+        return Resolved(variants[wanted], None)
+
+    def namespace(self, plugin: str) -> dict[str, dict[str, ModelCard]]:
+        """The cards of on-demand namespace `plugin` (arch -> tag -> card), read on first use; a namespace whose
+        callable raises or hands over a bad card is a failed plugin with no cards, like a broken register_models."""
+        if plugin in self.namespace_cards or plugin not in self.namespaces:
+            return self.namespace_cards.get(plugin, {})
+        cards: dict[str, dict[str, ModelCard]] = {}
+        defaults: dict[str, str] = {}
+        try:
+            data = self.namespaces[plugin]()
+            origin = data.get("origin") or f"<plugin {plugin} index>"
+            for key, raw in data["models"].items():
+                arch, _, tag = key.partition(".")
+                (card,) = parse_registry({"models": {arch: raw}}, file=origin, plugin=plugin)
+                if list(card.weights) != [tag]:
+                    raise RegistryError(f"entry {key!r} must have exactly the weights tag {tag!r}", file=origin)
+                cards.setdefault(arch, {})[tag] = card
+            for arch, variants in cards.items():
+                default = data.get("defaults", {}).get(arch)
+                defaults[arch] = default if default in variants else next(iter(variants))
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything; Ctrl-C goes through
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self.plugins.fail(plugin, f"raised while reading its model index: {type(exc).__name__}: {exc}")
+            cards, defaults = {}, {}
+        self.namespace_cards[plugin] = cards
+        self.namespace_defaults[plugin] = defaults
+        return cards
+
+    def _namespace_cards(self, pattern: str | None, plugin: str | None) -> list[ModelCard]:
+        """The cards of the on-demand namespaces a `select` names: by `plugin`, or by a pattern `<ns>/...`."""
+        wanted = []
+        for ns in self.namespaces:
+            if plugin == ns or (plugin is None and pattern and "/" in pattern
+                                and fnmatch.fnmatchcase(ns, pattern.partition("/")[0])):
+                wanted.append(ns)
+        return [card for ns in wanted for variants in self.namespace(ns).values() for card in variants.values()]
 
     def _unknown_message(self, name: str) -> str:
         short = name.rsplit("/", 1)[-1]
@@ -317,7 +385,10 @@ class Registry:
         return self.resolve(name).card
 
     def display_name(self, card: ModelCard) -> str:
-        """The short name when it is unambiguous, else the qualified one."""
+        """The short name when it is unambiguous, else the qualified one; `<plugin>/<arch>.<tag>` in an on-demand
+        namespace, where each weights variant is a card of its own."""
+        if card.plugin in self.namespace_cards and card.qualified_name not in self.by_qualified:
+            return f"{card.qualified_name}.{card.default_tag}"
         return card.name if len(self.by_short.get(card.name, [])) == 1 else card.qualified_name
 
     def select(self, pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
@@ -329,9 +400,10 @@ class Registry:
         dataset; `license`: the card's or the default weights' license is this one (see :func:`license_matches`).
         Names and patterns of datasets and licenses match case-insensitively, as globs."""
         limit = parse_count(max_params, "max_params") if max_params is not None else None
+        extra = self._namespace_cards(pattern, plugin)  # read first: their metrics are sort keys too
         key = self.check_sort_key(sort) if sort is not None else None
         out = []
-        for card in self.cards:
+        for card in [*self.cards, *extra]:
             if task and card.task != task:
                 continue
             if plugin and card.plugin != plugin:
@@ -339,7 +411,8 @@ class Registry:
             if pretrained and not card.weights:
                 continue
             if pattern and not (fnmatch.fnmatchcase(card.name, pattern)
-                                or fnmatch.fnmatchcase(card.qualified_name, pattern)):
+                                or fnmatch.fnmatchcase(card.qualified_name, pattern)
+                                or fnmatch.fnmatchcase(self.display_name(card), pattern)):
                 continue
             if limit is not None and (card.params is None or card.params > limit):
                 continue
@@ -348,7 +421,7 @@ class Registry:
             if license is not None and not license_matches(card, license):
                 continue
             out.append(card)
-        out.sort(key=lambda c: (c.name, c.plugin))
+        out.sort(key=lambda c: (c.name, c.plugin, c.default_tag or ""))
         return sort_cards(out, key, dataset=dataset) if key is not None else out
 
     def check_sort_key(self, key: str) -> str:
@@ -357,7 +430,8 @@ class Registry:
         import difflib
 
         wanted = key.strip().lower()
-        metrics = sorted({name for card in self.cards for m in _default_metrics(card)
+        loaded = [card for ns in self.namespace_cards.values() for arch in ns.values() for card in arch.values()]
+        metrics = sorted({name for card in [*self.cards, *loaded] for m in _default_metrics(card)
                           for name in (m.name.lower(), m.name.split("[", 1)[0].lower())})
         if wanted in SORT_KEYS or wanted in metrics:
             return wanted

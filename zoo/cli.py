@@ -710,11 +710,21 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
 
     _, options = _task_arguments(name, "eval", tuple(ctx.args))
     check_device(device)  # before reading the dataset, which can take minutes
-    result = evaluate(name, data, batch_size=batch_size, device=device, precision="bf16" if bf16 else precision,
-                      skip_bad=skip_bad, cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
+    settings = dict(batch_size=batch_size, device=device, precision="bf16" if bf16 else precision,
+                    skip_bad=skip_bad, cache=not no_cache, split=split, val_split=val_split, seed=seed, **options)
+    # -- ensembles (#19 part 4): each member is measured too, on the same images with the same settings
+    from .runtime.ensemble import evaluate_ensemble, is_ensemble
+
+    members = None
+    if is_ensemble(get_card(name)):
+        result, members = evaluate_ensemble(name, data, **settings)
+    else:
+        result = evaluate(name, data, **settings)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports for every rank
     record = result.as_dict()
+    if members is not None:
+        record["ensemble"] = members
     metric, _higher = result.headline
     task = get_task(get_card(name))
     verdict = None
@@ -745,6 +755,10 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
                    f"{', decode cached' if result.decode_cached else ''})")
         for line in lines[1:]:
             click.echo(line)
+        if members is not None:
+            figures = ", ".join(f"{row['model']} {row[members['metric']]:.2f}" for row in members["members"])
+            click.echo(f"members' {members['metric']}: {figures}; ensemble {members['ensemble']:.2f}, "
+                       f"{members['gain']:+.2f} over the best member ({members['best_member']})")
         if result.skipped:
             click.echo(f"skipped {len(result.skipped)} unreadable images")
         for path in record.get("report", []):
@@ -756,6 +770,36 @@ def eval_command(ctx: click.Context, name: str, data: Path, split: str | None, a
                        f"(tolerance {verdict['tolerance']:g})")
     if verdict and not verdict["reproduces"]:
         raise SystemExit(1)
+
+
+@cli.command("register")
+@click.argument("name")
+@click.option("--from", "source", required=True, metavar="CARD",
+              help="The card whose architecture (builder), preprocessing and task the new one takes; or "
+                   "'ensemble:a+b' to save that ensemble under NAME (then no --weights).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A .safetensors file of CARD's architecture (a checkpoint: convert it with 'zoo convert').")
+@click.option("--labels", help="Comma-separated class names when they are not CARD's (the head is sized to them).")
+@click.option("--description", help="One line for 'zoo info' and 'zoo list'.")
+@click.option("--copy", "copy_file", is_flag=True,
+              help="Copy the file into $ZOO_HOME/registered/ so the card survives moving or deleting it "
+                   "(default: the card names the file where it is).")
+@click.option("--overwrite", is_flag=True, help="Replace a card of that name already in your registry.")
+@_one_line_errors
+def register_command(name: str, source: str, weights: Path | None, labels: str | None, description: str | None,
+                     copy_file: bool, overwrite: bool) -> None:
+    """Add model NAME to your registry ($ZOO_HOME/registry.yaml): CARD's architecture with your weights (pinned
+    by sha256 and size, checked to load before anything is written), or a saved ensemble."""
+    from ._api import register
+
+    names = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    card = register(name, from_=source, weights=weights, labels=names, description=description, copy=copy_file,
+                    overwrite=overwrite)
+    variant = card.variant()
+    what = (f"weights {variant.uri} ({_human_bytes(variant.size)}, sha256 {variant.sha256[:12]}...)"
+            if variant is not None and variant.sha256 else f"members {', '.join(card.kwargs.get('members', []))}")
+    click.echo(f"registered {name} ({card.task}, from {source}; {what}) in {card.origin}")
+    click.echo(f"load it with zoo.load({name!r}); check it with 'zoo info {name}'")
 
 
 def _recipe_options(func: F) -> F:

@@ -39,6 +39,10 @@ def register_models(register: RegisterModels) -> None:
     Keep this hook cheap: it runs on every ``zoo list``. Import nothing heavier than the standard
     library here; builders are named by import string and imported only when a model is loaded.
 
+    ``register`` also takes a callable returning such a mapping: an on-demand namespace, called only
+    when a name, a pattern or ``--plugin`` reaches into this plugin (``tv/resnet50``, ``zoo list 'tv/*'``),
+    so a catalogue of hundreds of cards (the torchvision bridge) costs plain ``zoo list`` nothing.
+
     Example::
 
         @zoo.hookimpl

@@ -44,7 +44,13 @@ class _BasicBlockA(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs: 16/32/64 channels, option-A shortcuts, global pool, linear head."""
+    """ResNet-(6n+2) for 32x32 inputs: 16/32/64 channels, option-A shortcuts, global pool, linear head.
+
+    ``num_classes=0`` leaves the head out (timm's convention): the output is the pooled 64-d feature vector.
+    """
+
+    # The stages ``zoo.load(..., features_only=True)`` returns, in order (their output feature maps).
+    feature_stages = ("layer1", "layer2", "layer3")
 
     def __init__(self, depth: int = 20, num_classes: int = 10) -> None:
         super().__init__()
@@ -57,7 +63,7 @@ class CifarResNet(nn.Module):
         self.layer1 = self._make_layer(16, n, 1)
         self.layer2 = self._make_layer(32, n, 2)
         self.layer3 = self._make_layer(64, n, 2)
-        self.linear = nn.Linear(64, num_classes)
+        self.linear: nn.Module = nn.Linear(64, num_classes) if num_classes else nn.Identity()
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)
@@ -97,7 +103,10 @@ class _BasicBlock(nn.Module):
 
 
 class CifarResNet18(nn.Module):
-    """The CIFAR ResNet-18 of seed document 000: 3x3 stem, no max-pool, 64-512 channels, [2, 2, 2, 2]."""
+    """The CIFAR ResNet-18 of seed document 000: 3x3 stem, no max-pool, 64-512 channels, [2, 2, 2, 2].
+    ``num_classes=0``: no head, the pooled 512-d features (timm's convention)."""
+
+    feature_stages = ("layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
@@ -108,7 +117,7 @@ class CifarResNet18(nn.Module):
         self.layer2 = self._make_layer(128, 2, 2)
         self.layer3 = self._make_layer(256, 2, 2)
         self.layer4 = self._make_layer(512, 2, 2)
-        self.linear = nn.Linear(512, num_classes)
+        self.linear: nn.Module = nn.Linear(512, num_classes) if num_classes else nn.Identity()
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []
@@ -134,3 +143,8 @@ def build_cifar_resnet(*, depth: int = 20, num_classes: int = 10) -> CifarResNet
 def build_resnet18_cifar(*, num_classes: int = 10) -> CifarResNet18:
     """The seed's CIFAR ResNet-18."""
     return CifarResNet18(num_classes=num_classes)
+
+
+# What zoo.load(..., features_only=True) reads to name the cards that support it, without building them.
+build_cifar_resnet.feature_stages = CifarResNet.feature_stages  # type: ignore[attr-defined]
+build_resnet18_cifar.feature_stages = CifarResNet18.feature_stages  # type: ignore[attr-defined]

@@ -14,10 +14,43 @@ from ..._card import ModelCard
 from ...errors import ZooError
 from .recipe import FinetuneConfig
 
-__all__ = ["check_name", "write_user_card"]
+__all__ = ["add_user_entry", "check_name", "user_registry", "weights_uri", "write_user_card"]
 
 
-def check_name(name: str) -> None:
+def user_registry() -> Path:
+    """The user's own registry file, ``$ZOO_HOME/registry.yaml`` (which zoo writes)."""
+    return _config.cache_root() / "registry.yaml"
+
+
+def weights_uri(weights: Path, registry: Path) -> str:
+    """How a card in `registry` names a local weights file: relative to the registry's folder when the file lies
+    inside it (the card keeps loading when that folder moves as a whole; the card parser resolves relative paths
+    against the registry file, not the cwd), else the absolute path."""
+    path, base = weights.resolve(), registry.parent.resolve()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def add_user_entry(name: str, entry: dict[str, Any], *, by: str = "zoo finetune") -> Path:
+    """Add (or replace) card `name` in the user registry: under a lock, written to a temporary file and renamed
+    over the registry, so a reader never sees half a file and a crash leaves the old one."""
+    import yaml
+    from filelock import FileLock
+
+    registry = user_registry()
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(registry) + ".lock"):
+        data_now = yaml.safe_load(registry.read_text()) if registry.is_file() else None
+        document = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
+        document["models"] = document.get("models") or {}
+        document["models"][name] = entry
+        tmp = registry.with_name(registry.name + ".partial")
+        tmp.write_text(f"# zoo user registry: written by {by!r} (and safe to edit by hand)\n"
+                       + yaml.safe_dump(document, sort_keys=False))
+        os.replace(tmp, registry)
+    return registry
+
+
+def check_name(name: str, option: str = "--out name") -> None:
     """A new model's name must be a valid card name that no plugin owns (user cards may be replaced)."""
     from ..._card import NAME_RE
     from ..._registry import get_registry
@@ -26,7 +59,7 @@ def check_name(name: str) -> None:
         raise ZooError(f"Bad model name {name!r}: use lower-case letters, digits, '-' and '_'.")
     for card in get_registry().by_short.get(name, []):
         if card.plugin != "user":
-            raise ZooError(f"Model name {name!r} is taken by plugin {card.plugin!r}; choose another --out name.")
+            raise ZooError(f"Model name {name!r} is taken by plugin {card.plugin!r}; choose another {option}.")
 
 
 def _plain(value: Any) -> Any:
@@ -49,11 +82,6 @@ def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[st
     """
     import hashlib
 
-    import yaml
-    from filelock import FileLock
-
-    registry = _config.cache_root() / "registry.yaml"
-    registry.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     entry: dict[str, Any] = {
         "task": card.task,
@@ -82,13 +110,4 @@ def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[st
         }},
     }
     entry = {k: v for k, v in entry.items() if v is not None}
-    with FileLock(str(registry) + ".lock"):
-        data_now = yaml.safe_load(registry.read_text()) if registry.is_file() else None
-        document = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
-        document["models"] = document.get("models") or {}
-        document["models"][name] = entry
-        tmp = registry.with_name(registry.name + ".partial")
-        tmp.write_text("# zoo user registry: written by 'zoo finetune' (and safe to edit by hand)\n"
-                       + yaml.safe_dump(document, sort_keys=False))
-        os.replace(tmp, registry)
-    return registry
+    return add_user_entry(name, entry)

@@ -1,0 +1,238 @@
+"""The torchvision bridge (plugins/zoo_torchvision): `tv/<arch>[.<WEIGHTS>]` cards from torchvision's own Weights
+enums, an index cached per torchvision version, plain `zoo list` unchanged and torch-free, and loading end to end.
+
+No test touches the network: weights are randomly initialised torchvision models saved the way torchvision
+publishes them (a plain state-dict pickle), served from 127.0.0.1 under a URL of the same shape
+(`/models/<arch>-<sha256 prefix>.pth`); the index is built for a few architectures only (the whole index, 114
+weights, is the slow test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models as tvm
+
+import zoo
+import zoo._plugins
+import zoo._registry
+import zoo_torchvision
+from tests.conftest import REPO
+from tests.httpserver import Behaviour
+from zoo._store import Store
+from zoo.errors import UnknownModelError, WeightsError
+from zoo_torchvision import _paths, index
+
+FEW = ["mobilenet_v3_small", "resnet18", "densenet121"]
+
+
+@pytest.fixture()
+def tv(monkeypatch):
+    """The installed plugins plus the bridge registered as plugin `tv`, its index limited to FEW architectures."""
+    monkeypatch.setattr(index, "model_names", lambda: list(FEW))
+    zoo._registry.reset_registry()
+    plugins = zoo._plugins.Plugins()
+    plugins.load_entry_points()  # the installed bridge (entry point `tv`) is among them
+    if "tv" not in plugins.active():  # a checkout whose package was installed before the bridge existed
+        plugins.register(zoo_torchvision, "tv")
+    zoo._plugins.reset_plugins(plugins)
+    return plugins
+
+
+def torchvision_checkpoint(arch: str, seed: int = 0) -> tuple[dict[str, torch.Tensor], bytes]:
+    """A random `arch` state dict and its bytes as torchvision publishes them (torch.save of the plain dict)."""
+    torch.manual_seed(seed)
+    state = getattr(tvm, arch)(weights=None).state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return state, buffer.getvalue()
+
+
+# -- cards and the index ----------------------------------------------------------------------------------
+
+def test_cards_come_from_torchvisions_weights_enums(tv, zoo_home, capsys):
+    names = zoo.list_models("tv/*")
+    err = capsys.readouterr().err
+    assert "building the index of torchvision" in err and "indexed 3 torchvision weights" in err
+    assert names == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1",
+                     "tv/resnet18.imagenet1k_v1"]
+    weights = tvm.ResNet18_Weights.IMAGENET1K_V1
+    card = zoo.card("tv/resnet18.IMAGENET1K_V1")  # torchvision's spelling of the tag
+    assert card is zoo.card("tv/resnet18") is zoo.card("tv/resnet18.imagenet1k_v1")  # the DEFAULT member
+    assert (card.plugin, card.task, card.head) == ("tv", "classifier", "fc")
+    assert card.builder == "torchvision.models:resnet18"  # torchvision's own constructor
+    assert card.kwargs == {"num_classes": 1000} and card.params == weights.meta["num_params"] == 11689512
+    assert card.labels == tuple(weights.meta["categories"]) and card.input_shape == (3, 224, 224)
+    pre = card.preprocess
+    assert (pre.resize, pre.crop, pre.interpolation) == (256, 224, "bilinear")
+    assert pre.mean == (0.485, 0.456, 0.406) and pre.std == (0.229, 0.224, 0.225)
+    variant = card.variant()
+    assert variant.uri == weights.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert (variant.sha256, variant.sha256_prefix, variant.format) == (None, "f37072fd", "torch-pickle")
+    top1 = variant.metrics[0]
+    assert (top1.name, top1.value, top1.dataset, top1.source) == ("top1", 69.758, "imagenet1k", "published")
+    assert top1.reference == weights.meta["recipe"]
+    # the index is cached per torchvision version: a new process (a fresh registry) reads it, builds nothing
+    path = _paths.index_path()
+    assert path.parent == zoo_home / "index" and tvm.__name__ and path.is_file()
+    zoo._registry.reset_registry()
+    zoo._plugins.reset_plugins(tv)
+    assert zoo.list_models("tv/resnet*") == ["tv/resnet18.imagenet1k_v1"]
+    assert capsys.readouterr().err == ""
+
+
+def test_per_weights_cards_differ_where_torchvision_differs(tv, monkeypatch):
+    monkeypatch.setattr(index, "model_names", lambda: ["resnet50", "inception_v3"])
+    v1, v2 = zoo.card("tv/resnet50.IMAGENET1K_V1"), zoo.card("tv/resnet50.IMAGENET1K_V2")
+    assert zoo.card("tv/resnet50") is v2  # ResNet50_Weights.DEFAULT
+    assert (v1.preprocess.resize, v2.preprocess.resize) == (256, 232)
+    assert (v1.variant().metrics[0].value, v2.variant().metrics[0].value) == (76.13, 80.858)
+    inception = zoo.card("tv/inception_v3")
+    # the arguments torchvision's builder sets for these weights, recorded from the builder itself
+    assert inception.kwargs == {"transform_input": True, "aux_logits": True, "init_weights": False,
+                                "num_classes": 1000}
+    assert (inception.preprocess.resize, inception.preprocess.crop) == (342, 299)
+
+
+def test_names_that_do_not_exist_say_what_does(tv):
+    with pytest.raises(UnknownModelError, match=r"has no weights tag 'IMAGENET1K_V9'. Its tags: imagenet1k_v1"):
+        zoo.card("tv/resnet18.IMAGENET1K_V9")
+    with pytest.raises(UnknownModelError, match=r"Unknown model 'tv/resnet19'. Did you mean 'tv/resnet18'"):
+        zoo.card("tv/resnet19")
+
+
+def test_plain_listing_neither_shows_nor_builds_the_namespace(tv, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the index was built by a plain listing")
+
+    monkeypatch.setattr(index, "write_index", refuse)
+    names = zoo.list_models()
+    assert names and not any(n.startswith("tv/") for n in names)
+    assert zoo.list_models("resnet*") == [n for n in names if n.startswith("resnet")]
+    assert not any(n.startswith("tv/") for n in zoo.list_models(task="classifier", sort="top1"))
+
+
+def test_a_failing_index_is_a_failed_plugin_not_a_crash(tv, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no torchvision here")
+
+    monkeypatch.setattr(index, "write_index", broken)
+    assert zoo.list_models("tv/*") == []
+    assert "plugin 'tv' raised while reading its model index: RuntimeError: no torchvision here" in caplog.text
+    assert zoo.list_models("resnet56*") == ["resnet56-cifar"]
+
+
+def test_densenet_cards_carry_torchvisions_key_renaming(tv):
+    """torchvision renames densenet's old checkpoint keys in code; the card's conversion rule does the same."""
+    card = zoo.card("tv/densenet121")
+    (pattern, repl), = card.variant().convert.rename
+    with torch.device("meta"):
+        keys = [k for k in tvm.densenet121().state_dict() if not k.endswith("num_batches_tracked")]  # not in the file
+    old = [re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k) for k in keys]  # 'norm.1.weight'...
+    renamed = sum(a != b for a, b in zip(old, keys, strict=True))
+    assert renamed == (6 + 12 + 24 + 16) * (2 * 4 + 2)  # per dense layer: 2 norms x 4 tensors, 2 convs
+    assert [re.sub(pattern, repl, k) for k in old] == keys
+
+
+# -- loading end to end -----------------------------------------------------------------------------------
+
+def test_load_downloads_verifies_the_prefix_converts_and_matches_torchvision(tv, server, monkeypatch, zoo_home):
+    state, data = torchvision_checkpoint("resnet18")
+    full = hashlib.sha256(data).hexdigest()
+    file_name = f"resnet18-{full[:8]}.pth"  # the shape of torchvision's own names
+    server.files[file_name] = Behaviour(data)
+    url = f"http://127.0.0.1:{server.port}/models/{file_name}"
+    monkeypatch.setattr(tvm.ResNet18_Weights.IMAGENET1K_V1.value, "url", url)  # as if torchvision published it
+
+    model = zoo.load("tv/resnet18.IMAGENET1K_V1", device="cpu")
+    assert type(model) is tvm.ResNet and not model.training
+    assert [path for path, _ in server.requests] == [f"/models/{file_name}"]
+    pin = Store().read_pin(zoo.card("tv/resnet18").variant(), model="resnet18")
+    assert pin.sha256 == full and pin.size == len(data)
+    reference = tvm.resnet18(weights=None).eval()
+    reference.load_state_dict(state)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    # cached: no second request; an override re-shapes only the head
+    features = zoo.load("tv/resnet18", device="cpu", num_classes=5)
+    assert features.fc.out_features == 5 and len(server.requests) == 1
+    torch.testing.assert_close(features.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+def test_the_publishers_prefix_is_enforced(tv, tmp_path, monkeypatch, caplog):
+    """A stand-in under the real file name (resnet18-f37072fd.pth) is not torchvision's file: refused."""
+    _, data = torchvision_checkpoint("resnet18")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "resnet18-f37072fd.pth").write_bytes(data)
+    monkeypatch.setenv("ZOO_MIRROR", str(mirror))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="ZOO_OFFLINE=1 forbids downloading"):
+        zoo.load("tv/resnet18.IMAGENET1K_V1", device="cpu")
+    assert "does not start with the publisher's prefix f37072fd" in caplog.text
+
+
+# -- the command line, with the bridge installed as a third party would install it ------------------------
+
+def _install_entry_point(site: Path) -> None:
+    dist = site / "zoo_torchvision_bridge-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-torchvision-bridge\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[zoo.plugins]\ntv = zoo_torchvision\n")
+
+
+def _zoo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", *args], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=REPO)
+
+
+def test_cli_lists_the_namespace_from_the_cached_index_without_torch(tv, tmp_path, zoo_home):
+    zoo.list_models("tv/*")  # builds the (small) index in this ZOO_HOME
+    site = tmp_path / "site"
+    _install_entry_point(site)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "ZOO_HOME": str(zoo_home), "OMP_NUM_THREADS": "1"}
+    plain = _zoo(["list"], env)
+    assert plain.returncode == 0, plain.stderr
+    assert "tv/" not in plain.stdout and "resnet56-cifar" in plain.stdout
+    listed = _zoo(["list", "tv/*"], env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("tv/")]
+    assert rows == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1",
+                    "tv/resnet18.imagenet1k_v1"]
+    assert "69.76*" in listed.stdout and "building" not in listed.stderr
+    info = _zoo(["info", "tv/resnet18.IMAGENET1K_V1", "--json"], env)
+    assert info.returncode == 0, info.stderr
+    card = json.loads(info.stdout)
+    assert card["qualified_name"] == "tv/resnet18" and card["weights"]["imagenet1k_v1"]["pin"]["prefix"] == "f37072fd"
+    for done in (plain, listed, info):
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "import time:" in line}
+        assert not {m for m in imported if m.split(".")[0] in ("torch", "torchvision")}, done.args
+
+
+# -- the whole index ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_every_torchvision_classifier_weight_is_indexed_and_rebuilds(monkeypatch):
+    data = index.build_index()
+    assert data["skipped"] == {"vgg16.IMAGENET1K_FEATURES": "no categories (feature-extractor weights without a "
+                                                            "classifier)"}
+    expected = {f"{arch}.{w.name.lower()}" for arch in tvm.list_models(module=tvm)
+                for w in tvm.get_model_weights(arch) if w.meta.get("categories")}
+    assert set(data["models"]) == expected and len(expected) == 114
+    cards = _paths.expand(data, "<test>")
+    registry = zoo._registry.get_registry()
+    registry.namespaces["tv"] = lambda: cards  # every stored card goes through zoo's card parser
+    selected = registry.select("tv/*")
+    assert len(selected) == 114 and all(card.head and card.labels for card in selected)
+    assert {registry.display_name(card) for card in selected} == {f"tv/{key}" for key in expected}
