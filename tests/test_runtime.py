@@ -312,3 +312,33 @@ def test_unknown_augment_preset_lists_the_known_ones():
     with pytest.raises(ZooError, match="crop-flip-trivial-erase"):
         ClassifierTask(zoo.card("resnet20-cifar")).augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment",
                                                            torch.Generator())
+
+
+def test_ema_warms_up_then_holds_its_decay():
+    """Update n of the moving average uses min(decay, (1 + n) / (10 + n)): a short run's average follows the
+    weights instead of staying near the random start (diffusers' EMAModel and timm's ModelEmaV3 do the same)."""
+    import torch
+
+    from zoo.runtime.train.ema import averaged
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = averaged(model, 0.999)
+    values = [1.0, 2.0, 3.0]
+    with torch.no_grad():
+        model.weight.fill_(values[0])
+        ema.update_parameters(model)  # the first update copies
+        expected = values[0]
+        for n, value in enumerate(values[1:], start=1):
+            model.weight.fill_(value)
+            ema.update_parameters(model)
+            decay = min(0.999, (1 + n) / (10 + n))
+            expected = decay * expected + (1 - decay) * value
+    assert float(ema.module.weight.detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(ema.module.weight.detach()) > 2.5  # without the warm-up: 1.002
+    with torch.no_grad():
+        for _ in range(20_000):
+            ema.n_averaged += 1  # far into a run: the decay itself binds
+        model.weight.fill_(0.0)
+        before = float(ema.module.weight.detach())
+        ema.update_parameters(model)
+    assert float(ema.module.weight.detach()) == pytest.approx(before * 0.999, rel=1e-6)
