@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import itertools
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -50,16 +49,10 @@ DIM = 0.35
 
 def explainable_task(card: Any) -> Any:
     """The task object for `card`, after checking that its task can explain (defines ``explain_layer``): one that
-    cannot (a detector, a GAN) is one line naming the verbs it has."""
-    from .tasks import VERBS, task_class
+    cannot is one line naming the verbs it has."""
+    from .tasks import task_for
 
-    cls = task_class(card.task)
-    if not callable(getattr(cls, "explain_layer", None)):
-        verbs = getattr(cls, "verbs", frozenset())
-        supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
-        raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo explain' does not apply to it (it supports "
-                       f"{supported}).")
-    return cls(card)
+    return task_for(card, "explain", "explain_layer")
 
 
 # -- the layer ----------------------------------------------------------------------------------------------
@@ -214,18 +207,11 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, seen: torch.Tensor) -> torc
 
 
 def _write_png(path: Path, image: torch.Tensor) -> None:
-    """Write by a rename, so a reader never sees half a file; an OS error is one line naming the file."""
     from torchvision.io import encode_png
 
-    data = encode_png(image).numpy().tobytes()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ZooError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .files import write_atomic
+
+    write_atomic(path, encode_png(image).numpy().tobytes())
 
 
 def _file_name(image: str, label: str, taken: set[str]) -> str:

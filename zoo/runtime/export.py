@@ -72,16 +72,10 @@ class ExportResult:
 
 def exportable_task(card: Any) -> Any:
     """The task object for `card`, after checking that its task can export (defines ``export_module``): one that
-    cannot (a GAN, a VAE) is one line naming the verbs it has."""
-    from .tasks import VERBS, task_class
+    cannot is one line naming the verbs it has."""
+    from .tasks import task_for
 
-    cls = task_class(card.task)
-    if not callable(getattr(cls, "export_module", None)):
-        verbs = getattr(cls, "verbs", frozenset())
-        supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
-        raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo export' does not apply to it (it supports "
-                       f"{supported}).")
-    return cls(card)
+    return task_for(card, "export", "export_module")
 
 
 def _check_format(format: str | None, path: Path) -> str:

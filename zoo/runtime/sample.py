@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ZooError
+from .files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -380,18 +381,6 @@ def check_output(path: Path, *, directory: bool = False) -> None:
         raise ZooError(f"Cannot write into {path}: it is a file, not a folder.")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write by a rename, so a reader never sees half a file; an OS error is one line naming the file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ZooError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _png(image: torch.Tensor) -> bytes:
     from torchvision.io import encode_png
 
@@ -405,7 +394,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
     path = Path(path)
     if nrow < 1:
         raise ZooError(f"--nrow must be at least 1, not {nrow}.")
-    _write_atomic(path, _png(make_grid(images, nrow=nrow, padding=2)))
+    write_atomic(path, _png(make_grid(images, nrow=nrow, padding=2)))
     return path
 
 
@@ -419,7 +408,7 @@ def save_images(images: torch.Tensor, directory: str | Path) -> list[Path]:
     paths = []
     for i, image in enumerate(images):
         paths.append(directory / f"{i:06d}.png")
-        _write_atomic(paths[-1], _png(image))
+        write_atomic(paths[-1], _png(image))
     return paths
 
 
@@ -428,5 +417,5 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> Path:
     import json
 
     path = Path(path)
-    _write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     return path

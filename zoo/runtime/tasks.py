@@ -294,12 +294,13 @@ def get_task(card: ModelCard) -> Task:
     return task_class(card.task)(card)
 
 
-def task_for(card: ModelCard, verb: str) -> Task:
-    """The task object for `card`, after checking that its task supports `verb`: asking a GAN to predict is
-    one clear line naming what it does support."""
+def task_for(card: ModelCard, verb: str, method: str | None = None) -> Task:
+    """The task object for `card`, after checking that its task supports `verb` (a runtime verb, or a command
+    whose optional contract `method` the task must define, e.g. ``export`` and ``export_module``): asking a GAN
+    to predict or to export is one clear line naming what it does support."""
     cls = task_class(card.task)
     verbs = getattr(cls, "verbs", frozenset())
-    if verb not in verbs:
+    if (verb not in verbs) if method is None else not callable(getattr(cls, method, None)):
         supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
         raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo {verb}' does not apply to it "
                        f"(it supports {supported}).")
