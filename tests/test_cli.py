@@ -15,7 +15,7 @@ from zoo.cli import cli
 
 LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric                        cached  plugin
-cgan-cifar                           gan         2.7M    3x32x32    zoo-e19-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.87  yes     gan
+cgan-cifar                           gan         2.7M    3x32x32    zoo-e33-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.04  yes     gan
 dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                             -       gan
 ddpm-cifar                           diffusion   2.5M    3x32x32    none                                     -                             -       diffusion
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*            no      detector
