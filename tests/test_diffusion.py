@@ -135,7 +135,7 @@ def test_sample_files_do_not_depend_on_the_batch_size(tiny_ddpm: Path):
         outs.append([p.read_bytes() for p in sorted(out.glob("*.png"))])
     assert len(outs[0]) == 3 and outs[0] == outs[1]
     manifest = json.loads((tiny_ddpm / "b1" / "manifest.json").read_text())
-    assert manifest["options"] == {"steps": 3, "sampler": "ddim", "guidance": 2.0, "eta": None}
+    assert manifest["options"] == {"steps": 3, "sampler": "ddim", "guidance": 2.0, "eta": 0.0}  # as used
     assert manifest["labels"] == ["bright"] * 3
 
 

@@ -155,7 +155,7 @@ def _without_head(model: nn.Module, card_: ModelCard) -> nn.Module:
     from torch import nn
 
     if callable(getattr(model, "reset_classifier", None)):
-        model.reset_classifier(0)
+        model.reset_classifier(0)  # type: ignore[operator]  # timm's method, checked callable above
         return model
     if not card_.head:
         raise ZooError(f"Model {card_.name!r} names no head on its card ('head:'), so num_classes=0 cannot take it "

@@ -149,7 +149,7 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _expect(ctx: _Ctx, name: str, value: Any, types: type | tuple[type, ...], what: str) -> Any:
+def _expect(ctx: _Ctx, name: str | None, value: Any, types: type | tuple[type, ...], what: str) -> Any:
     # bool is an int subclass; a YAML `yes` must not pass as a number.
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         raise ctx.error(name, f"expected {what}, got {_kind(value)} {value!r}")
@@ -406,6 +406,7 @@ def _parse_card(ctx: _Ctx, name: str, raw: Any, plugin: str | None) -> ModelCard
     card_plugin = _word(ctx, "plugin", raw["plugin"]) if "plugin" in raw else plugin
     if plugin and card_plugin != plugin:
         raise ctx.error("plugin", f"this file belongs to plugin {plugin!r}, the card says {card_plugin!r}")
+    assert card_plugin is not None  # "plugin" is a required field when no plugin is given
     builder = _str(ctx, "builder", raw["builder"])
     if not BUILDER_RE.fullmatch(builder):
         raise ctx.error("builder", f"expected 'package.module:callable', got {_short(builder)}")

@@ -152,7 +152,7 @@ def _examine(store: Store, entry: CacheEntry) -> tuple[str | None, str | None]:
         return None, actual  # a downloaded file is named by its own sha256
     record = store._record(entry.sha256)
     converted = record is not None and record.get("kind") == "converted"
-    if converted and actual == record.get("sha256"):
+    if converted and actual == record.get("sha256"):  # type: ignore[union-attr]  # converted: record is set
         return None, actual
     if record is not None and "sha256" not in record and store._stamp_fields_match(record, entry.path):
         # A stamp written before #20: zoo's own record that it verified this very (size, mtime), no weaker than
@@ -163,6 +163,7 @@ def _examine(store: Store, entry: CacheEntry) -> tuple[str | None, str | None]:
     except WeightsError:
         return "not a readable safetensors file (damaged header or truncated)", actual
     if converted:
+        assert record is not None
         return (f"sha256 {actual}, but zoo recorded {record.get('sha256')} when it converted the source "
                 f"{entry.sha256[:12]}... (changed since)"), actual
     return (f"sha256 {actual}, expected {entry.sha256}, and zoo has no record of converting it "
@@ -359,7 +360,8 @@ class Store:
                 from ._convert import convert_checkpoint
                 from ._hashing import sha256_file
 
-                convert_checkpoint(source, tmp, variant.convert, metadata={
+                # the card parser gives every non-safetensors variant a ConvertSpec
+                convert_checkpoint(source, tmp, variant.convert, metadata={  # type: ignore[arg-type]
                     "source_uri": variant.uri,
                     "source_sha256": sha,
                     "source_format": variant.format,
@@ -573,6 +575,7 @@ class Store:
 
     def _verify_local(self, path: Path, variant: WeightsVariant, model: str) -> None:
         """Hash a local file once per (size, mtime): shipped weights are checked without a cost per load."""
+        assert variant.sha256 is not None  # _resolve refuses a local variant without it
         if not self._stamp_matches(path, variant.sha256):
             self._check_hash(path, variant, model, local=True)
             self._check_header(path, model=model)

@@ -28,7 +28,7 @@ def _human_count(n: int | None) -> str:
     return str(n)
 
 
-def _human_bytes(n: int | None) -> str:
+def _human_bytes(n: float | None) -> str:
     if n is None:
         return "?"
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -42,7 +42,7 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _table(headers: Sequence[str], rows: list[Sequence[str]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
@@ -187,7 +187,7 @@ def list_command(pattern: str | None, task: str | None, plugin: str | None, pret
     rows = []
     for card, metric, r in records:
         shape = "x".join(map(str, card.input_shape)) or "-"
-        cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
+        cached = {True: "yes", False: "no", None: "-"}[r["cached"]]  # type: ignore[assignment]  # reused: its label
         rows.append([escape(cell) for cell in (r["name"], card.task, _human_count(card.params), shape,
                                                 _weights_label(card), _headline(card, metric), cached, card.plugin)])
     click.echo(_table(["name", "task", "params", "input", "weights (default)", "metric", "cached", "plugin"], rows))
@@ -371,7 +371,7 @@ def cache_ls_command(as_json: bool) -> None:
     store = Store()
     owners = _owners()
     entries = store.entries()
-    records = [{"path": str(e.path), "sha256": e.sha256, "size": e.size, "kind": e.kind,
+    records: list[dict[str, Any]] = [{"path": str(e.path), "sha256": e.sha256, "size": e.size, "kind": e.kind,
                 "models": owners.get(e.sha256, [])} for e in entries]
     if as_json:
         click.echo(json.dumps(records, indent=2))
@@ -503,7 +503,7 @@ class _TaskCommand(click.Command):
             for task in sorted(_registered()):
                 cls = task_class(task)
                 if verb in getattr(cls, "verbs", ()):
-                    rows = [p.get_help_record(ctx) for p in cls.options(verb)]
+                    rows = [p.get_help_record(ctx) for p in cls.options(verb)]  # type: ignore[attr-defined]  # Task
                     sections.append((task, [r for r in rows if r]))
         except Exception:  # noqa: BLE001 - help must print even with a broken plugin installed
             return
@@ -673,7 +673,7 @@ def _card_metric(name: str, metric: str, split: str | None = None) -> Any:
     candidates = [m for m in (variant.metrics if variant else ()) if m.name == metric]
     same_split = [m for m in candidates if split is not None and m.split == split and m.source == "measured"]
     measured = [m for m in candidates if m.source == "measured"]
-    return (same_split or measured or candidates or [None])[0]
+    return (same_split or measured or candidates or [None])[0]  # type: ignore[list-item]  # None: no figure
 
 
 @cli.command("eval", cls=_TaskCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from zoo._card import ModelCard
@@ -52,7 +52,7 @@ class ClassifierEvaluator:
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         n = len(card.labels) or int(card.kwargs.get("num_classes", 0))
-        collection = {
+        collection: dict[str, Metric | MetricCollection] = {
             "top1": MulticlassAccuracy(num_classes=n, top_k=1, average="micro"),
             "per_class": MulticlassAccuracy(num_classes=n, top_k=1, average="none"),
             "confusion": MulticlassConfusionMatrix(num_classes=n),

@@ -990,10 +990,11 @@ def _read_yolo(files: _Files, source: tuple[str, Any, str]) -> DetectionDataset:
                 lists.update([list_file] if list_file else [])
             builder.declared.append((key, f"{names_from} {key!r}", images))
             listed.update(images)
-    images = set(listed)
+    # `images` is reused: the loop's list of a split, here the set of every image
+    images = set(listed)  # type: ignore[assignment]
     for image in files.images:
         if "images" in image.split("/")[:-1] or _yolo_label_rel(image) in files.sizes:
-            images.add(image)
+            images.add(image)  # type: ignore[attr-defined]
     claimed = set()
     for image in sorted(images):
         label_rel = _yolo_label_rel(image)

@@ -87,9 +87,10 @@ class _ShuffleNetV2(nn.Module):
             cin = cout
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        p1 = self.stage2(self.maxpool(self.first_conv(x)))
-        p2 = self.stage3(p1)
-        return p1, p2, self.stage4(p2)
+        # the stages are set with setattr: mypy sees Module.__getattr__'s Tensor | Module
+        p1 = self.stage2(self.maxpool(self.first_conv(x)))  # type: ignore[operator]
+        p2 = self.stage3(p1)  # type: ignore[operator]
+        return p1, p2, self.stage4(p2)  # type: ignore[operator]
 
 
 class _Conv1x1(nn.Module):
@@ -296,8 +297,9 @@ def _grid_targets(targets: list[dict[str, Tensor]], h: int, w: int,
     if not rows:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, torch.zeros(0, 4, device=device)
-    images, labels, boxes = zip(*rows, strict=True)
-    return torch.cat(images), torch.cat(labels), torch.cat(boxes)
+    # `labels` is reused: the loop's Tensor, here a tuple of them
+    images, labels, boxes = zip(*rows, strict=True)  # type: ignore[assignment]
+    return torch.cat(images), torch.cat(labels), torch.cat(boxes)  # type: ignore[arg-type]
 
 
 def fastestdet_loss(raw: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -58,7 +58,7 @@ def _threshold_options(defaults: dict[str, float]) -> list[click.Option]:
 class _Stretch:
     """The geometry object zoo.runtime.datasets.decoded applies: the detector's fixed-size stretch."""
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size: tuple[int, int] | None) -> None:  # None: a variable-size model, left as is
         self.size = size
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
@@ -79,6 +79,7 @@ class DetectionData:
 
     def __init__(self, dataset: DetectionDataset, size: tuple[int, int] | None, label_map: torch.Tensor,
                  indices: list[int], skip_bad: bool, cache: bool = True) -> None:
+        self.skipped: list[str]
         self.source, self.skipped, self.from_cache = str(dataset.root), [], False
         samples = [dataset.samples[i] for i in indices]
         self.images, kept = self._decode_cached(dataset, samples, size, skip_bad, cache)
@@ -285,6 +286,8 @@ class DetectorEvaluator:
             return self.images, self.annotations, self.results
         parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, (self.images, self.annotations, self.results))
+        images: list[dict[str, Any]]
+        annotations: list[dict[str, Any]]
         images, annotations, results = [], [], []
         for rank_images, rank_annotations, rank_results in parts:
             offset = {im["id"]: len(images) + i + 1 for i, im in enumerate(rank_images)}
@@ -569,4 +572,5 @@ def _palette(n: int) -> list[tuple[int, int, int]]:
     """Distinct, stable colours per class (golden-ratio hues)."""
     import colorsys
 
-    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)) for i in range(n)]
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95))  # type: ignore[misc]
+            for i in range(n)]  # hsv_to_rgb gives 3 values

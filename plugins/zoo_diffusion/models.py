@@ -54,9 +54,10 @@ class Denoiser(nn.Module):
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        size = self.unet.config.sample_size
+        config: Any = self.unet.config  # a diffusers UNet's config (mypy sees Module.__getattr__)
+        size = config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return (self.unet.config.in_channels, *size)
+        return (config.in_channels, *size)
 
     def scheduler_config(self) -> dict[str, Any]:
         """The diffusers scheduler arguments every sampler of this model shares."""

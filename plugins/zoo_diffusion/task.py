@@ -114,19 +114,22 @@ class DiffusionTask(SamplingTask):
         """The sampling options with the card's defaults filled in, checked (one line for anything wrong)."""
         if guidance is not None and not self.conditional:
             check_options(self.timesteps, False, sampler or self.default_sampler, steps or 1, guidance, eta)
-        resolved = {"sampler": sampler or self.default_sampler,
-                    "steps": self.default_steps if steps is None else steps,
-                    "guidance": self.default_guidance if guidance is None else guidance,
-                    "eta": 0.0 if eta is None else eta}
+        resolved: dict[str, Any] = {"sampler": sampler or self.default_sampler,
+                                    "steps": self.default_steps if steps is None else steps,
+                                    "guidance": self.default_guidance if guidance is None else guidance,
+                                    "eta": 0.0 if eta is None else eta}
         check_options(self.timesteps, self.conditional, resolved["sampler"], resolved["steps"],
                       resolved["guidance"], resolved["eta"])
         return resolved
 
     def check_options(self, sampler: str | None = None, steps: str | int | None = None,
-                      guidance: float | None = None, eta: float | None = None, **_other: Any) -> None:
-        """Refuse bad sampling options before the runtime loads the model or reads a dataset (one line)."""
+                      guidance: float | None = None, eta: float | None = None, **_other: Any) -> dict[str, Any]:
+        """Refuse bad sampling options before the runtime loads the model or reads a dataset (one line); the
+        options as they will be used, the card's defaults filled in (what ``zoo sample``'s manifest records)."""
+        resolved: dict[str, Any] = {}
         for count in (_steps_list(steps) if steps is not None else [None]):
-            self._resolve(sampler, count, guidance, eta)
+            resolved = self._resolve(sampler, count, guidance, eta)
+        return resolved
 
     def validation_eval_args(self) -> str:
         options = self._validation_options()
@@ -156,10 +159,12 @@ class DiffusionTask(SamplingTask):
         return self.to_unit(x)
 
     # -- evaluation -----------------------------------------------------------------------------------
-    def measure(self, model: Any, data: Any, context: Any, samples: int | None = None, features: str | None = None,
-                judge: str | None = None, sample_seed: int = 0, validation: bool = False,
-                sampler: str | None = None, steps: str | int | None = None, guidance: float | None = None,
-                eta: float | None = None) -> dict[str, Any]:
+    # the sampling options by name where the base class takes **sample_options
+    def measure(  # type: ignore[override]
+            self, model: Any, data: Any, context: Any, samples: int | None = None, features: str | None = None,
+            judge: str | None = None, sample_seed: int = 0, validation: bool = False,
+            sampler: str | None = None, steps: str | int | None = None, guidance: float | None = None,
+            eta: float | None = None) -> dict[str, Any]:
         """Part 1's figures for samples drawn with the given sampler, steps and guidance (recorded in the
         summary as ``sampling``); with several step counts, each is measured (``sweep``) and the summary's
         figures are those of the card's default step count if it is in the list, else of the last."""

@@ -54,7 +54,9 @@ class GanTask(SamplingTask):
     base_lr = {"adam": 4e-4}  # per 128 images, scaled with the batch like every task's
 
     def optimizer_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
-        return {"D": list(model.discriminator.parameters()), "G": list(model.generator.parameters())}
+        # a GAN's two submodules (mypy sees Module.__getattr__'s Tensor | Module)
+        return {"D": list(model.discriminator.parameters()),  # type: ignore[union-attr]
+                "G": list(model.generator.parameters())}  # type: ignore[union-attr]
 
     def training_step(self, model: Any, x: torch.Tensor, batch: Batch, config: Any, step: Any) -> dict[str, Any]:
         """One discriminator step on real and fake images, then (every ``d_steps``-th batch) one generator step

@@ -92,7 +92,7 @@ def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
                 _original(kwargs, param, new_value)
 
             patched.append((module, original))
-            module._ovewrite_named_param = record
+            module._ovewrite_named_param = record  # type: ignore[attr-defined]  # found by getattr above
     saved_get, saved_load = _api.WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict
 
     def fake_load(self: Any, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
@@ -100,8 +100,9 @@ def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
             raise _Built(self)
         return saved_load(self, state_dict, *args, **kwargs)
 
-    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: _Sentinel()
-    torch.nn.Module.load_state_dict = fake_load
+    # monkeypatched for the build only, restored below
+    _api.WeightsEnum.get_state_dict = lambda self, *a, **k: _Sentinel()  # type: ignore[method-assign]
+    torch.nn.Module.load_state_dict = fake_load  # type: ignore[method-assign]
     try:
         _build_empty(function, weights=weights)
     except _Built as built:
@@ -109,9 +110,10 @@ def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
     else:
         raise RuntimeError(f"torchvision.models.{function.__name__} did not load {weights}")
     finally:
-        _api.WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict = saved_get, saved_load
+        _api.WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict = (  # type: ignore[method-assign]
+            saved_get, saved_load)
         for module, original in patched:
-            module._ovewrite_named_param = original
+            module._ovewrite_named_param = original  # type: ignore[attr-defined]
     assert getattr(torchvision.models, function.__name__) is function
     return recorded, model
 
@@ -139,11 +141,11 @@ def _build_empty(function: Any, **kwargs: Any) -> Any:
 
     for n in names:
         setattr(nn.init, n, lambda tensor, *a, **k: tensor)
-    nn.Module.register_parameter = register
+    nn.Module.register_parameter = register  # type: ignore[method-assign]  # monkeypatched, restored below
     try:
         return function(**kwargs)
     finally:
-        nn.Module.register_parameter = saved_register
+        nn.Module.register_parameter = saved_register  # type: ignore[method-assign]
         for n, f in saved_init.items():
             setattr(nn.init, n, f)
 

@@ -15,7 +15,7 @@ import os
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import torch
@@ -184,7 +184,7 @@ class VaeTask:
     def postprocess(self, raw: Any, batch: Batch, **options: Any) -> dict[str, torch.Tensor]:
         """Per image: bits/dim (and its NLL and KL parts), MSE and PSNR of the decoder's mean image against the
         input on [0, 1] pixels, the posterior mean, and the reconstruction itself (uint8)."""
-        model_images = batch.images.to(raw.mean.device)
+        model_images = cast(torch.Tensor, batch.images).to(raw.mean.device)  # fixed geometry: one tensor
         dims = model_images[0].numel()
         nll, kl = negative_elbo(model_images, raw)
         recon = mean_image(raw)
@@ -274,7 +274,7 @@ class VaeTask:
         generator = torch.Generator().manual_seed(batch.extras["noise_seed"])
         eps = torch.randn((len(batch), *vae.latent_shape), generator=generator).to(x.device)
         out = model(x, eps)
-        target = batch.images.to(x.device)
+        target = cast(torch.Tensor, batch.images).to(x.device)  # fixed geometry: one tensor
         nll, kl = vae.nelbo(target, out)
         dims = target[0].numel()
         nelbo = nll + kl

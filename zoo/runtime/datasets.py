@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 from .. import _config
 from ..errors import ZooError
@@ -152,7 +152,8 @@ def _load_cifar(root: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
 
     meta = unpickle(root / "batches.meta")
     classes = tuple(n.decode() if isinstance(n, bytes) else n for n in meta["label_names"])
-    arrays, labels = [], []
+    arrays: list[Any] = []
+    labels: list[int] = []
     for batch in _cifar_batches(root):
         data = unpickle(batch)
         arrays.append(np.asarray(data["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -169,7 +170,7 @@ def content_key(path: Path, geometry: str) -> str:
     for file in files:
         digest.update(f"{file.relative_to(path) if file != path else file.name}|".encode())
         with open(file, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
+            for block in iter(lambda f=f: f.read(1 << 20), b""):  # type: ignore[misc]  # default-arg lambda
                 digest.update(block)
     return digest.hexdigest()
 
@@ -203,6 +204,11 @@ class VariableImages:
 
     def __len__(self) -> int:
         return len(self.shapes)
+
+    @overload
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[torch.Tensor]: ...
 
     def __getitem__(self, index: int | slice) -> torch.Tensor | list[torch.Tensor]:
         if isinstance(index, slice):
@@ -242,8 +248,9 @@ def _read_cache(key: str, source: str) -> ImageDataset | None:
     if found is None:
         return None
     images, meta = found
-    return ImageDataset(images, torch.tensor(meta["targets"], dtype=torch.int64), tuple(meta["classes"]), source,
-                        skipped=meta.get("skipped", []), from_cache=True)
+    # an ImageDataset's key names a fixed geometry, so its entry is never VariableImages
+    return ImageDataset(cast("torch.Tensor", images), torch.tensor(meta["targets"], dtype=torch.int64),
+                        tuple(meta["classes"]), source, skipped=meta.get("skipped", []), from_cache=True)
 
 
 class PixelWriter:
@@ -272,8 +279,8 @@ class PixelWriter:
         import torch
 
         meta = {"targets": targets, "classes": list(classes), "skipped": skipped, "source": source}
-        return ImageDataset(self.publish(meta, source), torch.tensor(targets, dtype=torch.int64), classes, source,
-                            skipped=skipped)
+        return ImageDataset(cast("torch.Tensor", self.publish(meta, source)),  # not variable: one tensor
+                            torch.tensor(targets, dtype=torch.int64), classes, source, skipped=skipped)
 
     def publish(self, meta: dict[str, Any], source: str,
                 variable: bool = False) -> torch.Tensor | VariableImages:
@@ -285,7 +292,7 @@ class PixelWriter:
             raise DatasetError(f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
                                "give a geometry (the model card's preprocessing) so they are resized.")
         if variable:
-            shape = (sum(math.prod(s) for s in self.shapes),)
+            shape: tuple[int, ...] = (sum(math.prod(s) for s in self.shapes),)
             meta = {"shapes": [list(s) for s in self.shapes], **meta}
         else:
             shape = (len(self.shapes), *(self.shapes[0] if self.shapes else (3, 0, 0)))
@@ -350,7 +357,7 @@ def decoded(items: Iterator[Item], geometry: Any, skip_bad: bool,
     from concurrent.futures import ThreadPoolExecutor
 
     def decode(part: list[Item]) -> list[tuple[str, str, torch.Tensor | None]]:
-        out = []
+        out: list[tuple[str, str, torch.Tensor | None]] = []
         for label, name, data in part:
             try:
                 out.append((label, name, _fit(decode_image(data, name=name), geometry)))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from .._card import ModelCard, Preprocess
 from ..errors import ZooError
@@ -208,7 +208,7 @@ def evaluate_ensemble(name: str, data: str | Path, *, device: str | None = None,
     result = evaluate(name, data, model=model, device=device, **options)
     metric, higher = result.headline
     rows = []
-    for member, module in zip(members, model.members, strict=True):
+    for member, module in zip(members, cast("nn.ModuleList", model.members), strict=True):  # an Ensemble's
         figure = evaluate(member, data, model=module, device=device, **options).metrics[metric]
         rows.append({"model": member, metric: figure})
     best = (max if higher else min)(rows, key=lambda r: r[metric])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._api import card as get_card
 from .._api import load
@@ -132,7 +132,7 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # in place on a module
     batch_size = batch_size or (128 if bf16 else 64)
-    headline = tuple(task.headline)
+    headline = cast("tuple[str, bool]", tuple(task.headline))  # tuple() of a pair loses its item types
     if hasattr(task, "measure"):  # the task runs the whole evaluation (generative models: samples vs the data)
         context = MeasureContext(target_device, bf16, batch_size, env, show_progress, channels_last)
         try:

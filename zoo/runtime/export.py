@@ -292,7 +292,7 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
         metadata["zoo.weights"] = f"{tag} sha256:{resolved.variant.sha256 or resolved.variant.sha256_prefix}"
     if spec.leaves_out:
         metadata["zoo.leaves_out"] = spec.leaves_out
-    versions = {"torch": torch.__version__}
+    versions: dict[str, str] = {"torch": torch.__version__}
     written_opset = None
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
@@ -310,6 +310,7 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
             except Exception as exc:  # noqa: BLE001
                 raise ZooError(f"torch.onnx cannot convert {card.name!r}'s network"
                                f"{f' at opset {opset}' if opset else ''}: {_first_line(exc)}") from exc
+            assert onnx_program is not None  # dynamo=True always returns the program
             written_opset = int(onnx_program.model.opset_imports.get("", 0))
             if opset is not None and written_opset != opset:
                 why = f": {_first_line(log.errors[-1])}" if log.errors else ""
@@ -319,6 +320,7 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
             onnx_program.model.metadata_props.update(metadata)
         try:
             if fmt == "onnx":
+                assert onnx_program is not None  # set above for onnx
                 with _quiet():
                     onnx_program.save(target, external_data=False)  # one file (torch moves >2 GB weights out)
             else:

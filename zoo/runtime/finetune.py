@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._api import card as get_card
 from .._api import load
@@ -131,6 +131,8 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     trainable = {id(p) for p in params}
     groups = (task.optimizer_groups(model) if hasattr(task, "optimizer_groups") else {"model": params})
     groups = {name: [p for p in group if id(p) in trainable] for name, group in groups.items()}
+    # resolve() and base_lr() above filled these from the fallbacks
+    assert config.lr is not None and config.ema is not None and config.batch_size is not None
     optimizers = {name: make_optimizer(group, config, config.lr) for name, group in groups.items()}
     averaged = make_averaged(model, config.ema)
     per_rank = math.ceil(len(train_data) / env.world_size)
@@ -242,7 +244,7 @@ def _compiled(module: torch.nn.Module) -> torch.nn.Module:
     """
     import torch
 
-    return torch.compile(module, dynamic=False)
+    return cast("torch.nn.Module", torch.compile(module, dynamic=False))  # stubs: Callable; really a Module
 
 
 def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, device: torch.device,

@@ -321,7 +321,9 @@ class SamplingTask:
                 if tuple(seen.shape[-2:]) != size:
                     seen = torch.nn.functional.interpolate(seen.float(), size=size, mode="bilinear").round()
                 logits = judge(judge_task.prepare(seen)).float()[:keep]
-                correct += int((logits.argmax(1).cpu() == judge_index[labels[:keep].cpu()]).sum())
+                # judged: a conditional model, so its calls carry labels
+                correct += int((logits.argmax(1).cpu()
+                                == judge_index[labels[:keep].cpu()]).sum())  # type: ignore[index]
             if bar is not None and not steps:
                 bar.update(keep * context.env.world_size)
         if bar is not None:

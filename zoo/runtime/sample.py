@@ -268,8 +268,9 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
     resolved = get_registry().resolve(name)
     card, variant = resolved.card, resolved.variant
     task = task_for(card, "sample")  # a classifier or a detector: one line naming the verbs it has
+    recorded = dict(options)
     if hasattr(task, "check_options"):  # bad options are refused before the model is built
-        task.check_options(**options)
+        recorded = task.check_options(**options) or recorded  # with the card's defaults filled in
     indices, drawn = resolve_labels(card, bool(getattr(task, "conditional", False)), n, seed, labels)
     given = model is not None
     if model is None and variant is None:
@@ -319,7 +320,7 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
     return Samples(
         images=torch.cat(chunks), model=card.qualified_name, name=card.name, seed=seed,
         labels=None if indices is None else [card.labels[i] for i in indices], labels_drawn=drawn,
-        options={k: _json_safe(v) for k, v in options.items()}, precision=precision, device=str(target),
+        options={k: _json_safe(v) for k, v in recorded.items()}, precision=precision, device=str(target),
         seconds=seconds, weights=weights)
 
 

@@ -10,10 +10,10 @@ format, progress, comparisons with the card, and reports on disk (docs/architect
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from ..errors import ZooError
 
@@ -156,8 +156,9 @@ class Task(Protocol):
     #     task whose sample costs many network calls (diffusion) sets a smaller fixed size
     # sample_steps(**options) -> int — network calls per `sample` call; when present, `sample` also receives
     #     ``on_step`` (call it with 1 after each step) and the progress bar counts steps
-    # check_options(**options) -> None — raise ZooError for bad task options before the runtime builds the model
-    #     or reads a dataset (``zoo sample`` and ``zoo eval``)
+    # check_options(**options) -> dict | None — raise ZooError for bad task options before the runtime builds the
+    #     model or reads a dataset (``zoo sample`` and ``zoo eval``); may return the options with the card's
+    #     defaults filled in, which ``zoo sample``'s manifest then records
     # validate_every: int — validate during training every N epochs (and after the last), when it is costly
 
     # -- measuring what is not scored batch by batch (optional; generative tasks) -------------------------
@@ -221,7 +222,7 @@ class TrainData(Protocol):
     def val_data(self) -> EvalData | None: ...
 
 
-def task_config(card: ModelCard, fields: dict[str, tuple[type, float | None, float | None]]) -> dict[str, Any]:
+def task_config(card: ModelCard, fields: Mapping[str, tuple[type, float | None, float | None]]) -> dict[str, Any]:
     """A card's ``task_config`` checked against the task's fields: name -> (type, min, max). The core card parser
     knows no task's fields; each task calls this from its constructor, so a typo or a bad value is one line naming
     the card's file, the card and the field, like every other card error."""
@@ -241,7 +242,8 @@ def task_config(card: ModelCard, fields: dict[str, tuple[type, float | None, flo
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
             raise RegistryError(f"expected {kind.__name__}, got {type(value).__name__}", file=card.origin,
                                 entry=card.name, field=where)
-        if (low is not None and value < low) or (high is not None and value > high):
+        # value passed the isinstance check against kind (a number when bounded); mypy widens it to object
+        if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
             raise RegistryError(f"must lie in [{low}, {high}], got {value}", file=card.origin, entry=card.name,
                                 field=where)
         found[key] = value
@@ -286,7 +288,7 @@ def task_class(name: str) -> type:
     if name not in tasks:
         known = ", ".join(sorted(tasks)) or "none"
         raise ZooError(f"No installed plugin runs task {name!r} (tasks: {known}). Run 'zoo plugins'.")
-    return import_builder(tasks[name], model=name)
+    return cast(type, import_builder(tasks[name], model=name))  # a task's spec names its class
 
 
 def get_task(card: ModelCard) -> Task:
@@ -299,7 +301,7 @@ def task_for(card: ModelCard, verb: str, method: str | None = None) -> Task:
     whose optional contract `method` the task must define, e.g. ``export`` and ``export_module``): asking a GAN
     to predict or to export is one clear line naming what it does support."""
     cls = task_class(card.task)
-    verbs = getattr(cls, "verbs", frozenset())
+    verbs: frozenset[str] = getattr(cls, "verbs", frozenset())
     if (verb not in verbs) if method is None else not callable(getattr(cls, method, None)):
         supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
         raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo {verb}' does not apply to it "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import distributed
 from ..device import autocast
@@ -120,7 +120,8 @@ class Loop:
         config, env = self.config, self.env
         self.model.train()
         order = epoch_order(len(self.data), self.data.sample_weights(config), config.seed, position.epoch)
-        batches = _batches(order[env.rank::env.world_size], config.batch_size)  # each rank its shard
+        # each rank its shard; resolve() filled the batch size
+        batches = _batches(order[env.rank::env.world_size], cast(int, config.batch_size))
         bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
                        self.show_progress and env.rank == 0, initial=position.seen)
         start, last_save = time.perf_counter() - position.seconds, time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ...errors import ZooError
 
@@ -104,25 +104,27 @@ def recipe_fields() -> list[Any]:
 def make_optimizer(params: list, config: FinetuneConfig, lr: float) -> torch.optim.Optimizer:
     import torch
 
+    weight_decay = cast(float, config.weight_decay)  # resolve() filled it
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay)
     raise ZooError(f"Unknown optimizer {config.optimizer!r}; use sgd, adamw or adam.")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, total_steps: int):  # noqa: ANN201
     import torch
 
+    warmup = cast(float, config.warmup)  # resolve() filled it
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 1),
-            pct_start=min(max(config.warmup, 0.01), 0.9), anneal_strategy="cos", div_factor=10.0,
+            pct_start=min(max(warmup, 0.01), 0.9), anneal_strategy="cos", div_factor=10.0,
             final_div_factor=100.0)
     if config.schedule == "cosine":
-        warm = max(1, int(config.warmup * total_steps))
+        warm = max(1, int(warmup * total_steps))
 
         def factor(step: int) -> float:
             if step < warm:
@@ -131,6 +133,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, tot
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if config.schedule == "constant":
-        warm = max(1, int(config.warmup * total_steps))
+        warm = max(1, int(warmup * total_steps))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warm))
     raise ZooError(f"Unknown schedule {config.schedule!r}; use onecycle, cosine or constant.")

@@ -40,7 +40,7 @@ def add_user_entry(name: str, entry: dict[str, Any], *, by: str = "zoo finetune"
     registry.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(registry) + ".lock"):
         data_now = yaml.safe_load(registry.read_text()) if registry.is_file() else None
-        document = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
+        document: dict[str, Any] = data_now if isinstance(data_now, dict) else {"schema": 1, "models": {}}
         document["models"] = document.get("models") or {}
         document["models"][name] = entry
         tmp = registry.with_name(registry.name + ".partial")
