@@ -279,6 +279,8 @@ def _check_sample(model: str, cls: type, out: Path) -> None:
         assert manifest["weights"]["variant"] == variant.tag, manifest["weights"]
         assert variant.sha256 is None or manifest["weights"]["sha256"] == variant.sha256, manifest["weights"]
     defaults = {o.name: o.default for o in cls.options("sample")}
+    if hasattr(cls, "check_options"):  # the options as used: the card's defaults filled in
+        defaults = cls(card).check_options(**defaults) or defaults
     assert manifest["options"] == defaults, f"the manifest's task options {manifest['options']}, not {defaults}"
     if conditional:
         assert len(manifest["labels"]) == n and set(manifest["labels"]) <= set(card.labels), manifest["labels"]
