@@ -23,7 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["BEGIN", "CARDS", "END", "main", "render", "splice"]
+__all__ = ["BEGIN", "CARDS", "END", "LINK_RE", "main", "render", "rst_text", "sha256_prefix", "splice"]
 
 # card name -> torchvision function (its weights enum and head come from zoo_detector.torchvision_models.ARCHS)
 CARDS: Final = {
@@ -39,7 +39,7 @@ END: Final = "  # <<< generated"
 CODE_LICENSE: Final = "BSD-3-Clause (torchvision)"
 WEIGHTS_LICENSE: Final = "BSD-3-Clause (torchvision; weights: see the recipe)"
 _PREFIX_RE: Final = re.compile(r"-([0-9a-f]{8,63})\.pth$")
-_LINK_RE: Final = re.compile(r"`([^`<]+?)\s*<(https?://[^>\s]+)>`_{1,2}")
+LINK_RE: Final = re.compile(r"`([^`<]+?)\s*<(https?://[^>\s]+)>`_{1,2}")
 _FUNC_RE: Final = re.compile(r":func:`~?torchvision\.models\.detection\.(\w+)`")
 _WIDTH: Final = 112
 _YAML_WORDS: Final = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})  # YAML 1.1 reads these
@@ -56,9 +56,9 @@ def sha256_prefix(url: str) -> str:
     return found.group(1)
 
 
-def _rst(text: str) -> str:
+def rst_text(text: str) -> str:
     """A docstring paragraph as plain text: links as 'title (url)', one line."""
-    return " ".join(_LINK_RE.sub(r"\1 (\2)", text).split())
+    return " ".join(LINK_RE.sub(r"\1 (\2)", text).split())
 
 
 def _doc_parts(function: Any) -> tuple[str, list[str]]:
@@ -71,11 +71,11 @@ def _doc_parts(function: Any) -> tuple[str, list[str]]:
 
     doc = inspect.cleandoc(function.__doc__ or "").split("Args:")[0]
     paragraphs = [p for p in re.split(r"\n\s*\n", doc) if p.strip() and not p.strip().startswith("..")]
-    papers = [f"{' '.join(title.split())} ({url})" for title, url in _LINK_RE.findall(doc)]
+    papers = [f"{' '.join(title.split())} ({url})" for title, url in LINK_RE.findall(doc)]
     if not papers:
         for name in dict.fromkeys(_FUNC_RE.findall(doc)):
             papers += _doc_parts(getattr(detection, name))[1]
-    return _rst(paragraphs[0]) if paragraphs else "", list(dict.fromkeys(papers))
+    return rst_text(paragraphs[0]) if paragraphs else "", list(dict.fromkeys(papers))
 
 
 def _q(value: Any) -> str:

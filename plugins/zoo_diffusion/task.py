@@ -18,7 +18,7 @@ from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.generative import GenerativeTrainData, SamplingTask
 from zoo.runtime.sample import Noise
-from zoo.runtime.tasks import Batch
+from zoo.runtime.tasks import Batch, unwrap
 
 from .samplers import SAMPLERS, check_options, denoise
 
@@ -26,13 +26,7 @@ __all__ = ["DiffusionTask"]
 
 
 def _unwrap(model: Any) -> Any:
-    """The denoiser inside DDP's, torch.compile's and the EMA's wrappers."""
-    while not hasattr(model, "scheduler_config"):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            raise ZooError(f"{type(model).__name__} is not a zoo_diffusion denoiser (it has no scheduler_config).")
-        model = inner
-    return model
+    return unwrap(model, "scheduler_config", "a zoo_diffusion denoiser")
 
 
 def _steps_list(value: str | int) -> list[int]:

@@ -31,14 +31,15 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+# the detector cards' generator already reads torchvision's docstrings and file names: one reading of them
+from zoo_detector.torchvision_cards import LINK_RE, rst_text, sha256_prefix
+
 __all__ = ["build_index", "model_names", "weights_card", "write_index"]
 
 CODE_LICENSE: Final = "BSD-3-Clause (torchvision)"
 WEIGHTS_LICENSE: Final = "BSD-3-Clause (torchvision; weights: see the recipe)"
 METRIC_NAMES: Final = {"acc@1": "top1", "acc@5": "top5"}
 DATASETS: Final = {"ImageNet-1K": ("imagenet1k", "val")}
-_PREFIX_RE: Final = re.compile(r"-([0-9a-f]{8,63})\.pth$")
-_LINK_RE: Final = re.compile(r"`([^`<]+?)\s*<(https?://[^>\s]+)>`_{1,2}")
 
 
 class _Built(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -64,15 +65,8 @@ def model_names() -> list[str]:
     return sorted(models.list_models(module=models))
 
 
-def sha256_prefix(url: str) -> str:
-    found = _PREFIX_RE.search(url.rsplit("/", 1)[-1])
-    if not found:
-        raise ValueError(f"{url}: no '-<hex>.pth' in the file name, so no sha256 prefix to pin.")
-    return found.group(1)
-
-
 def _text(text: str) -> str:
-    return " ".join(_LINK_RE.sub(r"\1 (\2)", inspect.cleandoc(text or "")).split())
+    return rst_text(inspect.cleandoc(text or ""))
 
 
 def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
@@ -194,7 +188,7 @@ def weights_card(arch: str, weights: Any, labels_key: str) -> dict[str, Any]:
     doc = inspect.cleandoc(function.__doc__ or "").split("Args:")[0]
     paragraphs = [p for p in re.split(r"\n\s*\n", doc) if p.strip() and not p.strip().startswith("..")]
     summary = _text(paragraphs[0]) if paragraphs else ""
-    papers = [f"{' '.join(title.split())} ({url})" for title, url in _LINK_RE.findall(doc)]
+    papers = [f"{' '.join(title.split())} ({url})" for title, url in LINK_RE.findall(doc)]
     extra = _text(meta.get("_docs", ""))
     notes = (f"torchvision's {enum_name}: a plain state dict ({meta.get('_file_size', 0):g} MB pickle, "
              f"{meta.get('_ops', 0):g} GFLOPS), converted to safetensors on fetch. torchvision publishes only the "

@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
 from zoo.runtime.preprocess import card_geometry, normalize
 from zoo.runtime.splits import stratified_split
-from zoo.runtime.tasks import Batch
+from zoo.runtime.tasks import Batch, unwrap
 
 from .likelihood import bits_per_dim
 from .models import mean_image, negative_elbo
@@ -39,13 +39,7 @@ LATENT_DECIMALS = 3
 
 
 def _unwrap(model: Any) -> Any:
-    """The VAE inside DDP's and torch.compile's wrappers (they keep it as ``module`` / ``_orig_mod``)."""
-    while not hasattr(model, "latent_shape"):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            raise ZooError(f"{type(model).__name__} is not a VAE of zoo_vae (it has no latent_shape).")
-        model = inner
-    return model
+    return unwrap(model, "latent_shape", "a VAE of zoo_vae")
 
 
 class VaeData:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .._card import ModelCard
 
 __all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Exportable", "Task", "TrainData", "get_task", "task_config",
-           "task_for"]
+           "task_for", "unwrap"]
 
 #: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
 VERBS = ("predict", "eval", "finetune", "sample")
@@ -312,3 +312,15 @@ def task_for(card: ModelCard, verb: str, method: str | None = None) -> Task:
 def reset_tasks() -> None:
     global _TASKS
     _TASKS = None
+
+
+def unwrap(model: Any, marker: str, what: str) -> Any:
+    """The task's own module inside the wrappers training puts around it (DDP's ``module``, torch.compile's
+    ``_orig_mod``, the EMA's ``module``): the first one that has attribute `marker`; one line naming `what` was
+    expected when none has it."""
+    while not hasattr(model, marker):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            raise ZooError(f"{type(model).__name__} is not {what} (it has no {marker}).")
+        model = inner
+    return model
