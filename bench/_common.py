@@ -32,7 +32,7 @@ def extract_cifar_subset(dest: Path, per_class: int, *, last: bool = True) -> Pa
             by_class.setdefault(name.split("/")[-2], []).append(name)
         for label, members in by_class.items():
             (dest / label).mkdir(parents=True, exist_ok=True)
-            for name in (members[-per_class:] if last else members[:per_class]):
+            for name in members[-per_class:] if last else members[:per_class]:
                 (dest / label / Path(name).name).write_bytes(zf.read(name))
     return dest
 

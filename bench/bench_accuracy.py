@@ -42,8 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CIFAR_ZIP = SHARED / "datasets" / "cifar10-train-jpeg.zip"
 MIRROR = SHARED / "weights" / "akamaster-resnet-cifar"
-UPSTREAM_FILES = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th",
-                  56: "resnet56-4bfd9763.th"}
+UPSTREAM_FILES = {
+    20: "resnet20-12fca82f.th",
+    32: "resnet32-d509ac18.th",
+    44: "resnet44-014dd654.th",
+    56: "resnet56-4bfd9763.th",
+}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 TOLERANCE = 0.3  # points of top-1
@@ -137,8 +141,14 @@ def run(args: argparse.Namespace) -> int:
 
     results: dict[str, dict] = {}
     zoo_inputs: dict = {}
-    timing = {"decode_s": decode_s, "reference_preprocess_s": reference_pre_s, "zoo_preprocess_s": 0.0,
-              "zoo_load_s": 0.0, "zoo_inference_s": 0.0, "reference_inference_s": 0.0}
+    timing = {
+        "decode_s": decode_s,
+        "reference_preprocess_s": reference_pre_s,
+        "zoo_preprocess_s": 0.0,
+        "zoo_load_s": 0.0,
+        "zoo_inference_s": 0.0,
+        "reference_inference_s": 0.0,
+    }
     for depth in UPSTREAM_FILES:
         name = f"resnet{depth}-cifar"
         card = zoo.card(name)
@@ -178,28 +188,47 @@ def run(args: argparse.Namespace) -> int:
     failed = [n for n, r in results.items() if abs(r["zoo_top1"] - r["reference_top1"]) > TOLERANCE]
     n = len(images)
     if args.json:
-        print(json.dumps({
-            "data": f"{CIFAR_ZIP.name}: CIFAR-10 train split as JPEG, first {args.per_class} per class (sorted names)",
-            "images": n, "tolerance_points": TOLERANCE, "models": results,
-            "timing_s": {k: round(v, 3) for k, v in timing.items()}, "ok": not failed,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "data": f"{CIFAR_ZIP.name}: CIFAR-10 train split as JPEG, "
+                    f"first {args.per_class} per class (sorted names)",
+                    "images": n,
+                    "tolerance_points": TOLERANCE,
+                    "models": results,
+                    "timing_s": {k: round(v, 3) for k, v in timing.items()},
+                    "ok": not failed,
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"top-1 on {n:,} CIFAR-10 train JPEGs (first {args.per_class} per class, sorted names), "
-              f"zoo vs reference loop (tolerance {TOLERANCE} points)")
-        print(f"{'model':<16}{'zoo %':>8}{'reference %':>13}{'diff':>7}{'same preds':>13}{'input max|d|':>14}"
-              f"{'published test %*':>19}")
+        print(
+            f"top-1 on {n:,} CIFAR-10 train JPEGs (first {args.per_class} per class, sorted names), "
+            f"zoo vs reference loop (tolerance {TOLERANCE} points)"
+        )
+        print(
+            f"{'model':<16}{'zoo %':>8}{'reference %':>13}{'diff':>7}{'same preds':>13}{'input max|d|':>14}"
+            f"{'published test %*':>19}"
+        )
         for name, r in results.items():
             published = f"{r['published_test_top1']:.2f}" if r["published_test_top1"] is not None else "-"
-            print(f"{name:<16}{r['zoo_top1']:>8.2f}{r['reference_top1']:>13.2f}{r['difference']:>+7.2f}"
-                  f"{r['same_predictions']:>8}/{n:<4}{r['max_input_difference']:>14.1e}{published:>19}")
+            print(
+                f"{name:<16}{r['zoo_top1']:>8.2f}{r['reference_top1']:>13.2f}{r['difference']:>+7.2f}"
+                f"{r['same_predictions']:>8}/{n:<4}{r['max_input_difference']:>14.1e}{published:>19}"
+            )
         print("* the authors' figure on the lossless official test split, for orientation only")
-        print(f"time: decode {timing['decode_s']:.2f} s; preprocess zoo {timing['zoo_preprocess_s']:.2f} s, "
-              f"reference {timing['reference_preprocess_s']:.2f} s; zoo.load x4 {timing['zoo_load_s']:.2f} s "
-              f"(incl. fetch+convert); inference zoo {timing['zoo_inference_s']:.2f} s, "
-              f"reference {timing['reference_inference_s']:.2f} s")
+        print(
+            f"time: decode {timing['decode_s']:.2f} s; preprocess zoo {timing['zoo_preprocess_s']:.2f} s, "
+            f"reference {timing['reference_preprocess_s']:.2f} s; zoo.load x4 {timing['zoo_load_s']:.2f} s "
+            f"(incl. fetch+convert); inference zoo {timing['zoo_inference_s']:.2f} s, "
+            f"reference {timing['reference_inference_s']:.2f} s"
+        )
     if failed:
-        print(f"FAILED: zoo and the reference loop disagree by more than {TOLERANCE} points: {', '.join(failed)}",
-              file=sys.stderr)
+        print(
+            f"FAILED: zoo and the reference loop disagree by more than {TOLERANCE} points: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -120,17 +120,26 @@ class Coco128:
         label = path.parents[2] / "labels" / path.parent.name / f"{path.stem}.txt"
         lines = label.read_text().splitlines() if label.exists() else []
         rows = [[float(v) for v in line.split()] for line in lines if line.strip()]
-        boxes = torch.as_tensor([((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                  (cy + h / 2) * height) for _, cx, cy, w, h in rows], dtype=torch.float32)
+        boxes = torch.as_tensor(
+            [
+                ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+                for _, cx, cy, w, h in rows
+            ],
+            dtype=torch.float32,
+        )
         boxes = boxes.reshape(-1, 4)
         boxes[:, 0::2].clamp_(min=0, max=width)
         boxes[:, 1::2].clamp_(min=0, max=height)
         keep = (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > boxes[:, 0])
         boxes = boxes[keep]
-        target = {"image_id": torch.tensor([idx + 1]), "boxes": boxes,
-                  "labels": torch.tensor([int(r[0]) for r in rows], dtype=torch.int64)[keep],
-                  "area": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
-                  "iscrowd": torch.zeros(len(boxes), dtype=torch.int64), "orig_size": torch.tensor([height, width])}
+        target = {
+            "image_id": torch.tensor([idx + 1]),
+            "boxes": boxes,
+            "labels": torch.tensor([int(r[0]) for r in rows], dtype=torch.int64)[keep],
+            "area": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+            "orig_size": torch.tensor([height, width]),
+        }
         return self.transform(image), target
 
 
@@ -153,10 +162,16 @@ def convert_to_coco_api(ds: Coco128) -> Any:
         dataset["images"].append({"id": image_id, "height": height, "width": width})
         bboxes = targets["boxes"].clone()
         bboxes[:, 2:] -= bboxes[:, :2]
-        for box, label, area, crowd in zip(bboxes.tolist(), targets["labels"].tolist(), targets["area"].tolist(),
-                                           targets["iscrowd"].tolist(), strict=True):
-            dataset["annotations"].append({"image_id": image_id, "bbox": box, "category_id": label, "area": area,
-                                           "iscrowd": crowd, "id": ann_id})
+        for box, label, area, crowd in zip(
+            bboxes.tolist(),
+            targets["labels"].tolist(),
+            targets["area"].tolist(),
+            targets["iscrowd"].tolist(),
+            strict=True,
+        ):
+            dataset["annotations"].append(
+                {"image_id": image_id, "bbox": box, "category_id": label, "area": area, "iscrowd": crowd, "id": ann_id}
+            )
             categories.add(label)
             ann_id += 1
     dataset["categories"] = [{"id": i} for i in sorted(categories)]
@@ -190,8 +205,10 @@ class CocoEvaluator:
             xmin, ymin, xmax, ymax = prediction["boxes"].unbind(1)  # convert_to_xywh
             boxes = torch.stack((xmin, ymin, xmax - xmin, ymax - ymin), dim=1).tolist()
             scores, labels = prediction["scores"].tolist(), prediction["labels"].tolist()
-            results.extend({"image_id": original_id, "category_id": labels[k], "bbox": box, "score": scores[k]}
-                           for k, box in enumerate(boxes))
+            results.extend(
+                {"image_id": original_id, "category_id": labels[k], "bbox": box, "score": scores[k]}
+                for k, box in enumerate(boxes)
+            )
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = COCO.loadRes(self.coco_gt, results) if results else COCO()
             self.coco_eval.cocoDt = coco_dt
@@ -237,8 +254,7 @@ def anchor_evaluate(model: Any, data_loader: Any) -> tuple[list[float], float]:
             outputs = decode_fastestdet(model(images).float(), **THRESHOLDS)
             for output, target in zip(outputs, targets, strict=True):
                 height, width = target["orig_size"].tolist()
-                output["boxes"] = output["boxes"].float() * torch.tensor([width, height, width, height],
-                                                                         device=device)
+                output["boxes"] = output["boxes"].float() * torch.tensor([width, height, width, height], device=device)
             outputs = [{k: v.to(cpu_device) for k, v in t.items()} for t in outputs]
             coco_evaluator.update({t["image_id"].item(): o for t, o in zip(targets, outputs, strict=True)})
         coco_evaluator.synchronize_between_processes()
@@ -300,8 +316,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
     def zoo_pass() -> Any:
         with recorded_stats(zoo_stats):
-            return evaluate(MODEL, COCO128, model=model, batch_size=args.batch_size, show_progress=False,
-                            **THRESHOLDS)
+            return evaluate(MODEL, COCO128, model=model, batch_size=args.batch_size, show_progress=False, **THRESHOLDS)
 
     anchor_cold, (anchor_stats, gt_cold) = timed(anchor_pass)
     zoo_cold, result = timed(zoo_pass)
@@ -314,33 +329,56 @@ def run(args: argparse.Namespace, work: Path) -> None:
         zoo_warm += timed(zoo_pass)[0]
     assert result.images == n and all(s == zoo_stats[0] for s in zoo_stats)
 
-    print(f"{MODEL} on coco128 ({n} images, {result.metrics['boxes']} boxes), batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, anchor DataLoader with {args.workers} workers; "
-          f"cold = first pass, warm = {args.repeat} more passes each, taking turns")
-    print(f"{'pipeline':<44}{'cold s':>8}{'img/s':>7}{'warm min s':>12}{'median s':>10}{'img/s':>7}"
-          f"{'mAP':>7}{'mAP50':>7}")
-    rows = [("anchor: torchvision references loop", anchor_cold[0], anchor_warm, anchor_stats),
-            ("zoo eval (zoo.runtime.evaluate)", zoo_cold[0], zoo_warm, zoo_stats[0])]
+    print(
+        f"{MODEL} on coco128 ({n} images, {result.metrics['boxes']} boxes), batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, anchor DataLoader with {args.workers} workers; "
+        f"cold = first pass, warm = {args.repeat} more passes each, taking turns"
+    )
+    print(
+        f"{'pipeline':<44}{'cold s':>8}{'img/s':>7}{'warm min s':>12}{'median s':>10}{'img/s':>7}{'mAP':>7}{'mAP50':>7}"
+    )
+    rows = [
+        ("anchor: torchvision references loop", anchor_cold[0], anchor_warm, anchor_stats),
+        ("zoo eval (zoo.runtime.evaluate)", zoo_cold[0], zoo_warm, zoo_stats[0]),
+    ]
     for name, cold, warm, stats in rows:
         best = min(warm) if warm else cold
-        print(f"{name:<44}{cold:>8.2f}{n / cold:>7.1f}{best:>12.2f}{median(warm) if warm else cold:>10.2f}"
-              f"{n / best:>7.1f}{pct(stats[0]):>7.2f}{pct(stats[1]):>7.2f}")
-    print(f"zoo / anchor, images/s: cold {anchor_cold[0] / zoo_cold[0]:.2f}x"
-          + (f", warm (min) {min(anchor_warm) / min(zoo_warm):.2f}x, warm (median) "
-             f"{median(anchor_warm) / median(zoo_warm):.2f}x" if args.repeat else ""))
+        print(
+            f"{name:<44}{cold:>8.2f}{n / cold:>7.1f}{best:>12.2f}{median(warm) if warm else cold:>10.2f}"
+            f"{n / best:>7.1f}{pct(stats[0]):>7.2f}{pct(stats[1]):>7.2f}"
+        )
+    print(
+        f"zoo / anchor, images/s: cold {anchor_cold[0] / zoo_cold[0]:.2f}x"
+        + (
+            f", warm (min) {min(anchor_warm) / min(zoo_warm):.2f}x, warm (median) "
+            f"{median(anchor_warm) / median(zoo_warm):.2f}x"
+            if args.repeat
+            else ""
+        )
+    )
     gts = gt_warm or [gt_cold]
-    print(f"the anchor's ground-truth pass (convert_to_coco_api reads every image once more): cold {gt_cold:.2f} s, "
-          f"warm median {median(gts):.2f} s; zoo / anchor without it, warm (median): "
-          f"{(median(anchor_warm or anchor_cold) - median(gts)) / median(zoo_warm or zoo_cold):.2f}x")
+    print(
+        f"the anchor's ground-truth pass (convert_to_coco_api reads every image once more): cold {gt_cold:.2f} s, "
+        f"warm median {median(gts):.2f} s; zoo / anchor without it, warm (median): "
+        f"{(median(anchor_warm or anchor_cold) - median(gts)) / median(zoo_warm or zoo_cold):.2f}x"
+    )
     reported = {k: result.metrics[k] for k in ("map", "map50")}
     anchor_reported = {"map": pct(anchor_stats[0]), "map50": pct(anchor_stats[1])}
     same = reported == anchor_reported
-    print(f"mAP / mAP50 as zoo reports them: zoo {reported['map']:.2f} / {reported['map50']:.2f}, anchor "
-          f"{anchor_reported['map']:.2f} / {anchor_reported['map50']:.2f}: "
-          + ("identical" if same else f"differ by {reported['map'] - anchor_reported['map']:+.2f} / "
-                                      f"{reported['map50'] - anchor_reported['map50']:+.2f}"))
-    print(f"all 12 COCO stats at full precision (faster-coco-eval in zoo vs pycocotools): "
-          f"{compare_stats(zoo_stats[0], anchor_stats)}")
+    print(
+        f"mAP / mAP50 as zoo reports them: zoo {reported['map']:.2f} / {reported['map50']:.2f}, anchor "
+        f"{anchor_reported['map']:.2f} / {anchor_reported['map50']:.2f}: "
+        + (
+            "identical"
+            if same
+            else f"differ by {reported['map'] - anchor_reported['map']:+.2f} / "
+            f"{reported['map50'] - anchor_reported['map50']:+.2f}"
+        )
+    )
+    print(
+        f"all 12 COCO stats at full precision (faster-coco-eval in zoo vs pycocotools): "
+        f"{compare_stats(zoo_stats[0], anchor_stats)}"
+    )
     if not same:
         sys.exit(1)
 

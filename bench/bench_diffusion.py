@@ -40,8 +40,12 @@ def plain_training_loop(model, root: Path) -> float:  # noqa: ANN001
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose([
-        transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]))
+    dataset = datasets.ImageFolder(
+        str(root),
+        transform=transforms.Compose(
+            [transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+        ),
+    )
     loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2)
     scheduler = DDPMScheduler(**model.scheduler_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
@@ -98,10 +102,21 @@ def main() -> None:
     # the card's architecture without classes, as a user card (diffusers' DDIMPipeline takes no class input)
     card = zoo.card(MODEL)
     registry = work / "registry.yaml"
-    registry.write_text(yaml.safe_dump({"models": {"bench-uddpm": {
-        "task": "diffusion", "builder": card.builder, "kwargs": {**card.kwargs, "num_classes": 0},
-        "input": {"shape": [3, 32, 32]},
-        "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}}}))
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "bench-uddpm": {
+                        "task": "diffusion",
+                        "builder": card.builder,
+                        "kwargs": {**card.kwargs, "num_classes": 0},
+                        "input": {"shape": [3, 32, 32]},
+                        "preprocess": {"resize": 32, "crop": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+                    }
+                }
+            }
+        )
+    )
     os.environ["ZOO_REGISTRY"] = str(registry)
     zoo._registry.reset_registry()
 
@@ -111,8 +126,9 @@ def main() -> None:
         pipe_ips, pipe_images = pipeline_sampling(model, args.samples, args.steps)
     sample_rows = [("diffusers DDIMPipeline, fp32", pipe_ips, None)]
     for precision in ("fp32", "bf16"):
-        samples = draw("bench-uddpm", args.samples, seed=0, model=model, precision=precision, steps=args.steps,
-                       sampler="ddim")
+        samples = draw(
+            "bench-uddpm", args.samples, seed=0, model=model, precision=precision, steps=args.steps, sampler="ddim"
+        )
         diff = float((samples.images - pipe_images).abs().max()) if precision == "fp32" else None
         sample_rows.append((f"zoo.sample, {precision}", samples.images_per_second, diff))
 
@@ -124,13 +140,26 @@ def main() -> None:
     train_rows = [("plain loop: ImageFolder + per-image transforms, 2 workers, fp32", plain_ips)]
     for bf16 in (False, True):
         config = FinetuneConfig(epochs=1, val_split=0.0, bf16=bf16, pretrained=False)
-        result = finetune(MODEL, root, work / ("ddpm-bf16" if bf16 else "ddpm-fp32"), config=config, device="cpu",
-                          register=False, show_progress=False)
-        train_rows.append((f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last, EMA)",
-                           result.history[0]["images_per_second"]))
+        result = finetune(
+            MODEL,
+            root,
+            work / ("ddpm-bf16" if bf16 else "ddpm-fp32"),
+            config=config,
+            device="cpu",
+            register=False,
+            show_progress=False,
+        )
+        train_rows.append(
+            (
+                f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last, EMA)",
+                result.history[0]["images_per_second"],
+            )
+        )
 
-    print(f"{MODEL}'s UNet ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, random init), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{MODEL}'s UNet ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, random init), "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"sampling: {args.samples} images, DDIM {args.steps} steps, eta 0")
     print(f"{'sampler':<34}{'img/s':>8}{'x diffusers':>13}{'max |diff| vs diffusers':>26}")
     for name, ips, diff in sample_rows:

@@ -29,8 +29,9 @@ def classic_loop(model, root: Path, mean, std) -> tuple[float, float]:  # noqa: 
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize(mean, std)]))
+    dataset = datasets.ImageFolder(
+        str(root), transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    )
     loader = DataLoader(dataset, batch_size=128, num_workers=2)
     correct = total = 0
     with torch.no_grad():
@@ -63,10 +64,12 @@ def main() -> None:
     pre = zoo.card(args.model).preprocess
     n = 10 * args.images_per_class
     classic_times, (total, classic_top1) = timed(lambda: classic_loop(model, root, pre.mean, pre.std))
-    cold_times, cold = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
-                                              show_progress=False))
-    warm_times, warm = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
-                                              show_progress=False), repeat=2)
+    cold_times, cold = timed(
+        lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size, show_progress=False)
+    )
+    warm_times, warm = timed(
+        lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size, show_progress=False), repeat=2
+    )
     assert total == n == cold.images and warm.decode_cached
     rows = {
         "classic ImageFolder+DataLoader(2 workers)": (classic_times[0], classic_top1),
@@ -74,26 +77,46 @@ def main() -> None:
         "zoo eval, warm (decode cache)": (min(warm_times), warm.metrics["top1"]),
     }
     if args.bf16:
-        cold16_times, cold16 = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
-                                                      bf16=True, cache=False, show_progress=False))
+        cold16_times, cold16 = timed(
+            lambda: evaluate(
+                args.model, root, model=model, batch_size=args.batch_size, bf16=True, cache=False, show_progress=False
+            )
+        )
         assert not cold16.decode_cached
         rows["zoo eval, cold (decodes), bf16 autocast"] = (cold16_times[0], cold16.metrics["top1"])
-        bf16_times, bf16 = timed(lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size,
-                                                  bf16=True, show_progress=False), repeat=2)
+        bf16_times, bf16 = timed(
+            lambda: evaluate(args.model, root, model=model, batch_size=args.batch_size, bf16=True, show_progress=False),
+            repeat=2,
+        )
         rows["zoo eval, warm, bf16 autocast"] = (min(bf16_times), bf16.metrics["top1"])
     anchor = rows["classic ImageFolder+DataLoader(2 workers)"][0]
-    report = {"model": args.model, "images": n, "threads": torch.get_num_threads(), "rows": {
-        k: {"seconds": round(t, 2), "images_per_second": round(n / t), "top1": round(a, 2),
-            "speedup_vs_classic": round(anchor / t, 2)} for k, (t, a) in rows.items()}}
+    report = {
+        "model": args.model,
+        "images": n,
+        "threads": torch.get_num_threads(),
+        "rows": {
+            k: {
+                "seconds": round(t, 2),
+                "images_per_second": round(n / t),
+                "top1": round(a, 2),
+                "speedup_vs_classic": round(anchor / t, 2),
+            }
+            for k, (t, a) in rows.items()
+        },
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{args.model} on {n} CIFAR-10 train JPEGs (last {args.images_per_class}/class), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.model} on {n} CIFAR-10 train JPEGs (last {args.images_per_class}/class), "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"{'pipeline':<46}{'s':>8}{'img/s':>9}{'top-1':>8}{'x classic':>11}")
     for name, row in report["rows"].items():
-        print(f"{name:<46}{row['seconds']:>8.2f}{row['images_per_second']:>9}{row['top1']:>8.2f}"
-              f"{row['speedup_vs_classic']:>11.2f}")
+        print(
+            f"{name:<46}{row['seconds']:>8.2f}{row['images_per_second']:>9}{row['top1']:>8.2f}"
+            f"{row['speedup_vs_classic']:>11.2f}"
+        )
     if abs(cold.metrics["top1"] - classic_top1) > 0.1:
         sys.exit(f"top-1 differs: zoo {cold.metrics['top1']} vs classic {classic_top1:.2f}")
 

@@ -78,8 +78,11 @@ def bench_model(name: str, directory: Path, threads: int, repeat: int) -> dict:
     def onnxruntime():
         return session.run(None, feed)[0]
 
-    variants = {"eager PyTorch (anchor)": eager, "eager, BN folded + channels_last (zoo eval's)": eager_folded,
-                "ONNX Runtime": onnxruntime}
+    variants = {
+        "eager PyTorch (anchor)": eager,
+        "eager, BN folded + channels_last (zoo eval's)": eager_folded,
+        "ONNX Runtime": onnxruntime,
+    }
     for function in variants.values():  # warm-up
         function()
     times: dict[str, list[float]] = {label: [] for label in variants}
@@ -87,8 +90,13 @@ def bench_model(name: str, directory: Path, threads: int, repeat: int) -> dict:
         for label, function in variants.items():
             times[label] += timed(function)[0]
     difference = float((torch.from_numpy(onnxruntime()) - eager()).abs().max())
-    return {"model": name, "times": times, "difference": difference, "check": record["check"]["max_abs_diff"],
-            "opset": record["opset"]}
+    return {
+        "model": name,
+        "times": times,
+        "difference": difference,
+        "check": record["check"]["max_abs_diff"],
+        "opset": record["opset"],
+    }
 
 
 def main() -> None:
@@ -101,30 +109,38 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     home = Path(tempfile.mkdtemp(prefix="bench_export_"))
-    os.environ.update(ZOO_HOME=str(home / "home"), ZOO_MIRROR=str(require(AKAMASTER)), ZOO_OFFLINE="1",
-                      ZOO_NO_PROGRESS="1")
+    os.environ.update(
+        ZOO_HOME=str(home / "home"), ZOO_MIRROR=str(require(AKAMASTER)), ZOO_OFFLINE="1", ZOO_NO_PROGRESS="1"
+    )
     import onnxruntime
 
     try:
         results = [bench_model(name, home, args.threads, args.repeat) for name in args.models.split(",")]
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s), batch "
-          f"{BATCH}, fp32, {args.repeat} rounds after a warm-up\n")
+    print(
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s), batch "
+        f"{BATCH}, fp32, {args.repeat} rounds after a warm-up\n"
+    )
     print("| model | runtime | min s/batch | median s/batch | images/s | × eager |")
     print("| --- | --- | --- | --- | --- | --- |")
     for result in results:
         anchor = median(next(iter(result["times"].values())))
         for i, (label, times) in enumerate(result["times"].items()):
             model = result["model"] if i == 0 else ""
-            print(f"| {model} | {label} | {min(times):.3f} | {median(times):.3f} | {BATCH / median(times):.0f} | "
-                  f"**{anchor / median(times):.2f}** |" if label == "ONNX Runtime" else
-                  f"| {model} | {label} | {min(times):.3f} | {median(times):.3f} | {BATCH / median(times):.0f} | "
-                  f"{anchor / median(times):.2f} |")
+            print(
+                f"| {model} | {label} | {min(times):.3f} | {median(times):.3f} | {BATCH / median(times):.0f} | "
+                f"**{anchor / median(times):.2f}** |"
+                if label == "ONNX Runtime"
+                else f"| {model} | {label} | {min(times):.3f} | {median(times):.3f} | {BATCH / median(times):.0f} | "
+                f"{anchor / median(times):.2f} |"
+            )
     print()
     for result in results:
-        print(f"{result['model']}: ONNX opset {result['opset']}; max abs difference from eager "
-              f"{result['difference']:.2g} on the timed batch, {result['check']:.2g} in the export's own check")
+        print(
+            f"{result['model']}: ONNX opset {result['opset']}; max abs difference from eager "
+            f"{result['difference']:.2g} on the timed batch, {result['check']:.2g} in the export's own check"
+        )
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def main() -> None:
     name = "resnet56-cifar"
 
     def batches(images: torch.Tensor):  # noqa: ANN202 - a generator
-        return (images[i:i + BATCH] for i in range(0, len(images), BATCH))
+        return (images[i : i + BATCH] for i in range(0, len(images), BATCH))
 
     size = min(1000, len(real), len(fake))  # zoo shrinks the subset itself; torchmetrics refuses a larger one
 
@@ -170,9 +170,13 @@ def main() -> None:
     t["torchmetrics KID, metric only"] = time.perf_counter() - start
 
     report = {
-        "features": name, "generated": len(fake), "real": len(real), "threads": torch.get_num_threads(),
+        "features": name,
+        "generated": len(fake),
+        "real": len(real),
+        "threads": torch.get_num_threads(),
         "seconds": {k: round(v, 3) for k, v in t.items()},
-        "zoo_total_s": round(zoo_total, 2), "torchmetrics_total_s": round(tm_total, 2),
+        "zoo_total_s": round(zoo_total, 2),
+        "torchmetrics_total_s": round(tm_total, 2),
         "speedup": round(tm_total / zoo_total, 2),
         "fid": {"zoo": zoo_fid, "torchmetrics": tm_fid},
         "kid_mean": {"zoo": zoo_kid[0], "torchmetrics": tm_kid[0]},
@@ -182,8 +186,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"FID + KID, {len(fake)} generated vs {len(real)} real CIFAR-10 JPEGs, {name} features, "
-              f"{torch.get_num_threads()} threads")
+        print(
+            f"FID + KID, {len(fake)} generated vs {len(real)} real CIFAR-10 JPEGs, {name} features, "
+            f"{torch.get_num_threads()} threads"
+        )
         for key, seconds in t.items():
             print(f"  {key:<44}{seconds:>8.2f} s")
         print(f"  zoo FID+KID total (features once)          {zoo_total:>8.2f} s")

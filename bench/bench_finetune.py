@@ -31,9 +31,17 @@ def seed_loop(model, root: Path, mean, std) -> float:  # noqa: ANN001
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize(mean, std)]))
+    dataset = datasets.ImageFolder(
+        str(root),
+        transform=transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        ),
+    )
     loader = DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     criterion = torch.nn.CrossEntropyLoss()
@@ -73,18 +81,29 @@ def main() -> None:
     load_dataset(root, geometry=get_task(card).geometry())  # decode once (cached for the runs below)
     decode_seconds = time.perf_counter() - start
     rows = [("seed loop: ImageFolder + per-image transforms, 2 workers", seed_ips)]
-    for bf16 in ([False, True] if args.bf16 else [False]):
+    for bf16 in [False, True] if args.bf16 else [False]:
         config = FinetuneConfig(epochs=1, batch_size=128, val_split=0.0, bf16=bf16, label_smoothing=0.0)
-        result = finetune(args.model, root, work / ("run-bf16" if bf16 else "run-fp32"), config=config, device="cpu",
-                          register=False, show_progress=False)
-        rows.append((f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
-                     result.history[0]["images_per_second"]))
+        result = finetune(
+            args.model,
+            root,
+            work / ("run-bf16" if bf16 else "run-fp32"),
+            config=config,
+            device="cpu",
+            register=False,
+            show_progress=False,
+        )
+        rows.append(
+            (
+                f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
+                result.history[0]["images_per_second"],
+            )
+        )
     compile_seconds = None
     if args.compile:
-        config = FinetuneConfig(epochs=2, batch_size=128, val_split=0.0, bf16=True, label_smoothing=0.0,
-                                compile=True)
-        result = finetune(args.model, root, work / "run-compile", config=config, device="cpu", register=False,
-                          show_progress=False)
+        config = FinetuneConfig(epochs=2, batch_size=128, val_split=0.0, bf16=True, label_smoothing=0.0, compile=True)
+        result = finetune(
+            args.model, root, work / "run-compile", config=config, device="cpu", register=False, show_progress=False
+        )
         first, second = result.history
         compile_seconds = first["seconds"] - second["seconds"]
         rows.append(("zoo finetune loop (bf16, channels_last, torch.compile; epoch 2)", second["images_per_second"]))

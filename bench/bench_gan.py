@@ -36,8 +36,12 @@ def seed_training_loop(gan, root: Path) -> float:  # noqa: ANN001
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    dataset = datasets.ImageFolder(str(root), transform=transforms.Compose([
-        transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]))
+    dataset = datasets.ImageFolder(
+        str(root),
+        transform=transforms.Compose(
+            [transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+        ),
+    )
     loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
     generator, discriminator = gan.generator, gan.discriminator
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -48,8 +52,10 @@ def seed_training_loop(gan, root: Path) -> float:  # noqa: ANN001
         z = torch.randn(len(images), generator.z_dim)
         fake = generator(z, labels)
         optimizer_d.zero_grad()
-        loss_d = torch.relu(1 - discriminator(images, labels)).mean() + torch.relu(
-            1 + discriminator(fake.detach(), labels)).mean()
+        loss_d = (
+            torch.relu(1 - discriminator(images, labels)).mean()
+            + torch.relu(1 + discriminator(fake.detach(), labels)).mean()
+        )
         loss_d.backward()
         optimizer_d.step()
         optimizer_g.zero_grad()
@@ -68,7 +74,7 @@ def plain_sampling_loop(gan, n: int, bf16: bool) -> float:  # noqa: ANN001
 
     gan.eval()
     start = time.perf_counter()
-    with torch.no_grad(), (torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext()):
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext():
         for begin in range(0, n, 256):
             count = min(256, n - begin)
             labels = torch.arange(begin, begin + count) % gan.num_classes
@@ -100,10 +106,21 @@ def main() -> None:
     train_rows = [("seed loop, corrected: ImageFolder + per-image transforms, 2 workers, fp32", seed_ips)]
     for bf16 in (False, True):
         config = FinetuneConfig(epochs=1, val_split=0.0, bf16=bf16, pretrained=False)
-        result = finetune(MODEL, root, work / ("gan-bf16" if bf16 else "gan-fp32"), config=config, device="cpu",
-                          register=False, show_progress=False)
-        train_rows.append((f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
-                           result.history[0]["images_per_second"]))
+        result = finetune(
+            MODEL,
+            root,
+            work / ("gan-bf16" if bf16 else "gan-fp32"),
+            config=config,
+            device="cpu",
+            register=False,
+            show_progress=False,
+        )
+        train_rows.append(
+            (
+                f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last)",
+                result.history[0]["images_per_second"],
+            )
+        )
 
     torch.manual_seed(0)
     gan = zoo.load(MODEL, pretrained=False, device="cpu")
@@ -112,8 +129,9 @@ def main() -> None:
     for bf16 in (False, True):
         plain = plain_sampling_loop(gan, args.samples, bf16)
         start = time.perf_counter()
-        images = draw(MODEL, args.samples, seed=0, labels=labels, model=gan,
-                      precision="bf16" if bf16 else "fp32").images
+        images = draw(
+            MODEL, args.samples, seed=0, labels=labels, model=gan, precision="bf16" if bf16 else "fp32"
+        ).images
         mine = args.samples / (time.perf_counter() - start)
         assert images.shape == (args.samples, 3, 32, 32)
         sample_rows.append((f"{'bf16' if bf16 else 'fp32'}", plain, mine))

@@ -84,8 +84,9 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per command after 1 warm-up (>= 5)")
-    parser.add_argument("--importtime", action="store_true",
-                        help="print the top 10 cumulative imports of `zoo list` to stderr")
+    parser.add_argument(
+        "--importtime", action="store_true", help="print the top 10 cumulative imports of `zoo list` to stderr"
+    )
     args = parser.parse_args()
     if args.runs < 5:
         parser.error("--runs must be at least 5")
@@ -95,8 +96,11 @@ def main() -> int:
     if not Path(console_script).is_file():
         sys.exit(f"no console script at {console_script}: is the project installed in this environment?")
     work = tempfile.mkdtemp(prefix="zoo-bench-list-")
-    caller_env = {k: v for k, v in os.environ.items()
-                  if k not in ("ZOO_REGISTRY", "ZOO_LOAD_PLUGINS", "ZOO_DISABLE_PLUGINS", "PYTHONPYCACHEPREFIX")}
+    caller_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ZOO_REGISTRY", "ZOO_LOAD_PLUGINS", "ZOO_DISABLE_PLUGINS", "PYTHONPYCACHEPREFIX")
+    }
     caller_env["ZOO_HOME"] = str(Path(work) / "home")
     env = {k: v for k, v in caller_env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(Path(work) / "pycache")
@@ -107,8 +111,7 @@ def main() -> int:
     }
     if caller_env.get("PYTHONDONTWRITEBYTECODE"):
         commands[NO_PYC] = ([console_script, "list"], caller_env)
-    commands["torchvision.models.list_models()"] = (
-        [py, "-c", "import torchvision.models as m; m.list_models()"], env)
+    commands["torchvision.models.list_models()"] = ([py, "-c", "import torchvision.models as m; m.list_models()"], env)
     commands[ANCHOR] = ([py, "-c", "import timm; timm.list_models()"], env)
     try:
         for cmd, cmd_env in commands.values():  # warm-up round (also writes the .pyc files)
@@ -118,22 +121,27 @@ def main() -> int:
             for name, (cmd, cmd_env) in commands.items():
                 times[name].append(run_once(cmd, cmd_env))
 
-        importtime = subprocess.run([py, "-X", "importtime", "-m", "zoo", "list"], capture_output=True,
-                                    text=True, env=env)
+        importtime = subprocess.run(
+            [py, "-X", "importtime", "-m", "zoo", "list"], capture_output=True, text=True, env=env
+        )
         probe = subprocess.run([py, "-c", SYS_MODULES_PROBE], capture_output=True, text=True, env=env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     anchor = statistics.median(times[ANCHOR])
-    print(f"zoo list vs timm / torchvision registries: new process each, {args.runs} runs after 1 warm-up; "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"zoo list vs timm / torchvision registries: new process each, {args.runs} runs after 1 warm-up; "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
     print(f"{'command':<42}{'min s':>8}{'median s':>10}{'x timm':>9}")
     for name, values in times.items():
         med = statistics.median(values)
         print(f"{name:<42}{min(values):>8.3f}{med:>10.3f}{med / anchor:>9.3f}")
     zoo_ratio = max(statistics.median(times[n]) for n in ("zoo list (console script)", "python -m zoo list")) / anchor
-    print(f"zoo/timm (slower of the two zoo commands): {zoo_ratio:.3f} (goal <= 0.05: "
-          f"{'met' if zoo_ratio <= 0.05 else 'NOT met'})")
+    print(
+        f"zoo/timm (slower of the two zoo commands): {zoo_ratio:.3f} (goal <= 0.05: "
+        f"{'met' if zoo_ratio <= 0.05 else 'NOT met'})"
+    )
 
     failed = False
     rows = parse_importtime(importtime.stderr)
@@ -143,8 +151,10 @@ def main() -> int:
     else:
         heavy = sorted({m for m, _, _ in rows if m.split(".")[0] in HEAVY})
         total_ms = sum(s for _, s, _ in rows) / 1e3
-        print(f"-X importtime: {len(rows)} modules imported, {total_ms:.0f} ms of import time in all; "
-              f"heavy modules ({', '.join(HEAVY)}): {', '.join(heavy) or 'none'}")
+        print(
+            f"-X importtime: {len(rows)} modules imported, {total_ms:.0f} ms of import time in all; "
+            f"heavy modules ({', '.join(HEAVY)}): {', '.join(heavy) or 'none'}"
+        )
         failed |= bool(heavy)
         if args.importtime:
             print("top 10 cumulative imports of `python -m zoo list` (ms, self ms, module):", file=sys.stderr)
@@ -157,8 +167,10 @@ def main() -> int:
         failed = True
     else:
         ok = result["exit"] in (0, None) and result["listed"]
-        print(f"sys.modules after zoo.cli.main(['list']): exit {result['exit']}, listed resnet56-cifar: "
-              f"{result['listed']}, heavy modules: {', '.join(result['heavy']) or 'none'}")
+        print(
+            f"sys.modules after zoo.cli.main(['list']): exit {result['exit']}, listed resnet56-cifar: "
+            f"{result['listed']}, heavy modules: {', '.join(result['heavy']) or 'none'}"
+        )
         failed |= bool(result["heavy"]) or not ok
     if failed:
         print("FAILED: `zoo list` imported a heavy module or did not run cleanly", file=sys.stderr)

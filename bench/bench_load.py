@@ -80,10 +80,20 @@ def write_random_weights(work: Path, names: list[str]) -> Path:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
         params = sum(p.numel() for p in model.parameters())
         kw = ", ".join(f"{k}: {v}" for k, v in kwargs.items())
-        lines += [f"  {name}:", "    task: classifier", f"    builder: {spec}", f"    kwargs: {{{kw}}}",
-                  f"    params: {params}", "    weights:", "      random:", f"        uri: {path}",
-                  f"        sha256: {sha256_of(path)}", f"        size: {path.stat().st_size}",
-                  "        format: safetensors", "        dtype: float32"]
+        lines += [
+            f"  {name}:",
+            "    task: classifier",
+            f"    builder: {spec}",
+            f"    kwargs: {{{kw}}}",
+            f"    params: {params}",
+            "    weights:",
+            "      random:",
+            f"        uri: {path}",
+            f"        sha256: {sha256_of(path)}",
+            f"        size: {path.stat().st_size}",
+            "        format: safetensors",
+            "        dtype: float32",
+        ]
     registry = work / "registry.yaml"
     registry.write_text("\n".join(lines) + "\n")
     return registry
@@ -132,6 +142,7 @@ def bench_model(name: str, repeat: int) -> None:
                 return zoo.load(name, device="cpu")
             finally:
                 del os.environ["ZOO_BUILD_STRATEGY"]
+
         return run
 
     # Sanity: every variant gives the file's tensors.
@@ -144,8 +155,7 @@ def bench_model(name: str, repeat: int) -> None:
     for strategy in STRATEGIES:
         default = " (default)" if strategy == "noinit" else ""
         variants[f"zoo.load, strategy {strategy}{default}"] = zoo_load(strategy)
-    variants["build_model(strategy=noinit) only"] = lambda: build_model(card, path, device="cpu",
-                                                                         strategy="noinit")
+    variants["build_model(strategy=noinit) only"] = lambda: build_model(card, path, device="cpu", strategy="noinit")
     variants["floor: load_file alone"] = lambda: load_file(str(path))
     variants["floor: read the file's bytes"] = lambda: Path(path).read_bytes()
     variants["anchor, then read every tensor"] = lambda: read_all(anchor())
@@ -155,18 +165,23 @@ def bench_model(name: str, repeat: int) -> None:
     anchor_median = statistics.median(times[next(iter(variants))])
     floor_median = statistics.median(times["floor: load_file alone"])
     size = Path(path).stat().st_size
-    print(f"\n{name}: {card.params:,} parameters, {size / 2**20:.1f} MiB safetensors, "
-          f"{repeat} rounds after 1 warm-up")
+    print(f"\n{name}: {card.params:,} parameters, {size / 2**20:.1f} MiB safetensors, {repeat} rounds after 1 warm-up")
     print(f"  {'variant':<50}{'min ms':>8}{'median ms':>11}{'x anchor':>10}{'x load_file':>13}")
     for label, values in times.items():
         med = statistics.median(values)
-        print(f"  {label:<50}{1e3 * min(values):>8.1f}{1e3 * med:>11.1f}{med / anchor_median:>10.2f}"
-              f"{med / floor_median:>13.1f}")
-    medians = {s: statistics.median(times[f"zoo.load, strategy {s}{' (default)' if s == 'noinit' else ''}"])
-               for s in STRATEGIES}
+        print(
+            f"  {label:<50}{1e3 * min(values):>8.1f}{1e3 * med:>11.1f}{med / anchor_median:>10.2f}"
+            f"{med / floor_median:>13.1f}"
+        )
+    medians = {
+        s: statistics.median(times[f"zoo.load, strategy {s}{' (default)' if s == 'noinit' else ''}"])
+        for s in STRATEGIES
+    }
     order = sorted(STRATEGIES, key=medians.get)
-    print(f"  fastest strategy: {order[0]} ({1e3 * medians[order[0]]:.1f} ms), then "
-          + ", ".join(f"{s} ({medians[s] / medians[order[0]]:.2f}x)" for s in order[1:]))
+    print(
+        f"  fastest strategy: {order[0]} ({1e3 * medians[order[0]]:.1f} ms), then "
+        + ", ".join(f"{s} ({medians[s] / medians[order[0]]:.2f}x)" for s in order[1:])
+    )
 
 
 def cold_processes(runs: int) -> None:
@@ -180,7 +195,8 @@ def cold_processes(runs: int) -> None:
         "import importlib.util, torch; from safetensors.torch import load_file; "
         f"spec = importlib.util.spec_from_file_location('cifar_models', {str(models_file)!r}); "
         "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); "
-        f"m = mod.build_cifar_resnet(depth=56); m.load_state_dict(load_file({str(path)!r})); m.eval()")
+        f"m = mod.build_cifar_resnet(depth=56); m.load_state_dict(load_file({str(path)!r})); m.eval()"
+    )
     commands = {
         "floor: python -c 'import torch'": "import torch",
         "anchor script (no zoo)": anchor_code,
@@ -216,8 +232,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-load-"))
     for var in ("ZOO_BUILD_STRATEGY", "ZOO_LOAD_PLUGINS", "ZOO_DISABLE_PLUGINS"):
         os.environ.pop(var, None)
-    os.environ.update(ZOO_HOME=str(work / "home"), ZOO_MIRROR=str(AKAMASTER), ZOO_OFFLINE="1",
-                      ZOO_NO_PROGRESS="1")
+    os.environ.update(ZOO_HOME=str(work / "home"), ZOO_MIRROR=str(AKAMASTER), ZOO_OFFLINE="1", ZOO_NO_PROGRESS="1")
     try:
         import torch
 
@@ -226,8 +241,10 @@ def main() -> int:
         from zoo._registry import reset_registry
 
         reset_registry()
-        print(f"zoo.load vs build + load_state_dict, in-process (torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs)")
+        print(
+            f"zoo.load vs build + load_state_dict, in-process (torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs)"
+        )
         for name in ["resnet56-cifar", *random_models]:
             bench_model(name, args.repeat)
         if not args.no_cold:

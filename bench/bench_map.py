@@ -70,15 +70,29 @@ def pycocotools_map(pairs: Pairs, labels: tuple[str, ...]) -> list[float]:
             boxes = target["boxes"].float()
             areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).tolist()
             for box, area, label in zip(xywh(boxes), areas, target["labels"].tolist(), strict=True):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
-                                    "bbox": box, "area": area, "iscrowd": 0})
-            results += [{"image_id": image_id, "category_id": label, "bbox": box, "score": score}
-                        for box, score, label in zip(xywh(det["boxes"]), det["scores"].float().tolist(),
-                                                     det["labels"].tolist(), strict=True)]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": label,
+                        "bbox": box,
+                        "area": area,
+                        "iscrowd": 0,
+                    }
+                )
+            results += [
+                {"image_id": image_id, "category_id": label, "bbox": box, "score": score}
+                for box, score, label in zip(
+                    xywh(det["boxes"]), det["scores"].float().tolist(), det["labels"].tolist(), strict=True
+                )
+            ]
     with contextlib.redirect_stdout(io.StringIO()):
         ground_truth = COCO()
-        ground_truth.dataset = {"images": images, "annotations": annotations,
-                                "categories": [{"id": i, "name": name} for i, name in enumerate(labels)]}
+        ground_truth.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": name} for i, name in enumerate(labels)],
+        }
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
         evaluation.evaluate()
@@ -129,9 +143,12 @@ def synthetic_pairs(images: int, seed: int, classes: int = 80, batch_size: int =
             det_boxes = torch.cat((det_boxes[:, :2], torch.maximum(det_boxes[:, 2:], det_boxes[:, :2] + 1)), 1)
             det_boxes = torch.minimum(det_boxes.clamp(min=0), scale)
             other = torch.rand(len(copies), generator=g) < 0.2
-            det_labels = torch.cat((torch.where(other, torch.randint(0, classes, (len(copies),), generator=g),
-                                                labels.repeat(3)),
-                                    torch.randint(0, classes, (per_image - len(copies),), generator=g)))
+            det_labels = torch.cat(
+                (
+                    torch.where(other, torch.randint(0, classes, (len(copies),), generator=g), labels.repeat(3)),
+                    torch.randint(0, classes, (per_image - len(copies),), generator=g),
+                )
+            )
             scores, order = torch.rand(per_image, generator=g).sort(descending=True)
             outputs.append({"boxes": det_boxes[order], "scores": scores, "labels": det_labels[order]})
             targets.append({"boxes": boxes, "labels": labels})
@@ -165,16 +182,24 @@ def compare(name: str, pairs: Pairs, labels: tuple[str, ...], repeat: int) -> bo
     detections = sum(len(d["boxes"]) for outputs, _ in pairs for d in outputs)
     print(f"{name}: {images:,} images, {boxes:,} boxes, {detections:,} detections, {repeat} run(s) each")
     print(f"  {'':<44}{'min s':>8}{'median s':>10}{'mAP':>7}{'mAP50':>7}")
-    print(f"  {'zoo DetectorEvaluator (faster-coco-eval)':<44}{min(zoo_times):>8.3f}{median(zoo_times):>10.3f}"
-          f"{summary['map']:>7.2f}{summary['map50']:>7.2f}")
-    print(f"  {'pycocotools COCO + loadRes + COCOeval':<44}{min(ref_times):>8.3f}{median(ref_times):>10.3f}"
-          f"{pct(ref_stats[0]):>7.2f}{pct(ref_stats[1]):>7.2f}")
-    print(f"  zoo / pycocotools (time): min {min(zoo_times) / min(ref_times):.3f}, median "
-          f"{median(zoo_times) / median(ref_times):.3f} (pycocotools {median(ref_times) / median(zoo_times):.1f}x "
-          "slower)")
+    print(
+        f"  {'zoo DetectorEvaluator (faster-coco-eval)':<44}{min(zoo_times):>8.3f}{median(zoo_times):>10.3f}"
+        f"{summary['map']:>7.2f}{summary['map50']:>7.2f}"
+    )
+    print(
+        f"  {'pycocotools COCO + loadRes + COCOeval':<44}{min(ref_times):>8.3f}{median(ref_times):>10.3f}"
+        f"{pct(ref_stats[0]):>7.2f}{pct(ref_stats[1]):>7.2f}"
+    )
+    print(
+        f"  zoo / pycocotools (time): min {min(zoo_times) / min(ref_times):.3f}, median "
+        f"{median(zoo_times) / median(ref_times):.3f} (pycocotools {median(ref_times) / median(zoo_times):.1f}x "
+        "slower)"
+    )
     same = (summary["map"], summary["map50"]) == (pct(ref_stats[0]), pct(ref_stats[1]))
-    print(f"  mAP / mAP50 as zoo reports them: {'identical' if same else 'DIFFER'}; the 12 COCO stats: "
-          f"{compare_stats(zoo_stats[0], ref_stats)}")
+    print(
+        f"  mAP / mAP50 as zoo reports them: {'identical' if same else 'DIFFER'}; the 12 COCO stats: "
+        f"{compare_stats(zoo_stats[0], ref_stats)}"
+    )
     return same
 
 
@@ -195,8 +220,10 @@ def main() -> None:
         import torch
 
         pairs, labels = fastestdet_pairs()
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pycocotools {version('pycocotools')}, "
-              f"faster-coco-eval {version('faster-coco-eval')}")
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; pycocotools {version('pycocotools')}, "
+            f"faster-coco-eval {version('faster-coco-eval')}"
+        )
         ok = compare(f"(a) {MODEL} on coco128, conf {THRESHOLDS['conf']}", pairs, labels, args.repeat)
         if args.images:
             synthetic = synthetic_pairs(args.images, args.seed)

@@ -67,17 +67,26 @@ def run(root: Path, mode: str, home: Path) -> dict:
     repo = str(Path(__file__).resolve().parents[1])
     env = {"ZOO_HOME": str(home), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     home.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(repo=repo), str(root), mode, str(home)],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD.format(repo=repo), str(root), mode, str(home)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, nargs="+", default=[3000, 10000])
-    parser.add_argument("--skip-anchor-above", type=int, default=20000,
-                        help="Do not run the list-and-stack path above this many images (it needs ~2x the "
-                             "decoded size in RAM: 30,000 images at 224 px = 4.5 GB decoded).")
+    parser.add_argument(
+        "--skip-anchor-above",
+        type=int,
+        default=20000,
+        help="Do not run the list-and-stack path above this many images (it needs ~2x the "
+        "decoded size in RAM: 30,000 images at 224 px = 4.5 GB decoded).",
+    )
     args = parser.parse_args()
     print(f"{'images':>7}  {'path':<24}  {'seconds':>8}  {'img/s':>7}  {'peak MiB':>9}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,11 +100,15 @@ def main() -> None:
             rows.append(("zoo: decode cache, cold", run(root, "zoo", home)))
             rows.append(("zoo: decode cache, warm", run(root, "zoo", home)))
             for name, r in rows:
-                print(f"{r['n']:>7}  {name:<24}  {r['seconds']:>8.1f}  {r['n'] / r['seconds']:>7.0f}  "
-                      f"{r['peak_mib']:>9.0f}")
+                print(
+                    f"{r['n']:>7}  {name:<24}  {r['seconds']:>8.1f}  {r['n'] / r['seconds']:>7.0f}  "
+                    f"{r['peak_mib']:>9.0f}"
+                )
             if len(rows) == 3:
-                print(f"         cold speed zoo / before: {rows[0][1]['seconds'] / rows[1][1]['seconds']:.2f}x; "
-                      f"peak memory zoo / before: {rows[1][1]['peak_mib'] / rows[0][1]['peak_mib']:.2f}")
+                print(
+                    f"         cold speed zoo / before: {rows[0][1]['seconds'] / rows[1][1]['seconds']:.2f}x; "
+                    f"peak memory zoo / before: {rows[1][1]['peak_mib'] / rows[0][1]['peak_mib']:.2f}"
+                )
 
 
 if __name__ == "__main__":

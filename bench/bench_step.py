@@ -52,11 +52,14 @@ def main() -> None:
 
         warmup[precision] = sum(timed(step, repeat=2)[0])  # oneDNN picks its kernels; inductor compiles
         seconds[precision] = median(timed(step, repeat=args.steps)[0])
-    print(f"{args.model}, bare training step, batch {args.batch_size}, channels_last, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.model}, bare training step, batch {args.batch_size}, channels_last, {torch.get_num_threads()} threads"
+    )
     for precision, s in seconds.items():
-        print(f"{precision:<13}{args.batch_size / s:>9.1f} img/s{seconds['fp32'] / s:>8.2f} x fp32"
-              f"   (warm-up, 2 steps: {warmup[precision]:.1f} s)")
+        print(
+            f"{precision:<13}{args.batch_size / s:>9.1f} img/s{seconds['fp32'] / s:>8.2f} x fp32"
+            f"   (warm-up, 2 steps: {warmup[precision]:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

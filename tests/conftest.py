@@ -10,9 +10,19 @@ import zoo._registry
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-ZOO_ENV = ("ZOO_HOME", "ZOO_MIRROR", "ZOO_OFFLINE", "ZOO_REGISTRY", "ZOO_LOAD_PLUGINS",
-           "ZOO_DISABLE_PLUGINS", "ZOO_BUILD_STRATEGY", "ZOO_NO_PROGRESS", "ZOO_DOWNLOAD_RETRIES",
-           "ZOO_DOWNLOAD_TIMEOUT", "ZOO_LOCK_TIMEOUT")
+ZOO_ENV = (
+    "ZOO_HOME",
+    "ZOO_MIRROR",
+    "ZOO_OFFLINE",
+    "ZOO_REGISTRY",
+    "ZOO_LOAD_PLUGINS",
+    "ZOO_DISABLE_PLUGINS",
+    "ZOO_BUILD_STRATEGY",
+    "ZOO_NO_PROGRESS",
+    "ZOO_DOWNLOAD_RETRIES",
+    "ZOO_DOWNLOAD_TIMEOUT",
+    "ZOO_LOCK_TIMEOUT",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +78,8 @@ def register_resnet20_card(directory: Path, monkeypatch: pytest.MonkeyPatch, nam
         "    input: {shape: [3, 32, 32]}\n"
         "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
         f"    labels: [{', '.join(labels)}]\n"
-        f"    weights:\n      v1: {{uri: {weights.name}, sha256: {sha}}}\n")
+        f"    weights:\n      v1: {{uri: {weights.name}, sha256: {sha}}}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     return name
-

@@ -69,7 +69,7 @@ def start(server_state: FileServer) -> ThreadingHTTPServer:
             if drop and behaviour.drop_after is not None:
                 payload = payload[: behaviour.drop_after]
             for i in range(0, len(payload), 65536):
-                self.wfile.write(payload[i:i + 65536])
+                self.wfile.write(payload[i : i + 65536])
                 if behaviour.delay:
                     time.sleep(behaviour.delay)
             if drop:

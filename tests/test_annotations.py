@@ -49,8 +49,10 @@ def _write(path: Path, text: str) -> Path:
 def make_yolo(root: Path) -> Path:
     """train: a (2 boxes kept, one clipped, one dropped), b (no label file), c (empty label, grayscale PNG);
     val: d; plus a label file without an image."""
-    _write(root / "data.yaml", "path: ../somewhere/else\ntrain: images/train\nval: images/val\ntest:\n"
-                               "names:\n  0: cat\n  1: dog\n")
+    _write(
+        root / "data.yaml",
+        "path: ../somewhere/else\ntrain: images/train\nval: images/val\ntest:\nnames:\n  0: cat\n  1: dog\n",
+    )
     for name in ("train/a.jpg", "train/b.jpg", "val/d.jpg"):
         _image(root / "images" / name)
     _image(root / "images/train/c.png", mode="L")
@@ -70,23 +72,38 @@ def make_coco(root: Path) -> Path:
     """train: a (one box, one crowd region), b (no annotations); val: c (a box past the right edge)."""
     for name in ("train2017/a.jpg", "train2017/b.jpg", "val2017/c.jpg"):
         _image(root / name)
-    _write(root / "annotations/instances_train2017.json", _coco_doc(
-        [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}, {"id": 2, "file_name": "b.jpg"}],
-        [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 20, 20], "iscrowd": 0},
-         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "iscrowd": 1}]))
-    _write(root / "annotations/instances_val2017.json", _coco_doc(
-        [{"id": 1, "file_name": "c.jpg", "width": 64, "height": 48}],
-        [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [50.5, 4, 20, 10]}]))
+    _write(
+        root / "annotations/instances_train2017.json",
+        _coco_doc(
+            [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}, {"id": 2, "file_name": "b.jpg"}],
+            [
+                {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 20, 20], "iscrowd": 0},
+                {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "iscrowd": 1},
+            ],
+        ),
+    )
+    _write(
+        root / "annotations/instances_val2017.json",
+        _coco_doc(
+            [{"id": 1, "file_name": "c.jpg", "width": 64, "height": 48}],
+            [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [50.5, 4, 20, 10]}],
+        ),
+    )
     _write(root / "annotations/captions_train2017.json", json.dumps({"annotations": [], "images": []}))
     return root
 
 
 def _voc_xml(filename: str, objects: list[tuple[str, tuple]], size: tuple[int, int] | None = (64, 48)) -> str:
     size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
-    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in objects)
-    return f'<?xml version="1.0"?>\n<annotation>\n<folder>JPEGImages</folder>\n<filename>{filename}</filename>\n' \
-           f"{size_xml}\n{objs}\n</annotation>\n"
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
+    return (
+        f'<?xml version="1.0"?>\n<annotation>\n<folder>JPEGImages</folder>\n<filename>{filename}</filename>\n'
+        f"{size_xml}\n{objs}\n</annotation>\n"
+    )
 
 
 def make_voc(root: Path) -> Path:
@@ -137,8 +154,12 @@ def assert_same(a: DetectionDataset, b: DetectionDataset, tolerance: float = ROU
 def test_yolo_boxes_background_orphans_and_splits(tmp_path):
     ds = read_detection_dataset(make_yolo(tmp_path / "yolo"))
     assert ds.format == "yolo" and ds.classes == ("cat", "dog")
-    assert [s.image for s in ds.samples] == ["images/train/a.jpg", "images/train/b.jpg", "images/train/c.png",
-                                             "images/val/d.jpg"]
+    assert [s.image for s in ds.samples] == [
+        "images/train/a.jpg",
+        "images/train/b.jpg",
+        "images/train/c.png",
+        "images/val/d.jpg",
+    ]
     a, b, c, d = ds.samples
     assert a.boxes == [(16.0, 12.0, 48.0, 36.0), pytest.approx((54.4, 19.2, 64.0, 28.8))] and a.labels == [0, 1]
     assert (b.boxes, c.boxes, c.width, c.height) == ([], [], 64, 48)  # background images are kept
@@ -162,8 +183,10 @@ def test_yolo_split_lists_aliases_and_classes_txt(tmp_path):
     _write(root / "train.txt", "./images/train/a.jpg\n/home/someone/yolo/images/val/d.jpg\n")
     ds = read_detection_dataset(root)
     assert ds.split_aliases == {"val": "train"} and ds.splits() == ("train", "val")
-    assert {s.image: s.split for s in ds.samples if s.split} == {"images/train/a.jpg": "train",
-                                                                 "images/val/d.jpg": "train"}
+    assert {s.image: s.split for s in ds.samples if s.split} == {
+        "images/train/a.jpg": "train",
+        "images/val/d.jpg": "train",
+    }
     val = ds.select("val")
     assert [s.split for s in val.samples] == ["val", "val"] and val.splits() == ("val",)
 
@@ -199,8 +222,10 @@ def test_raccoon_style_csv_splits(tmp_path):
     root = make_voc(tmp_path / "voc")
     for path in (root / "ImageSets/Main").iterdir():
         path.unlink()
-    _write(root / "data/train_labels.csv", "filename,width,height,class,xmin,ymin,xmax,ymax\n"
-                                           "a.jpg,64,48,dog,1,2,30,40\na.jpg,64,48,cat,5,6,60,47\n")
+    _write(
+        root / "data/train_labels.csv",
+        "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,64,48,dog,1,2,30,40\na.jpg,64,48,cat,5,6,60,47\n",
+    )
     _write(root / "data/test_labels.csv", "filename,width,height,class\nb.jpg,32,40,none\n")
     _write(root / "data/all_labels.csv", "filename\na.jpg\nb.jpg\n")  # not a split: ignored
     ds = read_detection_dataset(root)
@@ -215,8 +240,11 @@ def test_a_zip_reads_like_its_folder(tmp_path):
         zipped = read_detection_dataset(_zip(folder, tmp_path / f"{make.__name__}.zip"))
         plain = read_detection_dataset(folder)
         assert zipped.subdir == "ds" and plain.subdir == ""
-        assert (zipped.samples, zipped.classes, zipped.split_aliases) == (plain.samples, plain.classes,
-                                                                          plain.split_aliases)
+        assert (zipped.samples, zipped.classes, zipped.split_aliases) == (
+            plain.samples,
+            plain.classes,
+            plain.split_aliases,
+        )
         for z, p in zip(zipped.samples, plain.samples, strict=True):
             assert zipped.read_bytes(z) == plain.read_bytes(p)
 
@@ -248,9 +276,16 @@ def test_voc_x2_before_x1_names_the_object(tmp_path):
 
 def test_coco_negative_width_and_bad_json(tmp_path):
     root = make_coco(tmp_path / "coco")
-    _write(root / "annotations/instances_val2017.json", _coco_doc(
-        [{"id": 1, "file_name": "c.jpg"}], [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [30, 4, -20, 10]},
-                                            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 4, 2, 1]}]))
+    _write(
+        root / "annotations/instances_val2017.json",
+        _coco_doc(
+            [{"id": 1, "file_name": "c.jpg"}],
+            [
+                {"id": 1, "image_id": 1, "category_id": 2, "bbox": [30, 4, -20, 10]},
+                {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 4, 2, 1]},
+            ],
+        ),
+    )
     _raises(root, "instances_val2017.json, annotations[0]", "negative width (x2 < x1)")
     _write(root / "annotations/instances_val2017.json", '{"images": [],\n "annotations": [],\n "categories": [,]}')
     _raises(root, "instances_val2017.json, line 3 column", "not valid JSON")
@@ -296,8 +331,11 @@ def test_a_hostile_zip_is_refused(tmp_path, member):
 
 def test_xml_with_a_dtd_is_refused(tmp_path):
     root = make_voc(tmp_path / "voc")
-    _write(root / "Annotations/b.xml", '<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">]>\n'
-                                       "<annotation><filename>b.jpg</filename><name>&lol;</name></annotation>\n")
+    _write(
+        root / "Annotations/b.xml",
+        '<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">]>\n'
+        "<annotation><filename>b.jpg</filename><name>&lol;</name></annotation>\n",
+    )
     _raises(root, "b.xml", "DTD")
 
 
@@ -311,9 +349,15 @@ def test_an_unknown_layout_says_what_each_format_expects(tmp_path):
     _write(tmp_path / "notes/readme.txt", "hello")
     _write(tmp_path / "notes/labels/x.txt", "0 0.5 0.5 0.1 0.1")
     message = _raises(tmp_path / "notes", "not a detection dataset")
-    for expected in ("COCO (a .json file with 'images', 'annotations' and 'categories'", "Pascal VOC (.xml",
-                     "<annotation>", "YOLO (labels/*.txt beside images/", "data .yaml", "classes.txt",
-                     "found 1 labels/*.txt but no class names"):
+    for expected in (
+        "COCO (a .json file with 'images', 'annotations' and 'categories'",
+        "Pascal VOC (.xml",
+        "<annotation>",
+        "YOLO (labels/*.txt beside images/",
+        "data .yaml",
+        "classes.txt",
+        "found 1 labels/*.txt but no class names",
+    ):
         assert expected in message
     _raises(tmp_path / "nowhere", "does not exist")
 
@@ -354,13 +398,16 @@ def test_clashing_file_names_are_made_unique(tmp_path):
     _image(tmp_path / "src/two/x.jpg", size=(20, 10))
     _image(tmp_path / "src/one/y.png")
     _image(tmp_path / "src/one/y.jpg")
-    samples = [DetectionSample(p, 64, 48, [(1.0, 1.0, 5.0, 5.0)], [0]) for p in ("one/x.jpg", "one/y.jpg",
-                                                                              "one/y.png")]
+    samples = [DetectionSample(p, 64, 48, [(1.0, 1.0, 5.0, 5.0)], [0]) for p in ("one/x.jpg", "one/y.jpg", "one/y.png")]
     samples.insert(2, DetectionSample("two/x.jpg", 20, 10, [], []))
     dataset = DetectionDataset(tmp_path / "src", "yolo", ("thing",), samples)
     write_detection_dataset(dataset, tmp_path / "voc", "voc")
     assert sorted(p.name for p in (tmp_path / "voc/JPEGImages").iterdir()) == [
-        "one__x.jpg", "one__y_jpg.jpg", "one__y_png.png", "two__x.jpg"]
+        "one__x.jpg",
+        "one__y_jpg.jpg",
+        "one__y_png.png",
+        "two__x.jpg",
+    ]
     assert len(read_detection_dataset(tmp_path / "voc").samples) == 4
 
 
@@ -389,8 +436,10 @@ def test_the_writer_refuses_a_full_folder_and_leaves_nothing_half_written(tmp_pa
 
 
 def test_annotations_import_no_torch():
-    code = ("import sys, zoo_detector.annotations, zoo_detector.data_cli; "
-            "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, zoo_detector.annotations, zoo_detector.data_cli; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -426,8 +475,12 @@ def test_coco128_facts_and_round_trip(tmp_path):
 
 def test_raccoon_facts_and_round_trip(tmp_path):
     ds, seconds = _timed_read(require_shared("datasets", "raccoon.zip"))
-    assert (ds.format, len(ds.samples), sum(len(s.boxes) for s in ds.samples), ds.classes) == ("voc", 200, 217,
-                                                                                                ("raccoon",))
+    assert (ds.format, len(ds.samples), sum(len(s.boxes) for s in ds.samples), ds.classes) == (
+        "voc",
+        200,
+        217,
+        ("raccoon",),
+    )
     assert (len(ds.select("train").samples), len(ds.select("test").samples)) == (160, 40)
     assert seconds < 1.0
     current = ds
@@ -465,8 +518,13 @@ def test_cli_convert_and_info(zoo_cli, tmp_path):
     result = CliRunner().invoke(zoo_cli, ["data", "convert", str(src), str(tmp_path / "out"), "--to", "coco"])
     assert result.exit_code == 0, result.output
     assert result.output.count("\n") == 1
-    for part in ("coco, 4 images (2 without boxes; train 3, val 1)", "3 boxes", "2 classes", "from yolo",
-                 "(boxes dropped: 1, clipped: 1)"):
+    for part in (
+        "coco, 4 images (2 without boxes; train 3, val 1)",
+        "3 boxes",
+        "2 classes",
+        "from yolo",
+        "(boxes dropped: 1, clipped: 1)",
+    ):
         assert part in result.output
     result = CliRunner().invoke(zoo_cli, ["data", "info", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -41,16 +41,25 @@ def test_sort_map_with_dataset_compares_figures_on_one_dataset():
     # across datasets the raccoon detector's 48.89 on raccoon would lead; on COCO the torchvision detectors do
     assert names("--sort", "map")[0] == "fastestdet-raccoon"
     assert names("--sort", "map", "--dataset", "coco") == [
-        "fasterrcnn-r50-fpn-v2-coco", "retinanet-r50-fpn-v2-coco", "fcos-r50-fpn-coco",
-        "fasterrcnn-mobilenetv3-320-fpn-coco", "ssdlite320-mobilenetv3-coco", "fastestdet-coco"]
+        "fasterrcnn-r50-fpn-v2-coco",
+        "retinanet-r50-fpn-v2-coco",
+        "fcos-r50-fpn-coco",
+        "fasterrcnn-mobilenetv3-320-fpn-coco",
+        "ssdlite320-mobilenetv3-coco",
+        "fastestdet-coco",
+    ]
 
 
 def test_sort_params_is_ascending_with_ties_by_name():
     records = json.loads(run("list", "--sort", "params", "--json").output)
     params = [r["params"] for r in records]
     assert params == sorted(params) and len(params) == 18
-    assert [r["name"] for r in records[:4]] == ["fastestdet-raccoon", "fastestdet-coco", "fastestdet-imagenet",
-                                                "resnet20-cifar"]
+    assert [r["name"] for r in records[:4]] == [
+        "fastestdet-raccoon",
+        "fastestdet-coco",
+        "fastestdet-imagenet",
+        "resnet20-cifar",
+    ]
     assert records[-1]["name"] == "fasterrcnn-r50-fpn-v2-coco"
 
 
@@ -62,8 +71,12 @@ def test_sort_by_a_lower_is_better_metric_puts_the_lowest_first(tmp_path, monkey
         f"    weights:\n      v1:\n        uri: https://example.invalid/{name}.safetensors\n        sha256: {sha}\n"
         f"        metrics:\n          - {{name: 'fid[resnet56-cifar]', value: {fid}, dataset: cifar10, split: test,"
         f" source: measured, command: zoo eval {name}}}\n"
-        for name, fid, params, license in [("gan-a", 9.5, 1000, "MIT"), ("gan-b", 3.25, 2000000, "mit"),
-                                           ("gan-c", 20.0, 300, "Apache-2.0")])
+        for name, fid, params, license in [
+            ("gan-a", 9.5, 1000, "MIT"),
+            ("gan-b", 3.25, 2000000, "mit"),
+            ("gan-c", 20.0, 300, "Apache-2.0"),
+        ]
+    )
     registry = tmp_path / "registry.yaml"
     registry.write_text("models:\n" + cards)
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
@@ -79,30 +92,60 @@ def test_sort_by_a_lower_is_better_metric_puts_the_lowest_first(tmp_path, monkey
 
 def test_max_params_keeps_only_small_models():
     small = names("--max-params", "1M")
-    assert small == ["fastestdet-coco", "fastestdet-imagenet", "fastestdet-raccoon", "resnet20-cifar",
-                     "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
-    assert names("--max-params", "270K") == ["fastestdet-coco", "fastestdet-imagenet", "fastestdet-raccoon",
-                                             "resnet20-cifar"]
+    assert small == [
+        "fastestdet-coco",
+        "fastestdet-imagenet",
+        "fastestdet-raccoon",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
+    assert names("--max-params", "270K") == [
+        "fastestdet-coco",
+        "fastestdet-imagenet",
+        "fastestdet-raccoon",
+        "resnet20-cifar",
+    ]
     assert names("--max-params", "269721") == ["fastestdet-coco", "fastestdet-imagenet", "fastestdet-raccoon"]
     assert names("--max-params", "5M", "--task", "classifier", "--sort", "top1") == [
-        "resnet56-cifar", "resnet44-cifar", "resnet32-cifar", "resnet20-cifar"]
+        "resnet56-cifar",
+        "resnet44-cifar",
+        "resnet32-cifar",
+        "resnet20-cifar",
+    ]
 
 
-@pytest.mark.parametrize("text, expected", [("270K", 270_000), ("5M", 5_000_000), ("1.2G", 1_200_000_000),
-                                            ("853018", 853_018), ("5m", 5_000_000), (" 2.5k ", 2_500),
-                                            ("1_000", 1_000), (42, 42)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("270K", 270_000),
+        ("5M", 5_000_000),
+        ("1.2G", 1_200_000_000),
+        ("853018", 853_018),
+        ("5m", 5_000_000),
+        (" 2.5k ", 2_500),
+        ("1_000", 1_000),
+        (42, 42),
+    ],
+)
 def test_parse_count(text, expected):
     assert parse_count(text) == expected
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-params", "5X"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got '5X'."),
-    (["--max-params", "-5M"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got '-5M'."),
-    (["--max-params", "0"], "Error: --max-params: must be positive, got '0'."),
-    (["--max-params", "nan"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got 'nan'."),
-    (["--sort", "top"], "Error: Unknown sort key 'top'. Did you mean 'top1'? Sort by name, params, task or a "
-                        "metric on the cards:"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-params", "5X"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got '5X'."),
+        (["--max-params", "-5M"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got '-5M'."),
+        (["--max-params", "0"], "Error: --max-params: must be positive, got '0'."),
+        (["--max-params", "nan"], "Error: --max-params: expected a count like 270K, 5M, 1.2G or 5000000, got 'nan'."),
+        (
+            ["--sort", "top"],
+            "Error: Unknown sort key 'top'. Did you mean 'top1'? Sort by name, params, task or a metric on the cards:",
+        ),
+    ],
+)
 def test_list_parse_errors_are_one_line_exit_1(args, message):
     result = run("list", *args)
     assert result.exit_code == 1
@@ -111,8 +154,15 @@ def test_list_parse_errors_are_one_line_exit_1(args, message):
 
 def test_dataset_filter_and_the_metric_it_shows():
     assert names("--dataset", "cifar10") == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
-    assert names("--dataset", "CIFAR10*") == ["cgan-cifar", "resnet18-cifar", "resnet20-cifar", "resnet32-cifar",
-                                              "resnet44-cifar", "resnet56-cifar", "vae-cifar"]
+    assert names("--dataset", "CIFAR10*") == [
+        "cgan-cifar",
+        "resnet18-cifar",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+        "vae-cifar",
+    ]
     assert names("--dataset", "raccoon") == ["fastestdet-raccoon"]
     # the metric column shows the figure on the dataset asked for, not the card's headline
     record = json.loads(run("list", "fastestdet-coco", "--dataset", "coco128", "--json").output)[0]
@@ -123,8 +173,12 @@ def test_dataset_filter_and_the_metric_it_shows():
 
 
 def test_license_filter_matches_the_identifier_case_insensitively():
-    assert names("--license", "bsd-2-clause") == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
-                                                  "resnet56-cifar"]
+    assert names("--license", "bsd-2-clause") == [
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
     assert names("--license", "Apache*") == ["inception-v3-fid"]
     assert "fcos-r50-fpn-coco" in names("--license", "BSD-3-Clause")  # "BSD-3-Clause (torchvision)"
     # "MIT" appears only inside fastestdet-raccoon's note on its data ("MIT-licensed repository"): no match
@@ -134,8 +188,7 @@ def test_license_filter_matches_the_identifier_case_insensitively():
 
 
 def test_list_models_takes_the_same_filters():
-    assert zoo.list_models(sort="params", max_params=500_000, task="classifier") == ["resnet20-cifar",
-                                                                                    "resnet32-cifar"]
+    assert zoo.list_models(sort="params", max_params=500_000, task="classifier") == ["resnet20-cifar", "resnet32-cifar"]
     assert zoo.list_models("resnet*", sort="top1", dataset="cifar10")[0] == "resnet56-cifar"
     with pytest.raises(ZooError, match="max_params: expected a count"):
         zoo.list_models(max_params="lots")
@@ -154,9 +207,25 @@ def test_sort_name_is_the_plain_order():
 
 def test_bench_writes_latency_and_throughput(tmp_path):
     out = tmp_path / "results.json"
-    result = CliRunner().invoke(cli, ["bench", "resnet20-cifar", "fastestdet-coco", "--random-init", "--device",
-                                      "cpu", "--precision", "fp32", "--batch-sizes", "1,4", "--seconds", "0.2",
-                                      "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "resnet20-cifar",
+            "fastestdet-coco",
+            "--random-init",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--batch-sizes",
+            "1,4",
+            "--seconds",
+            "0.2",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     machine = record["machine"]
@@ -178,17 +247,28 @@ def test_bench_writes_latency_and_throughput(tmp_path):
     assert zoo.card("resnet20-cifar").variant().metrics[0].name == "top1"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["cgan-cifar"], "Error: zoo bench measures models that predict on images (classifiers, detectors); "
-                     "'cgan-cifar' is a gan model, which generates: time 'zoo sample cgan-cifar' instead."),
-    (["vae-cifar"], "Error: zoo bench measures models that predict on images (classifiers, detectors); "
-                    "'vae-cifar' is a vae model, which generates: time 'zoo sample vae-cifar' instead."),
-    (["resnet20-cifr"], "Error: Unknown model 'resnet20-cifr'. Did you mean 'resnet20-cifar'"),
-    (["resnet20-cifar", "--batch-sizes", "1,x"], "Error: --batch-sizes: expected positive integers separated by "
-                                                 "commas, like 1,8,32,64,128; got '1,x'."),
-    (["resnet20-cifar", "--batch-sizes", "0,8"], "Error: --batch-sizes: every size must be between 1 and 4096"),
-    (["resnet20-cifar", "--seconds", "0"], "Error: --seconds must be positive, got 0."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["cgan-cifar"],
+            "Error: zoo bench measures models that predict on images (classifiers, detectors); "
+            "'cgan-cifar' is a gan model, which generates: time 'zoo sample cgan-cifar' instead.",
+        ),
+        (
+            ["vae-cifar"],
+            "Error: zoo bench measures models that predict on images (classifiers, detectors); "
+            "'vae-cifar' is a vae model, which generates: time 'zoo sample vae-cifar' instead.",
+        ),
+        (["resnet20-cifr"], "Error: Unknown model 'resnet20-cifr'. Did you mean 'resnet20-cifar'"),
+        (
+            ["resnet20-cifar", "--batch-sizes", "1,x"],
+            "Error: --batch-sizes: expected positive integers separated by commas, like 1,8,32,64,128; got '1,x'.",
+        ),
+        (["resnet20-cifar", "--batch-sizes", "0,8"], "Error: --batch-sizes: every size must be between 1 and 4096"),
+        (["resnet20-cifar", "--seconds", "0"], "Error: --seconds must be positive, got 0."),
+    ],
+)
 def test_bench_refusals_are_one_line_exit_1(args, message):
     result = run("bench", *args)
     assert result.exit_code == 1

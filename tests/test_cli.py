@@ -49,16 +49,28 @@ def test_list_table():
 
 def test_list_filters_and_json():
     records = json.loads(run("list", "--task", "classifier", "--pretrained", "--json").output)
-    assert [r["name"] for r in records] == ["inception-v3-fid", "resnet18-cifar", "resnet20-cifar", "resnet32-cifar",
-                                            "resnet44-cifar", "resnet56-cifar"]
+    assert [r["name"] for r in records] == [
+        "inception-v3-fid",
+        "resnet18-cifar",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
     first = records[2]
     assert first["params"] == 269722 and first["input"] == [3, 32, 32] and first["cached"] is False
-    assert first["metric"] == {"name": "top1", "value": 91.73, "dataset": "cifar10", "split": "test",
-                               "source": "published",
-                               "reference": "https://github.com/akamaster/pytorch_resnet_cifar10#results "
-                                            "(8.27% test error)"}
+    assert first["metric"] == {
+        "name": "top1",
+        "value": 91.73,
+        "dataset": "cifar10",
+        "split": "test",
+        "source": "published",
+        "reference": "https://github.com/akamaster/pytorch_resnet_cifar10#results (8.27% test error)",
+    }
     assert run("list", "resnet5*").output.splitlines()[1].startswith("resnet56-cifar")
-    assert run("list", "--task", "nosuchtask").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
+    assert (
+        run("list", "--task", "nosuchtask").output == "No models match. Run 'zoo plugins' to see what is installed.\n"
+    )
 
 
 def test_info_shows_the_whole_card():
@@ -81,10 +93,13 @@ def test_info_shows_the_whole_card():
     assert card["weights"]["akamaster"]["size"] == 3471733 and card["weights"]["akamaster"]["default"] is True
 
 
-@pytest.mark.parametrize("args, message", [
-    (["info", "resnet56-cifr"], "Error: Unknown model 'resnet56-cifr'. Did you mean 'resnet56-cifar'"),
-    (["info", "resnet56-cifar.v2"], "Error: Model 'resnet56-cifar' has no weights tag 'v2'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "resnet56-cifr"], "Error: Unknown model 'resnet56-cifr'. Did you mean 'resnet56-cifar'"),
+        (["info", "resnet56-cifar.v2"], "Error: Model 'resnet56-cifar' has no weights tag 'v2'"),
+    ],
+)
 def test_errors_are_one_line_with_exit_code_1(args, message):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
@@ -94,14 +109,17 @@ def test_errors_are_one_line_with_exit_code_1(args, message):
 
 def test_fetch_of_a_card_without_weights_says_how_to_build_it(tmp_path, monkeypatch):
     registry = tmp_path / "registry.yaml"
-    registry.write_text("models:\n  bare-net:\n    task: classifier\n"
-                        "    builder: zoo_classifier.models:build_resnet18_cifar\n")
+    registry.write_text(
+        "models:\n  bare-net:\n    task: classifier\n    builder: zoo_classifier.models:build_resnet18_cifar\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     result = CliRunner().invoke(cli, ["fetch", "bare-net"])
     assert result.exit_code == 1
-    assert result.output == ("Error: Model 'bare-net' has no pretrained weights; use zoo.load('bare-net', "
-                             "pretrained=False) for random init.\n")
+    assert result.output == (
+        "Error: Model 'bare-net' has no pretrained weights; use zoo.load('bare-net', "
+        "pretrained=False) for random init.\n"
+    )
 
 
 def test_cache_commands_on_an_empty_cache(zoo_home):
@@ -115,8 +133,14 @@ def test_plugins_json():
     assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion", "tv"}
     record = records["classifier"]
     assert {r["distribution"] for r in records.values()} == {"visionzoo"}
-    assert record["models"] == ["resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar",
-                                "resnet56-cifar", "inception-v3-fid"]  # in the catalogue's order
+    assert record["models"] == [
+        "resnet18-cifar",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+        "inception-v3-fid",
+    ]  # in the catalogue's order
     assert records["gan"]["models"] == ["dcgan-cifar", "cgan-cifar"] and records["vae"]["models"] == ["vae-cifar"]
 
 
@@ -148,12 +172,14 @@ print("HEAVY", heavy)
 """
 
 
-@pytest.mark.parametrize("args", [["list"], ["info", "resnet56-cifar"], ["plugins"], ["list", "--json"],
-                                  ["cache", "ls"]])
+@pytest.mark.parametrize(
+    "args", [["list"], ["info", "resnet56-cifar"], ["plugins"], ["list", "--json"], ["cache", "ls"]]
+)
 def test_listing_commands_import_no_torch(args):
     """Metadata before code: listing reads cards only (a fresh process, so nothing is pre-imported)."""
-    result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(args=args)], capture_output=True, text=True,
-                            env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE.format(args=args)], capture_output=True, text=True, env=dict(os.environ)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
 

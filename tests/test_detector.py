@@ -28,16 +28,18 @@ def run(*args: str):  # noqa: ANN201
 
 def test_predict_offline_finds_the_cat_and_draws_the_boxes(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    result = run("predict", "fastestdet-coco", str(IMAGES / "chelsea.png"), "-o", str(tmp_path), "--json",
-                 "--conf", "0.5")
+    result = run(
+        "predict", "fastestdet-coco", str(IMAGES / "chelsea.png"), "-o", str(tmp_path), "--json", "--conf", "0.5"
+    )
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert (record["width"], record["height"]) == (451, 300)
     best = record["detections"][0]
     assert best["label"] == "cat" and best["index"] == 15 and best["score"] >= 0.5
     x1, y1, x2, y2 = best["box"]
-    assert 0 <= x1 < x2 <= 451 and 0 <= y1 < y2 <= 300 and best["bbox"] == [x1, y1, round(x2 - x1, 2),
-                                                                             round(y2 - y1, 2)]
+    assert (
+        0 <= x1 < x2 <= 451 and 0 <= y1 < y2 <= 300 and best["bbox"] == [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]
+    )
     assert all(d["score"] >= 0.5 for d in record["detections"])
     drawn = Image.open(tmp_path / "chelsea.png")
     assert drawn.size == (451, 300)
@@ -50,9 +52,9 @@ def test_predict_offline_finds_the_cat_and_draws_the_boxes(tmp_path, monkeypatch
 def test_thresholds_shape_the_detections():
     from zoo.runtime.predict import predict
 
-    loose, = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.05, device="cpu")
-    strict, = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.5, device="cpu")
-    capped, = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.05, max_det=3, device="cpu")
+    (loose,) = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.05, device="cpu")
+    (strict,) = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.5, device="cpu")
+    (capped,) = predict("fastestdet-coco", [IMAGES / "chelsea.png"], conf=0.05, max_det=3, device="cpu")
     assert len(loose["detections"]) > len(strict["detections"]) >= 1
     assert [d["score"] for d in capped["detections"]] == [d["score"] for d in loose["detections"][:3]]
 
@@ -69,12 +71,15 @@ def test_rgb_card_input_equals_upstream_bgr():
         assert torch.equal(rgb(x), bgr(x.flip(1)))
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("predict", "fastestdet-coco", "IMG", "--conf", "1.5"), "Invalid value for '--conf': 1.5 is not in the range"),
-    (("predict", "fastestdet-coco", "IMG", "--topk", "3"), "No such option '--topk' for detector models"),
-    (("predict", "resnet20-cifar", "IMG", "--conf", "0.3"), "No such option '--conf' for classifier models"),
-    (("predict", "fastestdet-coco"), "Name at least one image"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("predict", "fastestdet-coco", "IMG", "--conf", "1.5"), "Invalid value for '--conf': 1.5 is not in the range"),
+        (("predict", "fastestdet-coco", "IMG", "--topk", "3"), "No such option '--topk' for detector models"),
+        (("predict", "resnet20-cifar", "IMG", "--conf", "0.3"), "No such option '--conf' for classifier models"),
+        (("predict", "fastestdet-coco"), "Name at least one image"),
+    ],
+)
 def test_bad_options_are_one_line(args, message):
     args = tuple(str(IMAGES / "chelsea.png") if a == "IMG" else a for a in args)
     result = run(*args)
@@ -106,9 +111,13 @@ def _coco_ground_truth_and_detections(seed: int = 0):
         extra = int(torch.randint(0, 3, (1,), generator=generator))
         fxy = torch.rand(extra, 2, generator=generator) * 200
         false = torch.cat([fxy, fxy + 20 + torch.rand(extra, 2, generator=generator) * 50], 1)
-        detections.append({"boxes": torch.cat([noisy, false]),
-                           "scores": torch.rand(len(noisy) + extra, generator=generator),
-                           "labels": torch.cat([labels[keep], torch.randint(0, 3, (extra,), generator=generator)])})
+        detections.append(
+            {
+                "boxes": torch.cat([noisy, false]),
+                "scores": torch.rand(len(noisy) + extra, generator=generator),
+                "labels": torch.cat([labels[keep], torch.randint(0, 3, (extra,), generator=generator)]),
+            }
+        )
         if i == 5:  # an image without boxes whose detections are all false positives
             targets[-1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     return targets, detections
@@ -127,17 +136,33 @@ def _pycocotools_stats(targets, detections) -> list[float]:
         images.append({"id": i + 1, "width": 400, "height": 400})
         # xywh and areas computed in float32, as any evaluator holding float32 boxes does: a float64 conversion
         # moves a few IoUs across a threshold and mAP in the 4th digit
-        for box, area, label in zip(box_convert(t["boxes"], "xyxy", "xywh").tolist(), box_area(t["boxes"]).tolist(),
-                                    t["labels"].tolist(), strict=True):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label,
-                                "bbox": box, "area": area, "iscrowd": 0})
-        for box, score, label in zip(box_convert(d["boxes"], "xyxy", "xywh").tolist(), d["scores"].tolist(),
-                                     d["labels"].tolist(), strict=True):
+        for box, area, label in zip(
+            box_convert(t["boxes"], "xyxy", "xywh").tolist(),
+            box_area(t["boxes"]).tolist(),
+            t["labels"].tolist(),
+            strict=True,
+        ):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": 0,
+                }
+            )
+        for box, score, label in zip(
+            box_convert(d["boxes"], "xyxy", "xywh").tolist(), d["scores"].tolist(), d["labels"].tolist(), strict=True
+        ):
             results.append({"image_id": i + 1, "category_id": label, "score": score, "bbox": box})
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": c, "name": str(c)} for c in range(3)]}
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c, "name": str(c)} for c in range(3)],
+        }
         gt.createIndex()
         evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
         evaluation.evaluate()
@@ -153,9 +178,11 @@ def test_map_is_identical_to_pycocotools_on_the_same_detections():
     targets, detections = _coco_ground_truth_and_detections()
     evaluator = DetectorEvaluator(("a", "b", "c"))
     for begin in range(0, len(targets), 5):  # in batches, as the runtime feeds it
-        chunk = targets[begin:begin + 5]
-        evaluator.update(detections[begin:begin + 5],
-                         Batch([torch.zeros(1)] * len(chunk), chunk, [{"width": 400, "height": 400}] * len(chunk)))
+        chunk = targets[begin : begin + 5]
+        evaluator.update(
+            detections[begin : begin + 5],
+            Batch([torch.zeros(1)] * len(chunk), chunk, [{"width": 400, "height": 400}] * len(chunk)),
+        )
     summary = evaluator.compute()
     stats = _pycocotools_stats(targets, detections)
     ours = [summary["map"], summary["map50"], summary["map75"], summary["ar100"]]
@@ -173,15 +200,29 @@ def test_eval_on_coco128_matches_pycocotools_and_writes_a_report(tmp_path):
     m = result.metrics
     assert result.images == 128 and m["boxes"] == 929 and len(m["per_class"]) >= 71
     assert 0 < m["map"] < m["map50"] <= 100
-    out = run("eval", "fastestdet-coco", "--data", str(data), "--report", str(tmp_path / "rep"), "--json",
-              "--compare", "--precision", "fp32")
+    out = run(
+        "eval",
+        "fastestdet-coco",
+        "--data",
+        str(data),
+        "--report",
+        str(tmp_path / "rep"),
+        "--json",
+        "--compare",
+        "--precision",
+        "fp32",
+    )
     record = json.loads(out.stdout)
     assert out.exit_code == 0, out.output
     assert record["metrics"]["map"] == m["map"] and record["headline"] == {"metric": "map", "higher_is_better": True}
     assert record["compare"]["card_source"] == "measured" and record["compare"]["reproduces"], record["compare"]
     assert record["settings"]["precision"] == "fp32"
-    assert {p.name for p in Path(tmp_path / "rep").iterdir()} == {"metrics.json", "per_class_ap.png",
-                                                                  "per_class_ap.json", "pr_curve.png"}
+    assert {p.name for p in Path(tmp_path / "rep").iterdir()} == {
+        "metrics.json",
+        "per_class_ap.png",
+        "per_class_ap.json",
+        "pr_curve.png",
+    }
     curve = record["metrics"]["pr_curve"]
     assert len(curve["recall"]) == len(curve["iou50"]) == 101 and curve["iou50"][0] >= curve["iou75"][0]
 
@@ -213,9 +254,30 @@ def test_torchrun_fine_tunes_a_detector_on_two_cpu_processes(tmp_path, zoo_home)
     out = tmp_path / "ddp-det"
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=29533", "-m", "zoo", "finetune", "fastestdet-coco",
-         "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "4", "--val-split", "0.25"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"}, timeout=600)
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "zoo",
+            "finetune",
+            "fastestdet-coco",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--val-split",
+            "0.25",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best epoch") == 1  # rank 0 reports
     history = json.loads((out / "metrics.json").read_text())
@@ -234,30 +296,54 @@ def test_torchrun_eval_gives_the_single_process_figures(tmp_path):
     single = evaluate("fastestdet-coco", data, device="cpu", batch_size=2, precision="fp32", show_progress=False)
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=29535", "-m", "zoo", "eval", "fastestdet-coco",
-         "--data", str(data), "--batch-size", "2", "--precision", "fp32", "--json"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"}, timeout=600)
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--master_port=29535",
+            "-m",
+            "zoo",
+            "eval",
+            "fastestdet-coco",
+            "--data",
+            str(data),
+            "--batch-size",
+            "2",
+            "--precision",
+            "fp32",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(proc.stdout)  # rank 0 alone prints
     assert record["images"] == single.images == 12
     assert record["metrics"]["boxes"] == single.metrics["boxes"]
     assert {k: record["metrics"][k] for k in ("map", "map50", "ar100")} == {
-        k: single.metrics[k] for k in ("map", "map50", "ar100")}
+        k: single.metrics[k] for k in ("map", "map50", "ar100")
+    }
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ("{confidence: 0.3}", "task_config.confidence': unknown field for a detector (did you mean 'conf'?)"),
-    ("{conf: 1.5}", "task_config.conf': must lie in [0.0, 1.0], got 1.5"),
-    ("{max_det: 'ten'}", "task_config.max_det': expected int, got str"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("{confidence: 0.3}", "task_config.confidence': unknown field for a detector (did you mean 'conf'?)"),
+        ("{conf: 1.5}", "task_config.conf': must lie in [0.0, 1.0], got 1.5"),
+        ("{max_det: 'ten'}", "task_config.max_det': expected int, got str"),
+    ],
+)
 def test_the_detector_checks_its_card_fields(tmp_path, monkeypatch, config, message):
     """task_config is the task's: the core parser lets it through, the detector task refuses what it does not
     know, as one line naming the card and the field."""
     registry = tmp_path / "cards.yaml"
-    registry.write_text("models:\n  odd-det:\n    task: detector\n"
-                        "    builder: zoo_detector.fastestdet:build_fastestdet\n"
-                        "    kwargs: {num_classes: 80, input_channels: rgb}\n    input: {shape: [3, 352, 352]}\n"
-                        f"    labels: [a, b]\n    task_config: {config}\n")
+    registry.write_text(
+        "models:\n  odd-det:\n    task: detector\n"
+        "    builder: zoo_detector.fastestdet:build_fastestdet\n"
+        "    kwargs: {num_classes: 80, input_channels: rgb}\n    input: {shape: [3, 352, 352]}\n"
+        f"    labels: [a, b]\n    task_config: {config}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     assert run("info", "odd-det").exit_code == 0  # listing and info never run task code

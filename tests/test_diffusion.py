@@ -23,8 +23,15 @@ from zoo.runtime.sample import Noise, sample_seed
 from zoo_diffusion.models import build_ddpm
 from zoo_diffusion.samplers import denoise, make_scheduler
 
-TINY = {"num_classes": 2, "channels": [8, 16, 16], "layers_per_block": 1, "attention": [False, False, True],
-        "norm_groups": 4, "head_dim": 8, "timesteps": 100}
+TINY = {
+    "num_classes": 2,
+    "channels": [8, 16, 16],
+    "layers_per_block": 1,
+    "attention": [False, False, True],
+    "norm_groups": 4,
+    "head_dim": 8,
+    "timesteps": 100,
+}
 
 
 def _tiny(**changes: object) -> torch.nn.Module:
@@ -43,10 +50,14 @@ def tiny_ddpm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ddpm_file, ddpm_sha = _file_card(tmp_path, "tiny-ddpm", _tiny())
     torch.manual_seed(2)
     uddpm_file, uddpm_sha = _file_card(tmp_path, "tiny-uddpm", _tiny(num_classes=0))
-    common = ("    task: diffusion\n    builder: zoo_diffusion.models:build_ddpm\n    input: {shape: [3, 32, 32]}\n"
-              "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n")
-    kwargs = ("channels: [8, 16, 16], layers_per_block: 1, attention: [false, false, true], norm_groups: 4, "
-              "head_dim: 8, timesteps: 100")
+    common = (
+        "    task: diffusion\n    builder: zoo_diffusion.models:build_ddpm\n    input: {shape: [3, 32, 32]}\n"
+        "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n"
+    )
+    kwargs = (
+        "channels: [8, 16, 16], layers_per_block: 1, attention: [false, false, true], norm_groups: 4, "
+        "head_dim: 8, timesteps: 100"
+    )
     registry = tmp_path / "registry.yaml"
     registry.write_text(
         "models:\n"
@@ -62,13 +73,15 @@ def tiny_ddpm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"    weights:\n      v1: {{uri: {ddpm_file}, sha256: {ddpm_sha}}}\n"
         "  tiny-uddpm:\n" + common + f"    kwargs: {{num_classes: 0, {kwargs}}}\n"
         "    task_config: {steps: 4, features: judge-net, samples: 160, val_samples: 140, val_steps: 2}\n"
-        f"    weights:\n      v1: {{uri: {uddpm_file}, sha256: {uddpm_sha}}}\n")
+        f"    weights:\n      v1: {{uri: {uddpm_file}, sha256: {uddpm_sha}}}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     return tmp_path
 
 
 # -- the model and its schedule -------------------------------------------------------------------------------
+
 
 def test_denoiser_predicts_noise_shaped_output_and_derives_its_schedule():
     torch.manual_seed(0)
@@ -122,15 +135,38 @@ def test_guidance_one_is_the_plain_conditional_model_and_zero_the_unconditional(
 
 # -- zoo sample ------------------------------------------------------------------------------------------------
 
+
 def test_sample_files_do_not_depend_on_the_batch_size(tiny_ddpm: Path):
     """Calls of a fixed 32 rows (the task's sample_batch): the same PNG bytes at --batch-size 1 and 64, and the
     manifest records the sampler options."""
     outs = []
     for batch in ("1", "64"):
         out = tiny_ddpm / f"b{batch}"
-        result = CliRunner().invoke(cli, ["sample", "tiny-ddpm", "-n", "3", "--seed", "7", "--class", "bright",
-                                          "--steps", "3", "--sampler", "ddim", "--guidance", "2", "--batch-size",
-                                          batch, "--out-dir", str(out), "--precision", "fp32"])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "sample",
+                "tiny-ddpm",
+                "-n",
+                "3",
+                "--seed",
+                "7",
+                "--class",
+                "bright",
+                "--steps",
+                "3",
+                "--sampler",
+                "ddim",
+                "--guidance",
+                "2",
+                "--batch-size",
+                batch,
+                "--out-dir",
+                str(out),
+                "--precision",
+                "fp32",
+            ],
+        )
         assert result.exit_code == 0, result.output
         outs.append([p.read_bytes() for p in sorted(out.glob("*.png"))])
     assert len(outs[0]) == 3 and outs[0] == outs[1]
@@ -146,17 +182,24 @@ def test_python_api_samples_with_steps_and_classes(tiny_ddpm: Path):
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--steps", "0"], "--steps 0: a sampler takes at least 1 step."),
-    (["--steps", "101", "--sampler", "ddpm"], "--steps 101: the model's schedule has 100 timesteps; ddpm can take "
-                                              "at most 100 steps."),
-    (["--sampler", "euler"], "Unknown sampler 'euler'; known: ddpm, ddim, dpm++."),
-    (["--sampler", "dpm"], "Unknown sampler 'dpm'; known: ddpm, ddim, dpm++. Did you mean 'dpm++'?"),
-    (["--eta", "1.5"], "--eta 1.5: DDIM's eta lies in [0, 1] (0: deterministic, 1: as stochastic as DDPM)."),
-    (["--eta", "0.5", "--sampler", "dpm++"], "--eta applies to the ddim sampler, not dpm++."),
-    (["--class", "brite"], "Unknown class 'brite' for model 'tiny-ddpm'; its classes: dark, bright. Did you mean "
-                           "'bright'?"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps 0: a sampler takes at least 1 step."),
+        (
+            ["--steps", "101", "--sampler", "ddpm"],
+            "--steps 101: the model's schedule has 100 timesteps; ddpm can take at most 100 steps.",
+        ),
+        (["--sampler", "euler"], "Unknown sampler 'euler'; known: ddpm, ddim, dpm++."),
+        (["--sampler", "dpm"], "Unknown sampler 'dpm'; known: ddpm, ddim, dpm++. Did you mean 'dpm++'?"),
+        (["--eta", "1.5"], "--eta 1.5: DDIM's eta lies in [0, 1] (0: deterministic, 1: as stochastic as DDPM)."),
+        (["--eta", "0.5", "--sampler", "dpm++"], "--eta applies to the ddim sampler, not dpm++."),
+        (
+            ["--class", "brite"],
+            "Unknown class 'brite' for model 'tiny-ddpm'; its classes: dark, bright. Did you mean 'bright'?",
+        ),
+    ],
+)
 def test_bad_sampling_options_are_one_line_and_write_nothing(tiny_ddpm: Path, args: list[str], message: str):
     out = tiny_ddpm / "never.png"
     result = CliRunner().invoke(cli, ["sample", "tiny-ddpm", "-n", "2", "-o", str(out), *args])
@@ -165,23 +208,43 @@ def test_bad_sampling_options_are_one_line_and_write_nothing(tiny_ddpm: Path, ar
 
 
 def test_guidance_on_an_unconditional_model_is_refused(tiny_ddpm: Path):
-    result = CliRunner().invoke(cli, ["sample", "tiny-uddpm", "-n", "2", "-o", str(tiny_ddpm / "x.png"),
-                                      "--guidance", "2"])
+    result = CliRunner().invoke(
+        cli, ["sample", "tiny-uddpm", "-n", "2", "-o", str(tiny_ddpm / "x.png"), "--guidance", "2"]
+    )
     assert result.exit_code == 1 and "--guidance applies to class-conditional models" in result.output
-    ok = CliRunner().invoke(cli, ["sample", "tiny-uddpm", "-n", "2", "-o", str(tiny_ddpm / "u.png"), "--steps",
-                                  "2", "--sampler", "ddpm"])
+    ok = CliRunner().invoke(
+        cli, ["sample", "tiny-uddpm", "-n", "2", "-o", str(tiny_ddpm / "u.png"), "--steps", "2", "--sampler", "ddpm"]
+    )
     assert ok.exit_code == 0, ok.output
     assert Image.open(tiny_ddpm / "u.png").size == (2 * 34 + 2, 34 + 2 - 0)
 
 
 # -- evaluation --------------------------------------------------------------------------------------------------
 
+
 def test_eval_sweep_writes_a_table_and_a_figure(tiny_ddpm: Path):
     data = make_two_class_folder(tiny_ddpm / "data", 160)
     report = tiny_ddpm / "report"
-    result = CliRunner().invoke(cli, ["eval", "tiny-ddpm", "--data", str(data), "--val-split", "0.5", "--samples",
-                                      "140", "--steps", "2,4", "--precision", "fp32", "--report", str(report),
-                                      "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "tiny-ddpm",
+            "--data",
+            str(data),
+            "--val-split",
+            "0.5",
+            "--samples",
+            "140",
+            "--steps",
+            "2,4",
+            "--precision",
+            "fp32",
+            "--report",
+            str(report),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)["metrics"]
     assert list(metrics)[0] == "fid[judge-net]" and metrics["sampling"]["steps"] == 4  # the card's default
@@ -195,12 +258,14 @@ def test_eval_sweep_writes_a_table_and_a_figure(tiny_ddpm: Path):
 
 def test_eval_bad_steps_list_is_one_line(tiny_ddpm: Path):
     data = make_two_class_folder(tiny_ddpm / "data", 160)
-    result = CliRunner().invoke(cli, ["eval", "tiny-ddpm", "--data", str(data), "--val-split", "0.5", "--steps",
-                                      "10,x"])
+    result = CliRunner().invoke(
+        cli, ["eval", "tiny-ddpm", "--data", str(data), "--val-split", "0.5", "--steps", "10,x"]
+    )
     assert result.exit_code == 1 and "comma-separated sweep" in result.output and "Traceback" not in result.output
 
 
 # -- training ------------------------------------------------------------------------------------------------------
+
 
 def test_training_uses_ema_by_default_and_resumes_to_the_same_weights(tiny_ddpm: Path):
     """Two epochs straight vs one, stopped, then resumed: the same EMA weights (every random draw of a batch —
@@ -229,8 +294,9 @@ def test_the_task_contract_cycle(tiny_ddpm: Path):
     from tests.contract.cycle import run_cycle
 
     data = make_two_class_folder(tiny_ddpm / "data", 160)
-    report = run_cycle("tiny-ddpm", data, [], tiny_ddpm / "work",
-                       finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2})
+    report = run_cycle(
+        "tiny-ddpm", data, [], tiny_ddpm / "work", finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2}
+    )
     assert report.verbs == ("eval", "finetune", "sample") and report.new_model == "tiny-ddpm-tuned"
 
 
@@ -242,8 +308,21 @@ def test_torchrun_trains_a_diffusion_model_on_two_cpu_processes(tiny_ddpm: Path)
 
     data = make_two_class_folder(tiny_ddpm / "data", 130)
     out = tiny_ddpm / "ddp-ddpm"
-    proc = _torchrun("finetune", "tiny-ddpm", "--data", str(data), "--out", str(out), "--epochs", "1",
-                     "--batch-size", "16", "--val-split", "0.5", port=29547)
+    proc = _torchrun(
+        "finetune",
+        "tiny-ddpm",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--val-split",
+        "0.5",
+        port=29547,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best epoch") == 1
     zoo._registry.reset_registry()
@@ -263,8 +342,14 @@ def test_training_learns_what_each_class_looks_like():
     from zoo_diffusion.task import DiffusionTask
 
     torch.manual_seed(0)
-    kwargs = {**TINY, "channels": [16, 32, 32], "norm_groups": 8, "head_dim": 16, "schedule": "cosine",
-              "prediction": "v"}
+    kwargs = {
+        **TINY,
+        "channels": [16, 32, 32],
+        "norm_groups": 8,
+        "head_dim": 16,
+        "schedule": "cosine",
+        "prediction": "v",
+    }
     card = dataclasses.replace(zoo.card("ddpm-cifar"), kwargs=kwargs, labels=tuple(CLASSES))
     task = DiffusionTask(card)
     model = build_ddpm(**kwargs)
@@ -274,7 +359,7 @@ def test_training_learns_what_each_class_looks_like():
     for _ in range(400):
         labels = torch.randint(0, 2, (64,), generator=generator)
         blocks = 20 * torch.randn(64, 3, 4, 4, generator=generator)
-        images = (levels[labels].view(-1, 1, 1, 1) + blocks.repeat_interleave(8, 2).repeat_interleave(8, 3))
+        images = levels[labels].view(-1, 1, 1, 1) + blocks.repeat_interleave(8, 2).repeat_interleave(8, 3)
         batch = Batch(images.clamp(0, 255).to(torch.uint8), labels, extras=task.train_extras(64, generator))
         loss = task.training_step(model, task.prepare(batch.images), batch, None)["loss"]
         optimizer.zero_grad()

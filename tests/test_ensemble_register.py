@@ -89,20 +89,24 @@ def test_eval_reports_each_member_and_the_ensemble(cifar: Path) -> None:
     assert report["ensemble"] == record["metrics"]["top1"]
     assert report["gain"] == pytest.approx(record["metrics"]["top1"] - best)
     assert record["images"] == 100
-    result = CliRunner().invoke(cli, ["eval", ENSEMBLE, "--data", str(cifar), "--precision", "fp32",
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(cli, ["eval", ENSEMBLE, "--data", str(cifar), "--precision", "fp32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert f"{ENSEMBLE} on {cifar}: top-1 {record['metrics']['top1']:.2f}%" in result.output
-    assert (f"members' top1: resnet20-cifar {report['members'][0]['top1']:.2f}, resnet32-cifar "
-            f"{report['members'][1]['top1']:.2f}; ensemble {report['ensemble']:.2f}, {report['gain']:+.2f} over the "
-            "best member") in result.output
+    assert (
+        f"members' top1: resnet20-cifar {report['members'][0]['top1']:.2f}, resnet32-cifar "
+        f"{report['members'][1]['top1']:.2f}; ensemble {report['ensemble']:.2f}, {report['gain']:+.2f} over the "
+        "best member"
+    ) in result.output
 
 
 def test_mismatched_labels_are_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = register_resnet20_card(tmp_path, monkeypatch, "two-class", ["cat", "dog"])
     monkeypatch.setenv("ZOO_MIRROR", str(require_shared("weights", "akamaster-resnet-cifar")))
-    with pytest.raises(zoo.ZooError, match=r"Cannot ensemble 'resnet20-cifar' and 'two-class': their labels differ "
-                                           r"\(10 vs 2 labels; 'two-class' lacks"):
+    with pytest.raises(
+        zoo.ZooError,
+        match=r"Cannot ensemble 'resnet20-cifar' and 'two-class': their labels differ "
+        r"\(10 vs 2 labels; 'two-class' lacks",
+    ):
         zoo.load(f"ensemble:resnet20-cifar+{other}")
     result = CliRunner().invoke(cli, ["predict", f"ensemble:resnet20-cifar+{other}", "examples/images/chelsea.png"])
     assert result.exit_code == 1
@@ -119,8 +123,9 @@ def _weights_of(name: str, tmp_path: Path) -> Path:
     return out
 
 
-def test_register_then_load_gives_the_source_models_outputs(cifar: Path, tmp_path: Path, zoo_home: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_then_load_gives_the_source_models_outputs(
+    cifar: Path, tmp_path: Path, zoo_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     weights = _weights_of("resnet20-cifar", tmp_path)
     card = zoo.register("my-net", from_="resnet20-cifar", weights=weights)
     import hashlib
@@ -131,14 +136,27 @@ def test_register_then_load_gives_the_source_models_outputs(cifar: Path, tmp_pat
     assert variant.size == weights.stat().st_size and card.params == 269722
     x = _batch(cifar)
     with torch.inference_mode():
-        torch.testing.assert_close(zoo.load("my-net", device="cpu")(x), zoo.load("resnet20-cifar", device="cpu")(x),
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            zoo.load("my-net", device="cpu")(x), zoo.load("resnet20-cifar", device="cpu")(x), atol=0, rtol=0
+        )
     with pytest.raises(zoo.ZooError, match="already in your registry"):
         zoo.register("my-net", from_="resnet20-cifar", weights=weights)
 
     # --copy: the card names the copy relative to the registry, so ZOO_HOME can move and the card still loads
-    result = CliRunner().invoke(cli, ["register", "my-copy", "--from", "resnet20-cifar", "--weights", str(weights),
-                                      "--copy", "--description", "a copy"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "register",
+            "my-copy",
+            "--from",
+            "resnet20-cifar",
+            "--weights",
+            str(weights),
+            "--copy",
+            "--description",
+            "a copy",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "registered my-copy" in result.output
     entry = yaml.safe_load((zoo_home / "registry.yaml").read_text())["models"]["my-copy"]
@@ -148,18 +166,23 @@ def test_register_then_load_gives_the_source_models_outputs(cifar: Path, tmp_pat
     monkeypatch.setenv("ZOO_HOME", str(moved))
     zoo._registry.reset_registry()
     with torch.inference_mode():
-        torch.testing.assert_close(zoo.load("my-copy", device="cpu")(x), zoo.load("resnet20-cifar", device="cpu")(x),
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            zoo.load("my-copy", device="cpu")(x), zoo.load("resnet20-cifar", device="cpu")(x), atol=0, rtol=0
+        )
     assert zoo.card("my-copy").description == "a copy"
 
 
 def test_register_refuses_weights_that_do_not_fit_and_writes_nothing(tmp_path: Path, zoo_home: Path) -> None:
     wrong = _weights_of("resnet32-cifar", tmp_path)
-    with pytest.raises(zoo.ZooError, match=r"do not fit model 'my-net'.*in the file but not in the model: "
-                                           r"layer1\.3.*No card written"):
+    with pytest.raises(
+        zoo.ZooError,
+        match=r"do not fit model 'my-net'.*in the file but not in the model: "
+        r"layer1\.3.*No card written",
+    ):
         zoo.register("my-net", from_="resnet20-cifar", weights=wrong)
-    result = CliRunner().invoke(cli, ["register", "my-net", "--from", "resnet20-cifar", "--weights", str(wrong),
-                                      "--copy"])
+    result = CliRunner().invoke(
+        cli, ["register", "my-net", "--from", "resnet20-cifar", "--weights", str(wrong), "--copy"]
+    )
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and result.output.strip().count("\n") == 0
     not_safetensors = tmp_path / "notes.safetensors"
@@ -202,6 +225,9 @@ def test_num_classes_0_gives_pooled_features_and_features_only_the_stages(cifar:
         maps = zoo.load("resnet20-cifar", features_only=True, device="cpu")(x)
     assert [tuple(m.shape[1:]) for m in maps] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
     torch.testing.assert_close(maps[-1].mean((2, 3)), features)
-    with pytest.raises(zoo.ZooError, match=r"'fastestdet-coco' does not support features_only=True.*the models "
-                                           r"that do: .*resnet20-cifar"):
+    with pytest.raises(
+        zoo.ZooError,
+        match=r"'fastestdet-coco' does not support features_only=True.*the models "
+        r"that do: .*resnet20-cifar",
+    ):
         zoo.load("fastestdet-coco", features_only=True, pretrained=False)

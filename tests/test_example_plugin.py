@@ -26,8 +26,21 @@ def site(tmp_path_factory) -> Path:
     """pip builds the example's wheel (hatchling) and installs it into a fresh target directory."""
     target = tmp_path_factory.mktemp("example") / "site"
     before = _tree(EXAMPLE)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+    )
     assert _tree(EXAMPLE) == before, "building the example left files in the source tree"
     assert (target / "zoo_tinynet" / "registry.yaml").is_file()
     assert (target / "zoo_tinynet" / "weights" / "tinynet-stripes.safetensors").is_file()
@@ -42,8 +55,13 @@ def run(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     os.environ carries the empty ZOO_HOME of the autouse `zoo_home` fixture; no bytecode is written, so
     nothing is left next to train_weights.py when the child imports it.
     """
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=site.parent,
-                          env={**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", **env})
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=site.parent,
+        env={**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", **env},
+    )
 
 
 def test_installed_plugin_shows_in_list_and_plugins(site):
@@ -57,7 +75,11 @@ def test_installed_plugin_shows_in_list_and_plugins(site):
     records = {r["name"]: r for r in json.loads(result.stdout)}
     tinynet = records["tinynet"]
     assert (tinynet["distribution"], tinynet["version"], tinynet["builtin"], tinynet["error"]) == (
-        "zoo-tinynet", "0.1.0", False, None)
+        "zoo-tinynet",
+        "0.1.0",
+        False,
+        None,
+    )
     assert tinynet["models"] == ["tinynet-stripes"]
     assert records["classifier"]["builtin"] is True and records["classifier"]["error"] is None
 
@@ -104,11 +126,13 @@ def test_zoo_load_gives_the_trained_model(site, name):
 
 
 def test_predict_on_image_files(site, tmp_path):
-    code = (f"import importlib.util; spec = importlib.util.spec_from_file_location('tw', {str(TRAIN_WEIGHTS)!r}); "
-            "tw = importlib.util.module_from_spec(spec); spec.loader.exec_module(tw); "
-            "from PIL import Image; imgs, labels = tw.stripes(4, seed=7); "
-            f"[Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(f'{tmp_path}/s{{i}}.png') for i in range(4)]; "
-            "print(' '.join(tw.LABELS[int(v)] for v in labels))")
+    code = (
+        f"import importlib.util; spec = importlib.util.spec_from_file_location('tw', {str(TRAIN_WEIGHTS)!r}); "
+        "tw = importlib.util.module_from_spec(spec); spec.loader.exec_module(tw); "
+        "from PIL import Image; imgs, labels = tw.stripes(4, seed=7); "
+        f"[Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(f'{tmp_path}/s{{i}}.png') for i in range(4)]; "
+        "print(' '.join(tw.LABELS[int(v)] for v in labels))"
+    )
     made = run(site, "-c", code)
     assert made.returncode == 0, made.stderr
     truth = made.stdout.split()

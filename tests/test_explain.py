@@ -55,7 +55,7 @@ def pasted(directory, source, quadrant: int, size: int = 64):  # noqa: ANN001, A
     half = size // 2
     canvas = torch.full((3, size, size), 128, dtype=torch.uint8)
     top, left = (quadrant // 2) * half, (quadrant % 2) * half
-    canvas[:, top:top + half, left:left + half] = F.resize(read_image(source), [half, half], antialias=True)
+    canvas[:, top : top + half, left : left + half] = F.resize(read_image(source), [half, half], antialias=True)
     return write_png(directory / f"{source.stem}-q{quadrant}.png", canvas), (top, left, top + half, left + half)
 
 
@@ -160,8 +160,10 @@ def test_class_changes_the_map(tmp_path):
 
     result = run("explain", "resnet18-cifar", str(CHELSEA), "--class", "horse", "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert re.search(r"chelsea\.png: horse \d+\.\d% \(top-1: cat \d+\.\d%\)  -> .*/chelsea-horse\.png$",
-                     result.output.splitlines()[1]), result.output
+    assert re.search(
+        r"chelsea\.png: horse \d+\.\d% \(top-1: cat \d+\.\d%\)  -> .*/chelsea-horse\.png$",
+        result.output.splitlines()[1],
+    ), result.output
 
 
 def test_json_records(tmp_path):
@@ -189,7 +191,8 @@ def card_with(directory, monkeypatch, task_config: str) -> str:  # noqa: ANN001
         "    kwargs: {num_classes: 10}\n    input: {shape: [3, 32, 32]}\n"
         "    preprocess: {resize: 32, crop: 32, mean: [0.4914, 0.4822, 0.4465], std: [0.2023, 0.1994, 0.2010]}\n"
         f"    labels: [{', '.join(original.labels)}]\n    task_config: {task_config}\n"
-        f"    weights:\n      v1: {{uri: '{variant.uri}', sha256: {variant.sha256}, dtype: float16}}\n")
+        f"    weights:\n      v1: {{uri: '{variant.uri}', sha256: {variant.sha256}, dtype: float16}}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     return "my-r18"
@@ -204,9 +207,12 @@ def test_the_card_declares_the_layer(tmp_path, monkeypatch):
 
 def test_a_bad_card_layer_is_one_line(tmp_path, monkeypatch):
     name = card_with(tmp_path, monkeypatch, "{explain_layer: layer5}")
-    with pytest.raises(ZooError, match=r"^Card 'my-r18': task_config.explain_layer 'layer5' is not a module of the "
-                                       r"model \(did you mean 'layer4'\?\); layers to explain include: conv1, layer1, "
-                                       r"layer2, layer3, layer4\.$"):
+    with pytest.raises(
+        ZooError,
+        match=r"^Card 'my-r18': task_config.explain_layer 'layer5' is not a module of the "
+        r"model \(did you mean 'layer4'\?\); layers to explain include: conv1, layer1, "
+        r"layer2, layer3, layer4\.$",
+    ):
         zoo.explain(name, CHELSEA)
     name = card_with(tmp_path, monkeypatch, "{explain_layr: layer3}")
     with pytest.raises(ZooError, match=r"task_config.explain_layr.*did you mean 'explain_layer'"):
@@ -226,8 +232,14 @@ def test_find_layer():
     assert find_layer(resnet18().eval(), torch.zeros(1, 3, 224, 224)) == "layer4"
     assert find_layer(resnet18().eval(), torch.zeros(1, 3, 64, 64)) == "layer2"  # 8x8; layer3 4x4, layer4 2x2
     nn = torch.nn
-    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    small = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
     assert find_layer(small.eval(), torch.zeros(1, 3, 6, 6)) == "2"  # nothing reaches 7x7: the last one
     with pytest.raises(ZooError, match="Found no convolutional layer"):
         find_layer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)), x32)
@@ -236,27 +248,46 @@ def test_find_layer():
 # -- refusals: one line, exit 1, nothing written ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("fastestdet-coco", str(CHELSEA)), "Error: Model 'fastestdet-coco' is a detector: 'zoo explain' does not apply "
-                                        "to it (it supports 'zoo predict', 'zoo eval', 'zoo finetune')."),
-    (("cgan-cifar", str(CHELSEA)), "Error: Model 'cgan-cifar' is a gan: 'zoo explain' does not apply to it (it "
-                                   "supports 'zoo eval', 'zoo finetune', 'zoo sample')."),
-    (("resnet18-cifar", "no-such.png"), "Error: Cannot read image no-such.png: No such file or directory."),
-    (("resnet18-cifar", str(CHELSEA), "--layer", "layer9"),
-     "Error: --layer 'layer9' is not a module of the model (did you mean 'layer4'?); layers to explain include: "
-     "conv1, layer1, layer2, layer3, layer4."),
-    (("resnet18-cifar", str(CHELSEA), "--layer", "linear"),
-     "Error: --layer 'linear' returns N x 10, not a feature map (N x C x H x W); Grad-CAM needs a convolutional "
-     "layer: conv1, layer1, layer2, layer3, layer4."),
-    (("resnet18-cifar", str(CHELSEA), "--class", "dgo"),
-     "Error: Unknown class 'dgo' for model 'resnet18-cifar'; its classes: airplane, automobile, bird, cat, deer, "
-     "dog, frog, horse, ship, truck. Did you mean 'dog'?"),
-    (("resnet18-cifar", str(CHELSEA), "--class", "10"), "Error: Class index 10 is out of range for model "
-                                                        "'resnet18-cifar': it has 10 classes"),
-    (("resnet18-cifar", str(CHELSEA), "--method", "gradcm"),
-     "Error: Unknown explanation method 'gradcm' (did you mean 'gradcam'?); use gradcam."),
-    (("no-such-model", str(CHELSEA)), "Error: Unknown model 'no-such-model'."),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("fastestdet-coco", str(CHELSEA)),
+            "Error: Model 'fastestdet-coco' is a detector: 'zoo explain' does not apply "
+            "to it (it supports 'zoo predict', 'zoo eval', 'zoo finetune').",
+        ),
+        (
+            ("cgan-cifar", str(CHELSEA)),
+            "Error: Model 'cgan-cifar' is a gan: 'zoo explain' does not apply to it (it "
+            "supports 'zoo eval', 'zoo finetune', 'zoo sample').",
+        ),
+        (("resnet18-cifar", "no-such.png"), "Error: Cannot read image no-such.png: No such file or directory."),
+        (
+            ("resnet18-cifar", str(CHELSEA), "--layer", "layer9"),
+            "Error: --layer 'layer9' is not a module of the model (did you mean 'layer4'?); layers to explain include: "
+            "conv1, layer1, layer2, layer3, layer4.",
+        ),
+        (
+            ("resnet18-cifar", str(CHELSEA), "--layer", "linear"),
+            "Error: --layer 'linear' returns N x 10, not a feature map (N x C x H x W); Grad-CAM needs a convolutional "
+            "layer: conv1, layer1, layer2, layer3, layer4.",
+        ),
+        (
+            ("resnet18-cifar", str(CHELSEA), "--class", "dgo"),
+            "Error: Unknown class 'dgo' for model 'resnet18-cifar'; its classes: airplane, automobile, bird, cat, "
+            "deer, dog, frog, horse, ship, truck. Did you mean 'dog'?",
+        ),
+        (
+            ("resnet18-cifar", str(CHELSEA), "--class", "10"),
+            "Error: Class index 10 is out of range for model 'resnet18-cifar': it has 10 classes",
+        ),
+        (
+            ("resnet18-cifar", str(CHELSEA), "--method", "gradcm"),
+            "Error: Unknown explanation method 'gradcm' (did you mean 'gradcam'?); use gradcam.",
+        ),
+        (("no-such-model", str(CHELSEA)), "Error: Unknown model 'no-such-model'."),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, args, message):
     result = run("explain", *args, "-o", str(tmp_path / "cam"))
     assert result.exit_code == 1, result.output

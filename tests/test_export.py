@@ -57,19 +57,34 @@ def eager_inputs(name: str) -> torch.Tensor:
 # -- refusals: one line, exit 1, nothing written ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("resnet18-cifar", "--format", "tflite"), "Error: Unknown export format 'tflite'; use onnx or exported-program."),
-    (("resnet18-cifar", "--format", "onx"), "Error: Unknown export format 'onx' (did you mean 'onnx'?); use onnx or "
-                                            "exported-program."),
-    (("cgan-cifar",), "Error: Model 'cgan-cifar' is a gan: 'zoo export' does not apply to it (it supports 'zoo eval', "
-                      "'zoo finetune', 'zoo sample')."),
-    (("resnet18-cifar", "--opset", "99"), "Error: --opset 99: the installed onnx"),
-    (("resnet18-cifar", "--format", "exported-program", "--opset", "18"),
-     "Error: --opset applies to ONNX only, not to exported-program."),
-    (("resnet18-cifar", "--images", "no-such-folder"),
-     "Error: Cannot check the export on no-such-folder: no such file"),
-    (("no-such-model",), "Error: Unknown model 'no-such-model'."),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("resnet18-cifar", "--format", "tflite"),
+            "Error: Unknown export format 'tflite'; use onnx or exported-program.",
+        ),
+        (
+            ("resnet18-cifar", "--format", "onx"),
+            "Error: Unknown export format 'onx' (did you mean 'onnx'?); use onnx or exported-program.",
+        ),
+        (
+            ("cgan-cifar",),
+            "Error: Model 'cgan-cifar' is a gan: 'zoo export' does not apply to it (it supports 'zoo eval', "
+            "'zoo finetune', 'zoo sample').",
+        ),
+        (("resnet18-cifar", "--opset", "99"), "Error: --opset 99: the installed onnx"),
+        (
+            ("resnet18-cifar", "--format", "exported-program", "--opset", "18"),
+            "Error: --opset applies to ONNX only, not to exported-program.",
+        ),
+        (
+            ("resnet18-cifar", "--images", "no-such-folder"),
+            "Error: Cannot check the export on no-such-folder: no such file",
+        ),
+        (("no-such-model",), "Error: Unknown model 'no-such-model'."),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, args, message):
     result = run("export", *args, "-o", str(tmp_path / "out.onnx"))
     assert result.exit_code == 1, result.output
@@ -79,19 +94,25 @@ def test_bad_input_is_one_line(tmp_path, args, message):
 
 def test_missing_folder_and_folder_as_file(tmp_path):
     result = run("export", "resnet18-cifar", "-o", str(tmp_path / "nope" / "r18.onnx"))
-    assert (result.exit_code, result.output) == (1, f"Error: Cannot write {tmp_path / 'nope' / 'r18.onnx'}: its folder "
-                                                    f"{tmp_path / 'nope'} does not exist.\n")
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: Cannot write {tmp_path / 'nope' / 'r18.onnx'}: its folder {tmp_path / 'nope'} does not exist.\n",
+    )
     result = run("export", "resnet18-cifar", "-o", str(tmp_path))
-    assert (result.exit_code, result.output) == (1, f"Error: Cannot write {tmp_path}: it is a folder; -o names the "
-                                                    "file to write.\n")
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: Cannot write {tmp_path}: it is a folder; -o names the file to write.\n",
+    )
 
 
 def test_missing_onnx_packages_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     result = run("export", "resnet18-cifar", "-o", str(tmp_path / "r18.onnx"))
     assert result.exit_code == 1
-    assert result.output == ("Error: ONNX export needs the packages onnx and onnxscript (torch's exporter) and "
-                             "onnxruntime (the check); missing: onnxscript. Install them: pip install onnxscript\n")
+    assert result.output == (
+        "Error: ONNX export needs the packages onnx and onnxscript (torch's exporter) and "
+        "onnxruntime (the check); missing: onnxscript. Install them: pip install onnxscript\n"
+    )
 
 
 def test_torchvision_detectors_are_refused_by_their_task():
@@ -115,7 +136,8 @@ def test_classifier_exported_program_matches_eager(tmp_path):
     record = json.loads(result.output)
     assert record["format"] == "exported-program" and record["files"] == [str(out)] and record["opset"] is None
     assert record["input"]["shape"] == [1, 3, 32, 32] and record["outputs"] == [
-        {"name": "logits", "shape": [1, 10], "dtype": "float32"}]
+        {"name": "logits", "shape": [1, 10], "dtype": "float32"}
+    ]
     assert record["leaves_out"] is None and "mean [0.4914" in record["input"]["expects"]
     check = record["check"]
     assert check["runtime"].startswith("torch.export.load") and check["batch_sizes"] == [1, 1]
@@ -126,7 +148,7 @@ def test_classifier_exported_program_matches_eager(tmp_path):
     x = eager_inputs("resnet18-cifar")
     eager = zoo.load("resnet18-cifar", device="cpu")
     with torch.no_grad():
-        exported = torch.cat([program(x[i:i + 1]) for i in range(len(x))])
+        exported = torch.cat([program(x[i : i + 1]) for i in range(len(x))])
         torch.testing.assert_close(exported, eager(x), atol=1e-4, rtol=1e-4)
     labels = zoo.card("resnet18-cifar").labels
     assert [labels[i] for i in exported.argmax(1)] == ["cat", "horse"]  # chelsea.png, horse.png
@@ -156,8 +178,9 @@ def test_classifier_onnx_dynamic_batch_in_onnxruntime(tmp_path, mirror):
     x3 = torch.cat([x, x.flip(3)[:1]])  # three images: a batch size the check never ran
     (logits,) = session.run(None, {"images": x3.numpy()})
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(logits), zoo.load("resnet20-cifar", device="cpu")(x3),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.from_numpy(logits), zoo.load("resnet20-cifar", device="cpu")(x3), atol=1e-4, rtol=1e-4
+        )
 
 
 @pytest.mark.slow

@@ -121,11 +121,23 @@ def test_shipped_fp16_weights(onnx_run, fp32_model, inputs):
         exact = fp32_model(inputs)
     diff = (ours - reference).abs()
     prob = torch.cat((diff[:, :1], diff[:, 5:]), 1).max().item()
-    geometry = torch.cat((torch.tanh(ours[:, 1:3]) - torch.tanh(reference[:, 1:3]),
-                          torch.sigmoid(ours[:, 3:5]) - torch.sigmoid(reference[:, 3:5])), 1).abs().max().item()
-    print(f"shipped fp16 weights (run in fp32) vs upstream ONNX: max abs diff {diff.max().item():.3g} "
-          f"(box logits), {prob:.3g} (objectness and class probabilities), {geometry:.3g} (decoded box offsets "
-          "and sizes)")
+    geometry = (
+        torch.cat(
+            (
+                torch.tanh(ours[:, 1:3]) - torch.tanh(reference[:, 1:3]),
+                torch.sigmoid(ours[:, 3:5]) - torch.sigmoid(reference[:, 3:5]),
+            ),
+            1,
+        )
+        .abs()
+        .max()
+        .item()
+    )
+    print(
+        f"shipped fp16 weights (run in fp32) vs upstream ONNX: max abs diff {diff.max().item():.3g} "
+        f"(box logits), {prob:.3g} (objectness and class probabilities), {geometry:.3g} (decoded box offsets "
+        "and sizes)"
+    )
     assert diff.max() < 0.3 and prob < 2e-2 and geometry < 3e-2
     half, full = decode_fastestdet(ours[:1], conf=0.25)[0], decode_fastestdet(exact[:1], conf=0.25)[0]
     assert half["labels"].tolist() == full["labels"].tolist()
@@ -172,7 +184,7 @@ def test_decode_matches_upstream_loop(onnx_run, inputs, conf):
     torch.testing.assert_close(detections["scores"].double(), want[:, 4], atol=1e-4, rtol=0)
     assert detections["labels"].dtype == torch.int64 and detections["labels"].tolist() == want[:, 5].long().tolist()
     boxes = detections["boxes"]
-    assert ((boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all() and (boxes <= 1).all())
+    assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all() and (boxes <= 1).all()
 
 
 @pytest.mark.shared
@@ -206,8 +218,10 @@ def test_loss_is_finite_and_decreases():
     model = small_model().train()
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(10))
     boxes = torch.tensor([[0.1, 0.2, 0.5, 0.7], [0.55, 0.05, 0.95, 0.45]])
-    targets = [{"boxes": boxes, "labels": torch.tensor([0, 2])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # an image without boxes
+    targets = [
+        {"boxes": boxes, "labels": torch.tensor([0, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]  # an image without boxes
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     history = []
     for _ in range(20):
@@ -247,5 +261,6 @@ def test_backbone_card_starts_from_the_imagenet_shufflenet(monkeypatch, tmp_path
     assert hashlib.sha256(source.read_bytes()).hexdigest() == _BACKBONE_SHA256  # the hash before any unpickling
     reference = torch.load(source, map_location="cpu", weights_only=True)
     backbone = model.backbone.state_dict()
-    assert set(reference) <= set(backbone) and all(torch.equal(backbone[k], v.float() if v.is_floating_point() else v)
-                                                    for k, v in reference.items())
+    assert set(reference) <= set(backbone) and all(
+        torch.equal(backbone[k], v.float() if v.is_floating_point() else v) for k, v in reference.items()
+    )

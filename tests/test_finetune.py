@@ -54,8 +54,14 @@ def test_finetune_writes_weights_reports_and_a_loadable_card(tmp_path, source_ca
     result = finetune(source_card, data, out, config=FinetuneConfig(**FAST), device="cpu", show_progress=False)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert result.best_val_top1 == 100.0
-    for name in ("top-bottom.safetensors", "best.safetensors", "checkpoint.pt", "metrics.csv", "metrics.json",
-                 "curves.png"):
+    for name in (
+        "top-bottom.safetensors",
+        "best.safetensors",
+        "checkpoint.pt",
+        "metrics.csv",
+        "metrics.json",
+        "curves.png",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.partial"))
     # the card: in the user registry, with the measured metric and the recipe
@@ -66,20 +72,27 @@ def test_finetune_writes_weights_reports_and_a_loadable_card(tmp_path, source_ca
     assert metric.note.startswith("12 images held out (stratified by class) by --val-split 0.2")
     assert '"epochs": 3' in card.variant().notes
     # anyone can load it by name, in a fresh process, and it predicts
-    code = ("import zoo, torch; from zoo.runtime.predict import predict; import sys; "
-            "r = predict('top-bottom', sys.argv[1:], topk=1, device='cpu'); "
-            "print(' '.join(x['predictions'][0]['label'] for x in r))")
+    code = (
+        "import zoo, torch; from zoo.runtime.predict import predict; import sys; "
+        "r = predict('top-bottom', sys.argv[1:], topk=1, device='cpu'); "
+        "print(' '.join(x['predictions'][0]['label'] for x in r))"
+    )
     images = [str(data / "top" / "000.png"), str(data / "bottom" / "001.png")]
-    proc = subprocess.run([sys.executable, "-c", code, *images], capture_output=True, text=True,
-                          env=dict(os.environ))
+    proc = subprocess.run([sys.executable, "-c", code, *images], capture_output=True, text=True, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["top", "bottom"]
 
 
 def test_freeze_backbone_trains_only_the_new_head(tmp_path, source_card):
     data = make_top_bottom(tmp_path / "data")
-    finetune(source_card, data, tmp_path / "frozen", config=FinetuneConfig(**{**FAST, "freeze": "backbone"}),
-             device="cpu", show_progress=False)
+    finetune(
+        source_card,
+        data,
+        tmp_path / "frozen",
+        config=FinetuneConfig(**{**FAST, "freeze": "backbone"}),
+        device="cpu",
+        show_progress=False,
+    )
     source = load_file(str(tmp_path / "src-resnet.safetensors"))
     tuned = load_file(str(tmp_path / "frozen" / "frozen.safetensors"))
     assert tuned["linear.weight"].shape == (2, 64)
@@ -106,8 +119,9 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, source_card, monkeyp
     assert not (out / "resumed.safetensors").exists() and "resumed" not in zoo.list_models()
     assert not list(out.glob("*.partial"))
     monkeypatch.setattr(ft, "_validate", real_validate)
-    resumed = finetune(source_card, data, out, config=FinetuneConfig(**FAST), resume=True, device="cpu",
-                       show_progress=False)
+    resumed = finetune(
+        source_card, data, out, config=FinetuneConfig(**FAST), resume=True, device="cpu", show_progress=False
+    )
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3] and not resumed.interrupted
     assert zoo.card("resumed").labels == ("bottom", "top")
 
@@ -133,18 +147,28 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, source_ca
     """Stop in the middle of epoch 2, resume: the weights equal those of a run that never stopped."""
     data = make_top_bottom(tmp_path / "data")
     config = FinetuneConfig(**{**FAST, "epochs": 2, "batch_size": 16})  # 48 training images: 3 batches per epoch
-    straight = finetune(source_card, data, tmp_path / "straight", config=config, device="cpu", show_progress=False,
-                        register=False)
+    straight = finetune(
+        source_card, data, tmp_path / "straight", config=config, device="cpu", show_progress=False, register=False
+    )
     real_stop_request = ft.StopRequest
     monkeypatch.setattr(ft, "StopRequest", lambda: _StopAtBatch(at=4))  # checks: 2 batches, epoch 1 end, 1st batch of 2
-    stopped = finetune(source_card, data, tmp_path / "stopped", config=config, device="cpu", show_progress=False,
-                       register=False)
+    stopped = finetune(
+        source_card, data, tmp_path / "stopped", config=config, device="cpu", show_progress=False, register=False
+    )
     assert stopped.interrupted and [row["epoch"] for row in stopped.history] == [1]
     saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
     assert json.loads(saved["position"])["epoch"] == 1 and json.loads(saved["position"])["step"] == 1
     monkeypatch.setattr(ft, "StopRequest", real_stop_request)
-    resumed = finetune(source_card, data, tmp_path / "stopped", config=config, resume=True, device="cpu",
-                       show_progress=False, register=False)
+    resumed = finetune(
+        source_card,
+        data,
+        tmp_path / "stopped",
+        config=config,
+        resume=True,
+        device="cpu",
+        show_progress=False,
+        register=False,
+    )
     assert not resumed.interrupted and [row["epoch"] for row in resumed.history] == [1, 2]
     a, b = load_file(str(straight.weights)), load_file(str(resumed.weights))
     for key in a:
@@ -157,8 +181,25 @@ def test_sigterm_stops_at_a_batch_and_resume_finishes(tmp_path, source_card):
     """A real signal to a real `zoo finetune`: it writes a checkpoint, says how to resume, and resume completes."""
     data = make_top_bottom(tmp_path / "data", per_class=60)
     out = tmp_path / "sig-net"
-    args = [sys.executable, "-m", "zoo", "finetune", source_card, "--data", str(data), "--out", str(out),
-            "--epochs", "3", "--batch-size", "4", "--checkpoint-minutes", "0.0001", "--device", "cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "zoo",
+        "finetune",
+        source_card,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--checkpoint-minutes",
+        "0.0001",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = out / "checkpoint.pt"
     deadline = time.monotonic() + 120
@@ -177,9 +218,17 @@ def test_sigterm_stops_at_a_batch_and_resume_finishes(tmp_path, source_card):
     assert len(json.loads((out / "metrics.json").read_text())) == 3 and (out / "sig-net.safetensors").is_file()
 
 
-@pytest.mark.parametrize("options", [{"balance": "sampler"}, {"balance": "loss"}, {"optimizer": "adamw"},
-                                     {"schedule": "cosine", "accumulate": 2}, {"augment": "crop-flip-erase"},
-                                     {"augment": "crop-flip-trivial-erase"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"balance": "sampler"},
+        {"balance": "loss"},
+        {"optimizer": "adamw"},
+        {"schedule": "cosine", "accumulate": 2},
+        {"augment": "crop-flip-erase"},
+        {"augment": "crop-flip-trivial-erase"},
+    ],
+)
 def test_recipe_options_run_and_learn(tmp_path, source_card, options):
     data = make_top_bottom(tmp_path / "data")
     # imbalanced on purpose: 30 "top" vs 10 "bottom"
@@ -209,8 +258,9 @@ def test_ema_saves_the_average_and_resumes_it(tmp_path, source_card, monkeypatch
     stopped mid-epoch resumes to the same average (the checkpoint carries it)."""
     data = make_top_bottom(tmp_path / "data")
     config = FinetuneConfig(**FAST)
-    plain = finetune(source_card, data, tmp_path / "plain", config=config, device="cpu", show_progress=False,
-                     register=False)
+    plain = finetune(
+        source_card, data, tmp_path / "plain", config=config, device="cpu", show_progress=False, register=False
+    )
     averaged = dataclasses.replace(config, ema=0.5)
     straight = finetune(source_card, data, tmp_path / "ema-net", config=averaged, device="cpu", show_progress=False)
     assert straight.best_val_top1 >= 75.0, straight.history
@@ -219,41 +269,95 @@ def test_ema_saves_the_average_and_resumes_it(tmp_path, source_card, monkeypatch
     assert '"ema": 0.5' in zoo.card("ema-net").variant().notes
     real_stop_request = ft.StopRequest
     monkeypatch.setattr(ft, "StopRequest", lambda: _StopAtBatch(at=4))
-    stopped = finetune(source_card, data, tmp_path / "stopped", config=averaged, device="cpu", show_progress=False,
-                       register=False)
+    stopped = finetune(
+        source_card, data, tmp_path / "stopped", config=averaged, device="cpu", show_progress=False, register=False
+    )
     assert stopped.interrupted
     monkeypatch.setattr(ft, "StopRequest", real_stop_request)
     with pytest.raises(ZooError, match="with --ema"):
-        finetune(source_card, data, tmp_path / "stopped", config=config, resume=True, device="cpu",
-                 show_progress=False, register=False)  # the other way round: an --ema checkpoint, resumed without
-    resumed = finetune(source_card, data, tmp_path / "stopped", config=averaged, resume=True, device="cpu",
-                       show_progress=False, register=False)
+        finetune(
+            source_card,
+            data,
+            tmp_path / "stopped",
+            config=config,
+            resume=True,
+            device="cpu",
+            show_progress=False,
+            register=False,
+        )  # the other way round: an --ema checkpoint, resumed without
+    resumed = finetune(
+        source_card,
+        data,
+        tmp_path / "stopped",
+        config=averaged,
+        resume=True,
+        device="cpu",
+        show_progress=False,
+        register=False,
+    )
     c = load_file(str(resumed.weights))
     for key in b:
         torch.testing.assert_close(b[key], c[key], rtol=1e-5, atol=1e-6)
     with pytest.raises(ZooError, match="--ema 1.5"):
-        finetune(source_card, data, tmp_path / "bad", config=dataclasses.replace(config, ema=1.5), device="cpu",
-                 show_progress=False)
+        finetune(
+            source_card,
+            data,
+            tmp_path / "bad",
+            config=dataclasses.replace(config, ema=1.5),
+            device="cpu",
+            show_progress=False,
+        )
 
 
 def test_cli_finetune_and_refusals(tmp_path, source_card):
     data = make_top_bottom(tmp_path / "data")
-    result = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out", str(tmp_path / "cli-net"),
-                                      "--epochs", "2", "--batch-size", "16", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "finetune",
+            source_card,
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "cli-net"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "best epoch" in result.output and "zoo.load('cli-net')" in result.output
     # the card's validation figure is re-measured by zoo eval on the same held-out images
     note = zoo.card("cli-net").variant().metrics[0].note
     assert note.endswith(f"zoo eval cli-net --data {data} --val-split 0.1 --seed 0 --compare")
-    again = CliRunner().invoke(cli, ["eval", "cli-net", "--data", str(data), "--val-split", "0.1", "--compare",
-                                     "--tolerance", "0", "--device", "cpu"])
+    again = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "cli-net",
+            "--data",
+            str(data),
+            "--val-split",
+            "0.1",
+            "--compare",
+            "--tolerance",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert again.exit_code == 0, again.output
     assert "(6 images" in again.output and "reproduces the card's measured" in again.output
-    taken = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out",
-                                     str(tmp_path / "resnet56-cifar")])
+    taken = CliRunner().invoke(
+        cli, ["finetune", source_card, "--data", str(data), "--out", str(tmp_path / "resnet56-cifar")]
+    )
     assert taken.exit_code == 1 and "is taken by plugin 'classifier'" in taken.output
-    nothing = CliRunner().invoke(cli, ["finetune", source_card, "--data", str(data), "--out",
-                                       str(tmp_path / "fresh"), "--resume"])
+    nothing = CliRunner().invoke(
+        cli, ["finetune", source_card, "--data", str(data), "--out", str(tmp_path / "fresh"), "--resume"]
+    )
     assert nothing.exit_code == 1 and "Nothing to resume" in nothing.output
 
 
@@ -272,9 +376,28 @@ def test_torchrun_two_cpu_processes(tmp_path, source_card, zoo_home):
     out = tmp_path / "ddp-net"
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "--master_port=29531", "-m", "zoo", "finetune", source_card,
-         "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "8"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--master_port=29531",
+            "-m",
+            "zoo",
+            "finetune",
+            source_card,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best epoch") == 1  # rank 0 reports
     reset_registry()

@@ -57,8 +57,10 @@ def tiny_gan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     torch.manual_seed(1)
     cgan_file, cgan_sha = _file_card(tmp_path, "tiny-cgan", build_cgan(2, 16, 32, 8))
     dcgan_file, dcgan_sha = _file_card(tmp_path, "tiny-dcgan", build_dcgan(16, 32, 8))
-    gan_common = ("    input: {shape: [3, 32, 32]}\n"
-                  "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n")
+    gan_common = (
+        "    input: {shape: [3, 32, 32]}\n"
+        "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n"
+    )
     registry = tmp_path / "registry.yaml"
     registry.write_text(
         "models:\n"
@@ -68,14 +70,17 @@ def tiny_gan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"    labels: [{', '.join(CLASSES)}]\n"
         f"    weights:\n      v1: {{uri: {judge_file}, sha256: {judge_sha}}}\n"
         "  tiny-cgan:\n    task: gan\n    builder: zoo_gan.models:build_cgan\n"
-        "    kwargs: {num_classes: 2, z_dim: 16, g_width: 32, d_width: 8}\n" + gan_common +
-        f"    labels: [{', '.join(CLASSES)}]\n"
+        "    kwargs: {num_classes: 2, z_dim: 16, g_width: 32, d_width: 8}\n"
+        + gan_common
+        + f"    labels: [{', '.join(CLASSES)}]\n"
         "    task_config: {features: judge-net, judge: judge-net, samples: 160, val_samples: 140}\n"
         f"    weights:\n      v1: {{uri: {cgan_file}, sha256: {cgan_sha}}}\n"
         "  tiny-dcgan:\n    task: gan\n    builder: zoo_gan.models:build_dcgan\n"
-        "    kwargs: {z_dim: 16, g_width: 32, d_width: 8}\n" + gan_common +
-        "    task_config: {loss: nonsaturating, features: judge-net, samples: 160, val_samples: 140}\n"
-        f"    weights:\n      v1: {{uri: {dcgan_file}, sha256: {dcgan_sha}}}\n")
+        "    kwargs: {z_dim: 16, g_width: 32, d_width: 8}\n"
+        + gan_common
+        + "    task_config: {loss: nonsaturating, features: judge-net, samples: 160, val_samples: 140}\n"
+        f"    weights:\n      v1: {{uri: {dcgan_file}, sha256: {dcgan_sha}}}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     return tmp_path
@@ -118,8 +123,9 @@ def test_eval_reports_fid_in_its_feature_space_with_judge_and_floor(tiny_gan: Pa
 
 def test_too_few_samples_for_the_feature_space_is_one_line(tiny_gan: Path):
     data = make_two_class_folder(tiny_gan / "data", 160)
-    result = CliRunner().invoke(cli, ["eval", "tiny-dcgan", "--data", str(data), "--val-split", "0.5",
-                                      "--samples", "50"])
+    result = CliRunner().invoke(
+        cli, ["eval", "tiny-dcgan", "--data", str(data), "--val-split", "0.5", "--samples", "50"]
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "64-dimensional" in result.output and "--samples 128" in result.output, result.output
 
@@ -138,17 +144,24 @@ def test_training_steps_both_optimizers_and_resumes_exactly(tiny_gan: Path):
 
     data = make_two_class_folder(tiny_gan / "data", 160)
     config = FinetuneConfig(epochs=2, batch_size=32, val_split=0.5, seed=0)
-    straight = finetune("tiny-cgan", data, tiny_gan / "straight", config=config, register=False,
-                        show_progress=False)
+    straight = finetune("tiny-cgan", data, tiny_gan / "straight", config=config, register=False, show_progress=False)
     assert len(straight.history) == 2 and "val_fid[judge-net]" in straight.history[0]
     assert "train_g_loss" in straight.history[0]
-    one = finetune("tiny-cgan", data, tiny_gan / "resumed", config=FinetuneConfig(
-        epochs=1, batch_size=32, val_split=0.5, seed=0), register=False, show_progress=False)
+    one = finetune(
+        "tiny-cgan",
+        data,
+        tiny_gan / "resumed",
+        config=FinetuneConfig(epochs=1, batch_size=32, val_split=0.5, seed=0),
+        register=False,
+        show_progress=False,
+    )
     assert one.best_epoch == 1
-    resumed = finetune("tiny-cgan", data, tiny_gan / "resumed", config=config, resume=True, register=False,
-                       show_progress=False)
+    resumed = finetune(
+        "tiny-cgan", data, tiny_gan / "resumed", config=config, resume=True, register=False, show_progress=False
+    )
     assert [row["val_fid[judge-net]"] for row in resumed.history] == [
-        row["val_fid[judge-net]"] for row in straight.history]
+        row["val_fid[judge-net]"] for row in straight.history
+    ]
     state = torch.load(tiny_gan / "straight" / "checkpoint.pt", weights_only=True)
     assert set(state["optimizers"]) == {"D", "G"} and all(o["state"] for o in state["optimizers"].values())
     last = torch.load(tiny_gan / "resumed" / "checkpoint.pt", weights_only=True)["model"]
@@ -159,13 +172,22 @@ def test_training_steps_both_optimizers_and_resumes_exactly(tiny_gan: Path):
 def test_d_steps_makes_the_generator_step_less_often(tiny_gan: Path, tmp_path: Path):
     from zoo.runtime.finetune import FinetuneConfig, finetune
 
-    text = (tiny_gan / "registry.yaml").read_text().replace("samples: 160, val_samples: 140}",
-                                                            "samples: 160, val_samples: 140, d_steps: 2}")
+    text = (
+        (tiny_gan / "registry.yaml")
+        .read_text()
+        .replace("samples: 160, val_samples: 140}", "samples: 160, val_samples: 140, d_steps: 2}")
+    )
     (tiny_gan / "registry.yaml").write_text(text)
     zoo._registry.reset_registry()
     data = make_two_class_folder(tiny_gan / "data", 160)
-    finetune("tiny-cgan", data, tiny_gan / "d2", config=FinetuneConfig(epochs=1, batch_size=32, val_split=0.5),
-             register=False, show_progress=False)
+    finetune(
+        "tiny-cgan",
+        data,
+        tiny_gan / "d2",
+        config=FinetuneConfig(epochs=1, batch_size=32, val_split=0.5),
+        register=False,
+        show_progress=False,
+    )
     state = torch.load(tiny_gan / "d2" / "checkpoint.pt", weights_only=True)
     steps = {name: max(int(s["step"]) for s in o["state"].values()) for name, o in state["optimizers"].items()}
     assert steps == {"D": 5, "G": 3}, steps  # 160 images, batches of 32: D steps on 5, G on batches 0, 2, 4
@@ -175,15 +197,35 @@ def test_finetune_writes_a_card_whose_figure_reproduces(tiny_gan: Path):
     from zoo.runtime.finetune import FinetuneConfig, finetune
 
     data = make_two_class_folder(tiny_gan / "data", 160)
-    result = finetune("tiny-cgan", data, tiny_gan / "my-gan", config=FinetuneConfig(
-        epochs=1, batch_size=32, val_split=0.5), show_progress=False)
+    result = finetune(
+        "tiny-cgan",
+        data,
+        tiny_gan / "my-gan",
+        config=FinetuneConfig(epochs=1, batch_size=32, val_split=0.5),
+        show_progress=False,
+    )
     card = zoo.card("my-gan")
     metric = card.variant().metrics[0]
     assert metric.name == "fid[judge-net]" and metric.value == pytest.approx(result.best_value, abs=1e-3)
     assert "--val-split 0.5 --seed 0" in metric.note
     runner = CliRunner()
-    out = runner.invoke(cli, ["eval", "my-gan", "--data", str(data), "--val-split", "0.5", "--samples", "140",
-                              "--compare", "--json", "--precision", "fp32"])
+    out = runner.invoke(
+        cli,
+        [
+            "eval",
+            "my-gan",
+            "--data",
+            str(data),
+            "--val-split",
+            "0.5",
+            "--samples",
+            "140",
+            "--compare",
+            "--json",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["compare"]["reproduces"]
 
@@ -193,17 +235,22 @@ def test_the_task_contract_cycle(tiny_gan: Path):
     from tests.contract.cycle import run_cycle
 
     data = make_two_class_folder(tiny_gan / "data", 160)
-    report = run_cycle("tiny-cgan", data, [], tiny_gan / "work",
-                       finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2})
+    report = run_cycle(
+        "tiny-cgan", data, [], tiny_gan / "work", finetune_options={"val_split": 0.5, "batch_size": 32, "epochs": 2}
+    )
     assert report.verbs == ("eval", "finetune", "sample") and report.new_model == "tiny-cgan-tuned"
     print(report)
 
 
 def _torchrun(*args: str, port: int) -> subprocess.CompletedProcess:
     torchrun = Path(sys.executable).with_name("torchrun")
-    return subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "zoo", *args],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1", "ZOO_NO_PROGRESS": "1"})
+    return subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "zoo", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ZOO_OFFLINE": "1", "ZOO_NO_PROGRESS": "1"},
+    )
 
 
 @pytest.mark.slow
@@ -211,8 +258,20 @@ def test_torchrun_eval_gives_the_single_process_figures(tiny_gan: Path):
     """Sampling and features sharded over two ranks, gathered in order: the same figures as one process."""
     data = make_two_class_folder(tiny_gan / "data", 160)
     single = zoo.evaluate("tiny-cgan", data, val_split=0.5, samples=200, precision="fp32")["metrics"]
-    proc = _torchrun("eval", "tiny-cgan", "--data", str(data), "--val-split", "0.5", "--samples", "200",
-                     "--precision", "fp32", "--json", port=29541)
+    proc = _torchrun(
+        "eval",
+        "tiny-cgan",
+        "--data",
+        str(data),
+        "--val-split",
+        "0.5",
+        "--samples",
+        "200",
+        "--precision",
+        "fp32",
+        "--json",
+        port=29541,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout)["metrics"]  # rank 0 alone prints
     for key in ("fid[judge-net]", "kid[judge-net]", "judge_accuracy", "precision", "recall"):
@@ -225,8 +284,21 @@ def test_torchrun_trains_a_gan_on_two_cpu_processes(tiny_gan: Path):
     directly, so DDP's own hooks would not fire); rank 0 writes the card."""
     data = make_two_class_folder(tiny_gan / "data", 160)
     out = tiny_gan / "ddp-gan"
-    proc = _torchrun("finetune", "tiny-cgan", "--data", str(data), "--out", str(out), "--epochs", "1",
-                     "--batch-size", "16", "--val-split", "0.5", port=29543)
+    proc = _torchrun(
+        "finetune",
+        "tiny-cgan",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--val-split",
+        "0.5",
+        port=29543,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best epoch") == 1
     zoo._registry.reset_registry()
@@ -239,4 +311,5 @@ def test_too_small_a_reference_set_is_one_line(tiny_gan: Path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [
         "Error: The reference set has 40 images (the 40 images held out by --val-split 0.5 --seed 0); FID in "
-        "judge-net's 64-dimensional features needs at least 128: give more data or hold out a larger --val-split."]
+        "judge-net's 64-dimensional features needs at least 128: give more data or hold out a larger --val-split."
+    ]

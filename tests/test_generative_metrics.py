@@ -49,6 +49,7 @@ def feature_sets(n_real: int = 400, n_fake: int = 300, dim: int = 24) -> tuple[t
 
 # -- metrics ----------------------------------------------------------------------------------------
 
+
 def test_fid_equals_torchmetrics_on_the_same_features():
     real, fake = feature_sets()
     metric = FrechetInceptionDistance(feature=Passthrough(real.shape[1]))
@@ -118,7 +119,8 @@ def test_sample_size_and_shape_refusals():
         gm.check_sample_size(1000, 2048, "FID")
     assert str(info.value) == (
         "FID with 1000 samples in a 2048-dimensional feature space is not a usable estimate: the covariance "
-        "needs well over 2048 samples (use --samples 4096 or more)")
+        "needs well over 2048 samples (use --samples 4096 or more)"
+    )
     gm.check_sample_size(4096, 2048, "FID")
     with pytest.raises(ZooError, match="same D"):
         gm.frechet_distance(torch.zeros(10, 3), torch.zeros(10, 4))
@@ -128,11 +130,13 @@ def test_sample_size_and_shape_refusals():
 
 # -- feature networks -------------------------------------------------------------------------------
 
+
 def test_a_detector_card_is_refused_in_one_line():
     with pytest.raises(ZooError) as info:
         gm.feature_extractor("fastestdet-coco", "cpu")
-    assert str(info.value) == ("'fastestdet-coco' is a detector, not a classifier: --features needs a "
-                               "classifier card (e.g. resnet56-cifar)")
+    assert str(info.value) == (
+        "'fastestdet-coco' is a detector, not a classifier: --features needs a classifier card (e.g. resnet56-cifar)"
+    )
 
 
 @pytest.fixture()
@@ -151,8 +155,9 @@ def test_features_are_the_heads_input(resnet20_features):
     features = feature(images)
     assert features.dtype == torch.float64 and features.shape == (5, 64)
     model = zoo.load("tiny-features", device="cpu")
-    x = (images / 255.0 - torch.tensor(card.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(
-        card.preprocess.std).view(1, 3, 1, 1)
+    x = (images / 255.0 - torch.tensor(card.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(card.preprocess.std).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         logits = model(x)
         via_head = model.linear(features.float())
@@ -196,8 +201,9 @@ def test_reference_features_are_cached_and_recomputed_when_damaged(resnet20_feat
         gm.reference_features("empty", feature, lambda: iter(()))
 
 
-def test_fid_inception_card_downloads_pins_converts_and_gives_2048_features(tmp_path, monkeypatch, server,
-                                                                             zoo_home, caplog):
+def test_fid_inception_card_downloads_pins_converts_and_gives_2048_features(
+    tmp_path, monkeypatch, server, zoo_home, caplog
+):
     name = "inception-v3-fid"
     real_card = zoo.card(name)
     assert (real_card.task, real_card.head, real_card.input_shape) == ("classifier", "fc", (3, 299, 299))

@@ -46,8 +46,23 @@ def test_the_card_pins_the_shipped_file():
 def test_samples_offline_and_the_same_seed_gives_the_same_bytes(offline, tmp_path):
     runner = CliRunner()
     for name in ("a", "b"):
-        result = runner.invoke(cli, ["sample", "cgan-cifar", "-n", "8", "--seed", "3", "--class", "ship",
-                                     "-o", str(tmp_path / f"{name}.png"), "--batch-size", "3" if name == "a" else "8"])
+        result = runner.invoke(
+            cli,
+            [
+                "sample",
+                "cgan-cifar",
+                "-n",
+                "8",
+                "--seed",
+                "3",
+                "--class",
+                "ship",
+                "-o",
+                str(tmp_path / f"{name}.png"),
+                "--batch-size",
+                "3" if name == "a" else "8",
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     manifest = json.loads((tmp_path / "a.png.json").read_text())

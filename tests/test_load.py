@@ -17,24 +17,33 @@ from zoo.errors import WeightsError, ZooError
 from zoo_classifier.models import build_cifar_resnet
 
 
-def register_resnet(tmp_path: Path, monkeypatch, state: dict[str, torch.Tensor], *, depth: int = 20,
-                    dtype: str = "float32", params: int | None = None) -> Path:
+def register_resnet(
+    tmp_path: Path,
+    monkeypatch,
+    state: dict[str, torch.Tensor],
+    *,
+    depth: int = 20,
+    dtype: str = "float32",
+    params: int | None = None,
+) -> Path:
     path = tmp_path / "w.safetensors"
     save_file(state, str(path))
     data = path.read_bytes()
-    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "registry.yaml").write_text(
+        textwrap.dedent(f"""\
         models:
           my-resnet:
             task: classifier
             builder: zoo_classifier.models:build_cifar_resnet
             kwargs: {{depth: {depth}, num_classes: 10}}
             head: linear
-            params: {params or 'null'}
+            params: {params or "null"}
             input: {{shape: [3, 32, 32]}}
             preprocess: {{mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
             weights:
               v1: {{uri: w.safetensors, sha256: {hashlib.sha256(data).hexdigest()}, dtype: {dtype}}}
-        """))
+        """)
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
     reset_registry()
     return path
@@ -107,7 +116,7 @@ def test_skipping_init_leaves_torch_init_intact(tmp_path, monkeypatch):
     torch.manual_seed(0)
     a = torch.nn.Linear(8, 8).weight.clone()
     torch.manual_seed(0)
-    b = torch.nn.init.kaiming_uniform_(torch.empty(8, 8), a=5 ** 0.5)
+    b = torch.nn.init.kaiming_uniform_(torch.empty(8, 8), a=5**0.5)
     torch.testing.assert_close(a, b)
     assert a.abs().sum() > 0
 
@@ -135,8 +144,7 @@ def test_num_classes_override_keeps_backbone_and_reinitialises_the_head(tmp_path
     state = trained_like_state()
     path = register_resnet(tmp_path, monkeypatch, state)
     card = zoo.card("my-resnet")
-    model = build_model(card, path, device="cpu", overrides={"num_classes": 3},
-                        strategy=strategy)
+    model = build_model(card, path, device="cpu", overrides={"num_classes": 3}, strategy=strategy)
     assert model.linear.weight.shape == (3, 64) and not model.linear.weight.is_meta
     assert torch.isfinite(model.linear.weight).all() and model.linear.weight.abs().sum() > 0
     torch.testing.assert_close(model.conv1.weight, state["conv1.weight"])
@@ -151,7 +159,8 @@ def test_pretrained_false_builds_random_init_without_weights():
 
 def test_model_without_weights_says_how_to_build_it(tmp_path, monkeypatch):
     (tmp_path / "registry.yaml").write_text(
-        "models:\n  bare-net:\n    task: classifier\n    builder: zoo_classifier.models:build_resnet18_cifar\n")
+        "models:\n  bare-net:\n    task: classifier\n    builder: zoo_classifier.models:build_resnet18_cifar\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
     reset_registry()
     expected = r"has no pretrained weights; use zoo.load\('bare-net', pretrained=False\)"
@@ -188,7 +197,8 @@ def test_transforms_follow_the_card():
     x = preprocess(image)
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
     expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
-        [0.229, 0.224, 0.225])
+        [0.229, 0.224, 0.225]
+    )
     torch.testing.assert_close(x[:, 0, 0], expected)
     gray = preprocess(Image.new("L", (64, 48), 100))  # grayscale and other sizes become 3x32x32
     assert gray.shape == (3, 32, 32)

@@ -59,7 +59,8 @@ def test_an_unavailable_device_is_one_line_naming_the_devices_here(cpu_only, tmp
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"Error: Device {device!r} {'is not a device' if device == 'cpuu' else 'is not available here'} (this "
-        "machine has: cpu). Use --device cpu or leave it out."]
+        "machine has: cpu). Use --device cpu or leave it out."
+    ]
 
 
 def test_load_checks_the_device_before_fetching_weights(cpu_only):
@@ -77,15 +78,22 @@ def test_the_gpus_a_machine_has_are_named(monkeypatch):
     monkeypatch.setattr(zoo.runtime.device, "available_devices", lambda: ["cpu", "cuda:0", "cuda:1"])
     for fine in (None, "auto", "cpu", "cuda", "cuda:1", torch.device("cuda", 0)):
         check_device(fine)
-    with pytest.raises(ZooError, match=re.escape("Device 'cuda:2' is not available here (this machine has: cpu, "
-                                                 "cuda:0, cuda:1). Use --device cpu (or another of those)")):
+    with pytest.raises(
+        ZooError,
+        match=re.escape(
+            "Device 'cuda:2' is not available here (this machine has: cpu, "
+            "cuda:0, cuda:1). Use --device cpu (or another of those)"
+        ),
+    ):
         check_device("cuda:2")
 
 
 # -- 2. a typo in the user's own registry --------------------------------------------------------------------------
 TYPO = "models:\n  my-net:\n    task: classifier\n    buildr: zoo_classifier.models:build_cifar_resnet\n"
-GOOD_AND_TYPO = ("models:\n  good-net: {task: classifier, builder: 'zoo_classifier.models:build_cifar_resnet'}\n"
-                 "  my-net: {task: classifier, buildr: 'zoo_classifier.models:build_cifar_resnet'}\n")
+GOOD_AND_TYPO = (
+    "models:\n  good-net: {task: classifier, builder: 'zoo_classifier.models:build_cifar_resnet'}\n"
+    "  my-net: {task: classifier, buildr: 'zoo_classifier.models:build_cifar_resnet'}\n"
+)
 
 
 @pytest.mark.parametrize("text", [TYPO, GOOD_AND_TYPO, "models:\n  my-net: [\n"])
@@ -166,7 +174,8 @@ def test_finetune_refuses_to_overwrite_a_finished_run(tmp_path, monkeypatch):
     assert refused.exit_code == 1
     assert refused.output.splitlines() == [
         f"Error: {out} already holds a finished run (my-net.safetensors); pass --overwrite to replace it, or choose "
-        "another --out."]
+        "another --out."
+    ]
     assert (out / "my-net.safetensors").read_bytes() == b"a finished run"
     overwrite = invoke(*base, "--overwrite")
     assert overwrite.exit_code == 1 and "needs at least two classes" in overwrite.output
@@ -210,8 +219,9 @@ def test_list_help_names_the_registered_tasks():
 
 
 def test_list_help_imports_no_torch():
-    result = subprocess.run([sys.executable, "-c", TORCH_FREE.format(args=["list", "--help"])], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE.format(args=["list", "--help"])], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "classifier" in result.stdout and result.stdout.strip().splitlines()[-1] == "HEAVY []"
 
@@ -220,9 +230,20 @@ def test_list_help_imports_no_torch():
 def test_a_one_class_dataset_is_refused_up_front(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     data = one_class_folder(tmp_path / "data")
-    result = invoke("finetune", "resnet20-cifar", "--data", str(data), "--out", str(tmp_path / "one"),
-                    "--device", "cpu", "--epochs", "1")
+    result = invoke(
+        "finetune",
+        "resnet20-cifar",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "one"),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+    )
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"Error: {data}: only class 'cat'; a classifier needs at least two classes to learn (an ImageFolder has one "
-        "subfolder of images per class)."]
+        "subfolder of images per class)."
+    ]

@@ -149,19 +149,25 @@ def test_plugin_failing_to_import_breaks_nothing(site, caplog):
     assert "third-party-net" in names and "resnet56-cifar" in names
     plugins = zoo._registry.get_registry().plugins
     assert plugins.infos["broken"].error == (
-        "failed to import: ImportError: No module named torchx (needed by broken-plugin)")
+        "failed to import: ImportError: No module named torchx (needed by broken-plugin)"
+    )
     assert plugins.infos["good"].version == "2.5" and plugins.infos["good"].distribution == "zoo-good"
     warnings = [r.getMessage() for r in caplog.records if "broken" in r.getMessage()]
-    assert warnings == ["zoo: plugin 'broken' failed to import: ImportError: No module named torchx (needed by "
-                        "broken-plugin) (skipped; see 'zoo plugins', silence with ZOO_DISABLE_PLUGINS=broken)"]
+    assert warnings == [
+        "zoo: plugin 'broken' failed to import: ImportError: No module named torchx (needed by "
+        "broken-plugin) (skipped; see 'zoo plugins', silence with ZOO_DISABLE_PLUGINS=broken)"
+    ]
 
 
-@pytest.mark.parametrize("env, present, absent", [
-    ({"ZOO_DISABLE_PLUGINS": "good"}, ["resnet56-cifar"], ["third-party-net"]),
-    ({"ZOO_LOAD_PLUGINS": "good"}, ["third-party-net"], ["resnet56-cifar"]),
-    ({"ZOO_LOAD_PLUGINS": "good,classifier"}, ["third-party-net", "resnet56-cifar"], []),
-    ({"ZOO_LOAD_PLUGINS": ""}, [], ["third-party-net", "resnet56-cifar"]),
-])
+@pytest.mark.parametrize(
+    "env, present, absent",
+    [
+        ({"ZOO_DISABLE_PLUGINS": "good"}, ["resnet56-cifar"], ["third-party-net"]),
+        ({"ZOO_LOAD_PLUGINS": "good"}, ["third-party-net"], ["resnet56-cifar"]),
+        ({"ZOO_LOAD_PLUGINS": "good,classifier"}, ["third-party-net", "resnet56-cifar"], []),
+        ({"ZOO_LOAD_PLUGINS": ""}, [], ["third-party-net", "resnet56-cifar"]),
+    ],
+)
 def test_plugin_selection_variables(site, monkeypatch, env, present, absent):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -179,8 +185,11 @@ def test_plugin_selection_variables(site, monkeypatch, env, present, absent):
 def test_model_of_a_disabled_builtin_plugin_says_why(monkeypatch):
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "classifier")
     reset_registry()
-    with pytest.raises(UnknownModelError, match=r"Model 'resnet56-cifar' is unavailable: its plugin 'classifier' "
-                                                r"is not loaded \(disabled by ZOO_DISABLE_PLUGINS\)"):
+    with pytest.raises(
+        UnknownModelError,
+        match=r"Model 'resnet56-cifar' is unavailable: its plugin 'classifier' "
+        r"is not loaded \(disabled by ZOO_DISABLE_PLUGINS\)",
+    ):
         zoo.card("resnet56-cifar")
 
 
@@ -200,9 +209,9 @@ def test_cli_with_a_broken_plugin_warns_once_and_still_lists(site):
     assert "third-party-net" in result.stdout and "resnet56-cifar" in result.stdout
     assert result.stderr.strip().splitlines() == [
         "zoo: plugin 'broken' failed to import: ImportError: No module named torchx (needed by broken-plugin) "
-        "(skipped; see 'zoo plugins', silence with ZOO_DISABLE_PLUGINS=broken)"]
-    shown = subprocess.run([sys.executable, "-m", "zoo", "plugins", "--json"], env=env, capture_output=True,
-                           text=True)
+        "(skipped; see 'zoo plugins', silence with ZOO_DISABLE_PLUGINS=broken)"
+    ]
+    shown = subprocess.run([sys.executable, "-m", "zoo", "plugins", "--json"], env=env, capture_output=True, text=True)
     records = {r["name"]: r for r in json.loads(shown.stdout)}
     assert records["broken"]["error"].startswith("failed to import: ImportError")
     assert records["good"]["models"] == ["third-party-net"] and records["good"]["builtin"] is False
@@ -269,8 +278,7 @@ def test_plugin_commands_cannot_replace_builtins_and_errors_stay_one_line(tmp_pa
     assert hello.returncode == 1
     assert hello.stderr.strip().splitlines()[-1] == "Error: Something the user should read, in one line."
     assert "Traceback" not in hello.stderr
-    shown = subprocess.run([sys.executable, "-m", "zoo", "plugins", "--json"], env=env, capture_output=True,
-                           text=True)
+    shown = subprocess.run([sys.executable, "-m", "zoo", "plugins", "--json"], env=env, capture_output=True, text=True)
     (record,) = [r for r in json.loads(shown.stdout) if r["name"] == "commands"]
     assert record["error"] is None and record["models"] == ["cmd-net"]
     assert record["problems"] == ["tried to replace the built-in command 'zoo list' (undone)"]

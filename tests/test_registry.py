@@ -39,11 +39,24 @@ models:
 
 
 def test_builtin_catalogue_lists_the_cifar_resnets_and_the_detectors():
-    assert zoo.list_models(task="classifier") == ["inception-v3-fid", "resnet18-cifar", "resnet20-cifar",
-                                                  "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
+    assert zoo.list_models(task="classifier") == [
+        "inception-v3-fid",
+        "resnet18-cifar",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
     assert zoo.list_models(task="detector") == [
-        "fasterrcnn-mobilenetv3-320-fpn-coco", "fasterrcnn-r50-fpn-v2-coco", "fastestdet-coco", "fastestdet-imagenet",
-        "fastestdet-raccoon", "fcos-r50-fpn-coco", "retinanet-r50-fpn-v2-coco", "ssdlite320-mobilenetv3-coco"]
+        "fasterrcnn-mobilenetv3-320-fpn-coco",
+        "fasterrcnn-r50-fpn-v2-coco",
+        "fastestdet-coco",
+        "fastestdet-imagenet",
+        "fastestdet-raccoon",
+        "fcos-r50-fpn-coco",
+        "retinanet-r50-fpn-v2-coco",
+        "ssdlite320-mobilenetv3-coco",
+    ]
     assert zoo.list_models(task="gan") == ["cgan-cifar", "dcgan-cifar"]
     assert zoo.list_models(task="vae") == ["vae-cifar"]
 
@@ -60,12 +73,14 @@ def test_every_builtin_card_is_complete():
         assert card.license and card.source and card.params
         if card.task in ("classifier", "detector"):
             assert card.head
-        if card.name not in FEATURE_NETWORKS and (card.task in ("classifier", "detector")
-                                                  or card.kwargs.get("num_classes")):
+        if card.name not in FEATURE_NETWORKS and (
+            card.task in ("classifier", "detector") or card.kwargs.get("num_classes")
+        ):
             assert card.labels and len(card.labels) == card.kwargs["num_classes"]
         if card.task != "detector":
-            assert card.preprocess and card.input_shape == ((3, 299, 299) if card.name in FEATURE_NETWORKS
-                                                            else (3, 32, 32))
+            assert card.preprocess and card.input_shape == (
+                (3, 299, 299) if card.name in FEATURE_NETWORKS else (3, 32, 32)
+            )
         for variant in card.weights.values():
             assert variant.tag == variant.tag.lower() and (variant.metrics or card.name in FEATURE_NETWORKS)
             # a full sha256 comes with the size; a publisher's prefix pin (torchvision) gives no exact size
@@ -74,8 +89,7 @@ def test_every_builtin_card_is_complete():
 
 
 def test_published_metrics_match_the_upstream_table():
-    published = {"resnet20-cifar": 91.73, "resnet32-cifar": 92.63, "resnet44-cifar": 93.10,
-                 "resnet56-cifar": 93.39}
+    published = {"resnet20-cifar": 91.73, "resnet32-cifar": 92.63, "resnet44-cifar": 93.10, "resnet56-cifar": 93.39}
     for name, value in published.items():
         metric = zoo.card(name).variant().metrics[0]  # the headline `zoo list` shows
         assert (metric.value, metric.source, metric.split) == (value, "published", "test")
@@ -91,12 +105,15 @@ def test_yaml_merge_keys_keep_per_model_fields():
     assert card.builder == "zoo_classifier.models:build_cifar_resnet"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("resnet56-cifar", ("resnet56-cifar", None)),
-    ("resnet56-cifar.akamaster", ("resnet56-cifar", "akamaster")),
-    ("classifier/resnet56-cifar", ("resnet56-cifar", None)),
-    ("classifier/resnet56-cifar.akamaster", ("resnet56-cifar", "akamaster")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet56-cifar", ("resnet56-cifar", None)),
+        ("resnet56-cifar.akamaster", ("resnet56-cifar", "akamaster")),
+        ("classifier/resnet56-cifar", ("resnet56-cifar", None)),
+        ("classifier/resnet56-cifar.akamaster", ("resnet56-cifar", "akamaster")),
+    ],
+)
 def test_name_forms(name, expected):
     resolved = zoo._registry.get_registry().resolve(name)
     assert (resolved.card.name, resolved.tag) == expected
@@ -148,7 +165,13 @@ def test_list_filters(tmp_path, monkeypatch):
     user_registry(tmp_path, monkeypatch, "models:\n  bare-net: {task: classifier, builder: 'torch.nn:Identity'}\n")
     assert zoo.list_models("resnet5*") == ["resnet56-cifar"]
     assert zoo.list_models(task="classifier", pretrained=True) == [
-        "inception-v3-fid", "resnet18-cifar", "resnet20-cifar", "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
+        "inception-v3-fid",
+        "resnet18-cifar",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
     assert "bare-net" in zoo.list_models() and "bare-net" not in zoo.list_models(pretrained=True)
     assert zoo.list_models(task="nosuchtask") == []
     assert zoo.list_models(plugin="classifier")[0] == "inception-v3-fid"
@@ -162,27 +185,45 @@ BROKEN = [
     ("schema: 2\nmodels: {}", "field 'schema': this zoo reads schema 1"),
     ("models:\n  Bad Name: {task: x, builder: a:b}", "bad model name 'Bad Name'"),
     ("models:\n  m: {builder: a.b:c}", "entry 'm', field 'task': missing required field"),
-    ("models:\n  m: {task: t, builder: 'not a builder'}",
-     "entry 'm', field 'builder': expected 'package.module:callable'"),
+    (
+        "models:\n  m: {task: t, builder: 'not a builder'}",
+        "entry 'm', field 'builder': expected 'package.module:callable'",
+    ),
     ("models:\n  m: {task: t, builder: a:b, buildr: a:b}", "field 'buildr': unknown field. Did you mean 'builder'?"),
     ("models:\n  m: {task: t, builder: a:b, params: yes}", "field 'params': expected an integer, got bool"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: x.safetensors, sha256: abc}}}",
-     "field 'weights.v1.sha256': expected the full sha256"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {V1: {uri: x, sha256: " + SHA + "}}}",
-     "field 'weights.V1': weights tags are lower-case"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'ftp://h/x.th', sha256: " + SHA + "}}}",
-     "unsupported scheme 'ftp'"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'https://h/a/../x', sha256: " + SHA + "}}}",
-     "'..' path segments"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'pkg://p/../../etc/passwd', sha256: " + SHA + "}}}",
-     "must stay inside the package"),
-    ("models:\n  m: {task: t, builder: a:b, default: v2, weights: {v1: {uri: x, sha256: " + SHA + "}}}",
-     "field 'default': no weights tag 'v2'"),
-    ("models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: x, sha256: " + SHA + ", metrics: "
-     "[{name: top1, value: 99, dataset: d, split: test, source: published}]}}}",
-     "a published metric needs a reference"),
-    ("models:\n  m: {task: t, builder: a:b, preprocess: {mean: [0, 0], std: [1]}}",
-     "field 'preprocess.std': expected 2 numbers, got 1"),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: x.safetensors, sha256: abc}}}",
+        "field 'weights.v1.sha256': expected the full sha256",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {V1: {uri: x, sha256: " + SHA + "}}}",
+        "field 'weights.V1': weights tags are lower-case",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'ftp://h/x.th', sha256: " + SHA + "}}}",
+        "unsupported scheme 'ftp'",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'https://h/a/../x', sha256: " + SHA + "}}}",
+        "'..' path segments",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: 'pkg://p/../../etc/passwd', sha256: " + SHA + "}}}",
+        "must stay inside the package",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, default: v2, weights: {v1: {uri: x, sha256: " + SHA + "}}}",
+        "field 'default': no weights tag 'v2'",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, weights: {v1: {uri: x, sha256: " + SHA + ", metrics: "
+        "[{name: top1, value: 99, dataset: d, split: test, source: published}]}}}",
+        "a published metric needs a reference",
+    ),
+    (
+        "models:\n  m: {task: t, builder: a:b, preprocess: {mean: [0, 0], std: [1]}}",
+        "field 'preprocess.std': expected 2 numbers, got 1",
+    ),
     ("models:\n  m: {task: t, builder: a:b}\n  m: {task: t, builder: a:b}", "duplicate key 'm'"),
     ("models:\n  m: !!python/object/apply:os.system ['echo pwned']", "invalid YAML"),
     ("models:\n  m: {task: t, builder: a:b, labels: &a [*a]}", "recursive"),
@@ -198,10 +239,13 @@ def test_broken_user_registry_names_file_entry_and_field(tmp_path, monkeypatch, 
     assert str(info.value).startswith(str(path))
 
 
-@pytest.mark.parametrize("field, message", [
-    ("labels", "entry 'm', field 'labels[0]': expected a string, got list of length 10"),
-    ("kwargs", "field 'kwargs': more than 10000 values"),
-])
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("labels", "entry 'm', field 'labels[0]': expected a string, got list of length 10"),
+        ("kwargs", "field 'kwargs': more than 10000 values"),
+    ],
+)
 def test_billion_laughs_is_rejected_without_expansion(tmp_path, monkeypatch, field, message):
     """Nine levels of 10x aliases: 10**9 strings if anything walked, copied or printed them."""
     levels = ["&a0 [x, x, x, x, x, x, x, x, x, x]"]

@@ -61,8 +61,21 @@ def tiny_classifier(tmp_path, monkeypatch) -> str:
 
 # -- images -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt, mode", [("JPEG", None), ("PNG", None), ("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"),
-                                       ("WEBP", None), ("GIF", None), ("BMP", None), ("TIFF", None)])
+
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [
+        ("JPEG", None),
+        ("PNG", None),
+        ("PNG", "L"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("WEBP", None),
+        ("GIF", None),
+        ("BMP", None),
+        ("TIFF", None),
+    ],
+)
 def test_every_common_image_becomes_rgb_uint8(fmt, mode):
     array = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     image = decode_image(image_bytes(array, fmt, mode), name=f"x.{fmt.lower()}")
@@ -77,8 +90,14 @@ def test_16_bit_png_is_scaled_to_8_bits():
     assert image[0, 0].tolist() == [0, 100, 255]
 
 
-@pytest.mark.parametrize("data, reason", [(b"", "the file is empty"), (b"GIF89a\x00garbage", "not a decodable image"),
-                                          (b"plain text, not an image", "not a decodable image")])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "the file is empty"),
+        (b"GIF89a\x00garbage", "not a decodable image"),
+        (b"plain text, not an image", "not a decodable image"),
+    ],
+)
 def test_unreadable_image_names_the_file(data, reason, tmp_path):
     path = tmp_path / "bad.jpg"
     path.write_bytes(data)
@@ -93,6 +112,7 @@ def test_truncated_jpeg_is_an_error_not_garbage(tmp_path):
 
 
 # -- datasets and the decode cache ------------------------------------------------------------------
+
 
 def test_folder_and_zip_give_the_same_dataset(tmp_path):
     folder = make_folder(tmp_path / "shapes")
@@ -119,8 +139,7 @@ def test_decode_cache_hits_and_is_invalidated_by_content(tmp_path, zoo_home):
     cached = sorted(p.suffix for p in (zoo_home / "datasets").iterdir())
     assert cached == [".json", ".u8"]  # the pixels, memory-mapped, and their index: nothing partial left
     # same names and sizes, other pixels: a new key, decoded again
-    (folder / "circle" / "000.png").write_bytes(
-        image_bytes(np.full((32, 32, 3), 7, dtype=np.uint8)))
+    (folder / "circle" / "000.png").write_bytes(image_bytes(np.full((32, 32, 3), 7, dtype=np.uint8)))
     third = load_dataset(folder, geometry=geometry)
     assert not third.from_cache and third.images[0].unique().tolist() == [7]
 
@@ -190,11 +209,16 @@ def test_cifar_batch_with_a_pickle_payload_is_refused(tmp_path):
 
 # -- predict and evaluate ---------------------------------------------------------------------------
 
+
 def test_predict_on_files_of_every_kind(tmp_path, tiny_classifier):
     rng = np.random.default_rng(3)
     files = []
-    for fmt, mode, size in [("JPEG", None, (48, 64)), ("PNG", "L", (32, 32)), ("PNG", "RGBA", (40, 40)),
-                            ("WEBP", None, (32, 50))]:
+    for fmt, mode, size in [
+        ("JPEG", None, (48, 64)),
+        ("PNG", "L", (32, 32)),
+        ("PNG", "RGBA", (40, 40)),
+        ("WEBP", None, (32, 50)),
+    ]:
         path = tmp_path / f"img-{len(files)}.{fmt.lower()}"
         path.write_bytes(image_bytes(rng.integers(0, 255, (*size, 3), dtype=np.uint8), fmt, mode))
         files.append(path)
@@ -216,8 +240,9 @@ def test_predict_cli_json_and_skip_bad(tmp_path, tiny_classifier):
     bad.write_text("nope")
     failed = CliRunner().invoke(cli, ["predict", tiny_classifier, str(good), str(bad)])
     assert failed.exit_code == 1 and f"Cannot read image {bad}" in failed.output
-    result = CliRunner().invoke(cli, ["predict", tiny_classifier, str(good), str(bad), "--skip-bad", "--json",
-                                      "--topk", "3", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli, ["predict", tiny_classifier, str(good), str(bad), "--skip-bad", "--json", "--topk", "3", "--device", "cpu"]
+    )
     records = json.loads(result.output)
     assert len(records[0]["predictions"]) == 3 and "error" in records[1]
 
@@ -259,8 +284,9 @@ def test_evaluate_hands_the_callers_model_back_unchanged(tmp_path, tiny_classifi
 def test_eval_cli_report_and_compare(tmp_path, tiny_classifier):
     folder = make_folder(tmp_path / "shapes")
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder), "--report", str(out),
-                                      "--json", "--device", "cpu"])
+    result = CliRunner().invoke(
+        cli, ["eval", tiny_classifier, "--data", str(folder), "--report", str(out), "--json", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert json.loads((out / "metrics.json").read_text())["metrics"] == record["metrics"]
@@ -310,8 +336,9 @@ def test_unknown_augment_preset_lists_the_known_ones():
     from zoo_classifier.task import ClassifierTask
 
     with pytest.raises(ZooError, match="crop-flip-trivial-erase"):
-        ClassifierTask(zoo.card("resnet20-cifar")).augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment",
-                                                           torch.Generator())
+        ClassifierTask(zoo.card("resnet20-cifar")).augment(
+            torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "autoaugment", torch.Generator()
+        )
 
 
 def test_ema_warms_up_then_holds_its_decay():

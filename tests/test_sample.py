@@ -30,8 +30,11 @@ def generators(tmp_path: Path, zoo_home: Path, monkeypatch: pytest.MonkeyPatch) 
     weights = tmp_path / "weights"
     weights.mkdir()
     conditional = ToyPlugin(generator_cards(weights), GENERATOR_TASK, "tests.contract.toy_task:ToyGeneratorTask")
-    free = ToyPlugin(generator_cards(weights, FREE, FREE, conditional=False), FREE,
-                     "tests.contract.toy_task:UnconditionalToyGeneratorTask")
+    free = ToyPlugin(
+        generator_cards(weights, FREE, FREE, conditional=False),
+        FREE,
+        "tests.contract.toy_task:UnconditionalToyGeneratorTask",
+    )
     with installed(("toy-gan", conditional), ("toy-gan-free", free)):
         yield
     torch.set_num_threads(threads)
@@ -59,6 +62,7 @@ def files_in(directory: Path) -> list[str]:
 
 # -- bad input: one line, nothing written ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n", [0, -3])
 def test_fewer_than_one_sample_is_refused(tmp_path, n):
     out = tmp_path / "out"
@@ -80,12 +84,14 @@ def test_a_class_for_an_unconditional_model_is_refused(tmp_path):
 
 def test_an_unknown_class_names_the_model_and_its_classes(tmp_path):
     line = one_line_error("sample", GENERATOR, "-n", 2, "--class", "gren", "-o", tmp_path / "grid.png")
-    assert line == ("Unknown class 'gren' for model 'toy-gan-tiny'; its classes: red, green, blue. "
-                    "Did you mean 'green'?"), line
+    assert line == (
+        "Unknown class 'gren' for model 'toy-gan-tiny'; its classes: red, green, blue. Did you mean 'green'?"
+    ), line
     assert not (tmp_path / "grid.png").exists()
     line = one_line_error("sample", GENERATOR, "-n", 2, "--class", 3, "-o", tmp_path / "grid.png")
-    assert line == ("Class index 3 is out of range for model 'toy-gan-tiny': it has 3 classes (0-2: red, green, "
-                    "blue)."), line
+    assert line == (
+        "Class index 3 is out of range for model 'toy-gan-tiny': it has 3 classes (0-2: red, green, blue)."
+    ), line
     with pytest.raises(ZooError, match="Unknown class 'dgo' for model 'toy-gan-tiny'; its classes: red, green"):
         zoo.sample(GENERATOR, 2, labels=["red", "dgo"])
     with pytest.raises(ZooError, match="A class is a name or an index, not bool"):
@@ -99,8 +105,10 @@ def test_classes_for_some_of_the_samples_are_refused(tmp_path):
 
 def test_no_output_is_refused_before_sampling():
     line = one_line_error("sample", GENERATOR, "-n", 4)
-    assert line == ("Say where to write the samples: zoo sample toy-gan-tiny -o GRID.png (one grid image) and/or "
-                    "--out-dir DIR (one PNG per sample)."), line
+    assert line == (
+        "Say where to write the samples: zoo sample toy-gan-tiny -o GRID.png (one grid image) and/or "
+        "--out-dir DIR (one PNG per sample)."
+    ), line
 
 
 def test_an_output_in_a_missing_folder_is_refused(tmp_path):
@@ -180,8 +188,10 @@ def test_a_bad_batch_size_and_task_option_are_one_line(tmp_path):
 
 def test_a_classifier_does_not_sample(tmp_path):
     line = one_line_error("sample", "resnet20-cifar", "-n", 2, "-o", tmp_path / "g.png")
-    assert line == ("Model 'resnet20-cifar' is a classifier: 'zoo sample' does not apply to it (it supports "
-                    "'zoo predict', 'zoo eval', 'zoo finetune')."), line
+    assert line == (
+        "Model 'resnet20-cifar' is a classifier: 'zoo sample' does not apply to it (it supports "
+        "'zoo predict', 'zoo eval', 'zoo finetune')."
+    ), line
     with pytest.raises(ZooError, match="'zoo sample' does not apply"):
         zoo.sample("resnet20-cifar", 2)
     assert not (tmp_path / "g.png").exists()
@@ -189,13 +199,31 @@ def test_a_classifier_does_not_sample(tmp_path):
 
 # -- what a good run gives --------------------------------------------------------------------------------------
 
+
 def test_the_printed_line_and_the_files(tmp_path):
-    result = zoo_cli("sample", GENERATOR, "-n", 3, "--seed", 7, "-o", tmp_path / "grid.png", "--out-dir",
-                     tmp_path / "each", "--precision", "fp32", "--device", "cpu")
+    result = zoo_cli(
+        "sample",
+        GENERATOR,
+        "-n",
+        3,
+        "--seed",
+        7,
+        "-o",
+        tmp_path / "grid.png",
+        "--out-dir",
+        tmp_path / "each",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(rf"wrote {re.escape(str(tmp_path / 'grid.png'))} and "
-                        rf"{re.escape(str(tmp_path / 'each' / '000000.png'))}\.\.000002\.png "
-                        r"\(3 samples of toy-gan-tiny, seed 7, fp32, \d+ img/s\)\n", result.output), result.output
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(tmp_path / 'grid.png'))} and "
+        rf"{re.escape(str(tmp_path / 'each' / '000000.png'))}\.\.000002\.png "
+        r"\(3 samples of toy-gan-tiny, seed 7, fp32, \d+ img/s\)\n",
+        result.output,
+    ), result.output
     assert files_in(tmp_path / "each") == ["000000.png", "000001.png", "000002.png", "manifest.json"]
     manifest = json.loads((tmp_path / "grid.png.json").read_text())
     assert manifest["outputs"] == [str(tmp_path / "grid.png"), str(tmp_path / "each")]
@@ -209,10 +237,14 @@ def test_classes_by_name_index_or_drawn():
     by_index = zoo.sample(GENERATOR, 3, seed=1, labels=[0, 1, 2], precision="fp32")
     assert torch.equal(by_name, by_index)
     assert torch.equal(zoo.sample(GENERATOR, 3, seed=1, labels="green", precision="fp32")[1], by_name[1])
-    drawn = [COLOURS[int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(class_seed(1, i))))]
-             for i in range(3)]
-    assert torch.equal(zoo.sample(GENERATOR, 3, seed=1, precision="fp32"),
-                       zoo.sample(GENERATOR, 3, seed=1, labels=drawn, precision="fp32"))
+    drawn = [
+        COLOURS[int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(class_seed(1, i))))]
+        for i in range(3)
+    ]
+    assert torch.equal(
+        zoo.sample(GENERATOR, 3, seed=1, precision="fp32"),
+        zoo.sample(GENERATOR, 3, seed=1, labels=drawn, precision="fp32"),
+    )
     assert len({class_seed(1, i) for i in range(3)} | {sample_seed(1, i) for i in range(3)}) == 6
 
 
@@ -222,7 +254,7 @@ def test_more_samples_than_a_micro_batch():
     many = zoo.sample(FREE, micro + 3, seed=5, batch_size=micro // 2, precision="fp32")
     assert many.shape == (micro + 3, 3, 16, 16)
     assert torch.equal(many[:3], zoo.sample(FREE, 3, seed=5, precision="fp32"))
-    assert not torch.equal(many[micro:micro + 3], many[:3])
+    assert not torch.equal(many[micro : micro + 3], many[:3])
 
 
 def test_a_card_without_weights_samples_a_seeded_random_init(tmp_path):
@@ -250,7 +282,9 @@ def test_the_sampling_module_and_command_import_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, zoo, zoo.runtime.sample, zoo.cli; zoo.cli.cli.commands['sample']; "
-            "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, zoo, zoo.runtime.sample, zoo.cli; zoo.cli.cli.commands['sample']; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

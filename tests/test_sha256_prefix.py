@@ -42,7 +42,8 @@ def sha(data: bytes) -> str:
 
 
 def register(tmp_path: Path, monkeypatch, uri: str, prefix: str) -> None:
-    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "registry.yaml").write_text(
+        textwrap.dedent(f"""\
         models:
           {NAME}:
             task: classifier
@@ -53,7 +54,8 @@ def register(tmp_path: Path, monkeypatch, uri: str, prefix: str) -> None:
                 uri: {uri}
                 sha256_prefix: "{prefix}"
                 format: torch-pickle
-        """))
+        """)
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.yaml"))
     reset_registry()
 
@@ -120,8 +122,12 @@ def test_publisher_changing_the_file_after_the_pin_is_refused(tmp_path, monkeypa
     with pytest.raises(WeightsError) as info:
         zoo.load(NAME, device="cpu")
     message = str(info.value)
-    for part in (f"has sha256 {sha(other)}", f"was pinned to {sha(data)}", "The publisher changed the file, or it "
-                 "was tampered with; it was not loaded", f"reset the pin with 'zoo cache rm {NAME}'"):
+    for part in (
+        f"has sha256 {sha(other)}",
+        f"was pinned to {sha(data)}",
+        "The publisher changed the file, or it was tampered with; it was not loaded",
+        f"reset the pin with 'zoo cache rm {NAME}'",
+    ):
         assert part in message
     assert files_under(zoo_home / "weights") == []
     assert the_pin()["sha256"] == sha(data)  # the record stands
@@ -215,7 +221,8 @@ def test_three_processes_download_convert_and_pin_once(tmp_path, monkeypatch, se
     data = (tmp_path / "big.pth").read_bytes()
     name = f"big-{sha(data)[:8]}.pth"
     server.files[name] = Behaviour(data, delay=0.02)
-    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "registry.yaml").write_text(
+        textwrap.dedent(f"""\
         models:
           {NAME}:
             task: classifier
@@ -223,11 +230,16 @@ def test_three_processes_download_convert_and_pin_once(tmp_path, monkeypatch, se
             kwargs: {{in_features: 1024, out_features: 512}}
             weights:
               v1: {{uri: "{server.url(name)}", sha256_prefix: "{sha(data)[:8]}", format: torch-pickle}}
-        """))
+        """)
+    )
     code = f"import zoo; m = zoo.load({NAME!r}, device='cpu'); print(float(m.weight.double().sum()))"
     env = {**os.environ, "ZOO_REGISTRY": str(tmp_path / "registry.yaml"), "ZOO_HOME": str(zoo_home)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outputs]
     assert all(abs(float(out) - float(state["weight"].double().sum())) < 1e-6 for out, _ in outputs)
@@ -251,8 +263,9 @@ def test_info_says_which_kind_of_pin(tmp_path, monkeypatch, server):
     _, data, _ = serve(tmp_path, monkeypatch, server)
     prefix = sha(data)[:8]
     before = CliRunner().invoke(cli, ["info", NAME]).output
-    assert (f"pin:      sha256 prefix {prefix} (publisher's; full hash recorded on first verified download: "
-            "not yet)") in before
+    assert (
+        f"pin:      sha256 prefix {prefix} (publisher's; full hash recorded on first verified download: not yet)"
+    ) in before
     assert "    sha256:" not in before
     pin = json.loads(CliRunner().invoke(cli, ["info", NAME, "--json"]).output)["weights"]["v1"]["pin"]
     assert pin == {"kind": "sha256_prefix", "prefix": prefix, "recorded_sha256": None}
@@ -270,18 +283,27 @@ def test_info_says_which_kind_of_pin(tmp_path, monkeypatch, server):
 SHA = "ab" * 32
 
 
-@pytest.mark.parametrize("weights, field, message", [
-    ("{uri: 'https://h/x-ab12cd34.pth', sha256: " + SHA + ", sha256_prefix: 'ab12cd34'}", "sha256_prefix",
-     "give either 'sha256' (the full hash) or 'sha256_prefix', not both"),
-    ("{uri: 'https://h/x.pth'}", "sha256", "missing required field (or 'sha256_prefix'"),
-    ("{uri: 'https://h/x.pth', sha256_prefix: 'AB12CD34'}", "sha256_prefix", "lower-case hex digits"),
-    ("{uri: 'https://h/x.pth', sha256_prefix: 'ab12cd3'}", "sha256_prefix", "the first 8 to 63"),
-    ("{uri: 'https://h/x.pth', sha256_prefix: 'ab12cd3g'}", "sha256_prefix", "got 'ab12cd3g'"),
-    ("{uri: 'https://h/x.pth', sha256_prefix: '" + SHA + "'}", "sha256_prefix", "the full 64 go in 'sha256'"),
-    ("{uri: 'https://h/x.pth', sha256_prefix: 12345678}", "sha256_prefix", "put them in quotes"),
-    ("{uri: w.safetensors, sha256_prefix: 'ab12cd34'}", "sha256_prefix",
-     "a local safetensors file is used in place and needs the full 'sha256'"),
-])
+@pytest.mark.parametrize(
+    "weights, field, message",
+    [
+        (
+            "{uri: 'https://h/x-ab12cd34.pth', sha256: " + SHA + ", sha256_prefix: 'ab12cd34'}",
+            "sha256_prefix",
+            "give either 'sha256' (the full hash) or 'sha256_prefix', not both",
+        ),
+        ("{uri: 'https://h/x.pth'}", "sha256", "missing required field (or 'sha256_prefix'"),
+        ("{uri: 'https://h/x.pth', sha256_prefix: 'AB12CD34'}", "sha256_prefix", "lower-case hex digits"),
+        ("{uri: 'https://h/x.pth', sha256_prefix: 'ab12cd3'}", "sha256_prefix", "the first 8 to 63"),
+        ("{uri: 'https://h/x.pth', sha256_prefix: 'ab12cd3g'}", "sha256_prefix", "got 'ab12cd3g'"),
+        ("{uri: 'https://h/x.pth', sha256_prefix: '" + SHA + "'}", "sha256_prefix", "the full 64 go in 'sha256'"),
+        ("{uri: 'https://h/x.pth', sha256_prefix: 12345678}", "sha256_prefix", "put them in quotes"),
+        (
+            "{uri: w.safetensors, sha256_prefix: 'ab12cd34'}",
+            "sha256_prefix",
+            "a local safetensors file is used in place and needs the full 'sha256'",
+        ),
+    ],
+)
 def test_pin_fields_are_checked_with_file_entry_and_field(weights, field, message):
     import yaml
 
@@ -293,8 +315,20 @@ def test_pin_fields_are_checked_with_file_entry_and_field(weights, field, messag
 
 
 def test_a_prefix_card_parses():
-    (card,) = parse_registry({"models": {"m": {"task": "t", "builder": "a:b", "weights": {"v1": {
-        "uri": "https://h/x-ab12cd34.pth", "sha256_prefix": "ab12cd34", "format": "torch-pickle"}}}}}, file="r",
-        plugin="user")
+    (card,) = parse_registry(
+        {
+            "models": {
+                "m": {
+                    "task": "t",
+                    "builder": "a:b",
+                    "weights": {
+                        "v1": {"uri": "https://h/x-ab12cd34.pth", "sha256_prefix": "ab12cd34", "format": "torch-pickle"}
+                    },
+                }
+            }
+        },
+        file="r",
+        plugin="user",
+    )
     variant = card.variant()
     assert variant.sha256 is None and variant.sha256_prefix == "ab12cd34"

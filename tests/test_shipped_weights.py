@@ -50,8 +50,10 @@ def test_loads_offline_without_touching_the_cache(offline, zoo_home):
 
 
 def test_predicts_the_example_pictures(offline):
-    result = CliRunner().invoke(cli, ["predict", "resnet18-cifar", str(IMAGES / "chelsea.png"),
-                                      str(IMAGES / "horse.png"), "--topk", "3", "--json"])
+    result = CliRunner().invoke(
+        cli,
+        ["predict", "resnet18-cifar", str(IMAGES / "chelsea.png"), str(IMAGES / "horse.png"), "--topk", "3", "--json"],
+    )
     assert result.exit_code == 0, result.output
     cat, horse = json.loads(result.output)
     assert cat["predictions"][0]["label"] == "cat", cat
@@ -65,8 +67,9 @@ def test_validation_top1_on_the_card_reproduces(offline):
 
     The default tolerance (0.3 points) allows for another CPU's kernels flipping a borderline image or two."""
     data = require_shared("datasets", "cifar10-train-jpeg.zip")
-    result = CliRunner().invoke(cli, ["eval", "resnet18-cifar", "--data", str(data), "--val-split", "0.1",
-                                      "--seed", "0", "--compare", "--json"])
+    result = CliRunner().invoke(
+        cli, ["eval", "resnet18-cifar", "--data", str(data), "--val-split", "0.1", "--seed", "0", "--compare", "--json"]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["images"] == 5000 and record["compare"]["reproduces"], record["compare"]

@@ -59,12 +59,12 @@ def torchvision_checkpoint(arch: str, seed: int = 0) -> tuple[dict[str, torch.Te
 
 # -- cards and the index ----------------------------------------------------------------------------------
 
+
 def test_cards_come_from_torchvisions_weights_enums(tv, zoo_home, capsys):
     names = zoo.list_models("tv/*")
     err = capsys.readouterr().err
     assert "building the index of torchvision" in err and "indexed 3 torchvision weights" in err
-    assert names == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1",
-                     "tv/resnet18.imagenet1k_v1"]
+    assert names == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1", "tv/resnet18.imagenet1k_v1"]
     weights = tvm.ResNet18_Weights.IMAGENET1K_V1
     card = zoo.card("tv/resnet18.IMAGENET1K_V1")  # torchvision's spelling of the tag
     assert card is zoo.card("tv/resnet18") is zoo.card("tv/resnet18.imagenet1k_v1")  # the DEFAULT member
@@ -98,8 +98,7 @@ def test_per_weights_cards_differ_where_torchvision_differs(tv, monkeypatch):
     assert (v1.variant().metrics[0].value, v2.variant().metrics[0].value) == (76.13, 80.858)
     inception = zoo.card("tv/inception_v3")
     # the arguments torchvision's builder sets for these weights, recorded from the builder itself
-    assert inception.kwargs == {"transform_input": True, "aux_logits": True, "init_weights": False,
-                                "num_classes": 1000}
+    assert inception.kwargs == {"transform_input": True, "aux_logits": True, "init_weights": False, "num_classes": 1000}
     assert (inception.preprocess.resize, inception.preprocess.crop) == (342, 299)
 
 
@@ -134,7 +133,7 @@ def test_a_failing_index_is_a_failed_plugin_not_a_crash(tv, monkeypatch, caplog)
 def test_densenet_cards_carry_torchvisions_key_renaming(tv):
     """torchvision renames densenet's old checkpoint keys in code; the card's conversion rule does the same."""
     card = zoo.card("tv/densenet121")
-    (pattern, repl), = card.variant().convert.rename
+    ((pattern, repl),) = card.variant().convert.rename
     with torch.device("meta"):
         keys = [k for k in tvm.densenet121().state_dict() if not k.endswith("num_batches_tracked")]  # not in the file
     old = [re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k) for k in keys]  # 'norm.1.weight'...
@@ -144,6 +143,7 @@ def test_densenet_cards_carry_torchvisions_key_renaming(tv):
 
 
 # -- loading end to end -----------------------------------------------------------------------------------
+
 
 def test_load_downloads_verifies_the_prefix_converts_and_matches_torchvision(tv, server, monkeypatch, zoo_home):
     state, data = torchvision_checkpoint("resnet18")
@@ -184,6 +184,7 @@ def test_the_publishers_prefix_is_enforced(tv, tmp_path, monkeypatch, caplog):
 
 # -- the command line, with the bridge installed as a third party would install it ------------------------
 
+
 def _install_entry_point(site: Path) -> None:
     dist = site / "zoo_torchvision_bridge-0.1.dist-info"
     dist.mkdir(parents=True)
@@ -192,24 +193,33 @@ def _install_entry_point(site: Path) -> None:
 
 
 def _zoo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "zoo", *args], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "zoo", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def test_cli_lists_the_namespace_from_the_cached_index_without_torch(tv, tmp_path, zoo_home):
     zoo.list_models("tv/*")  # builds the (small) index in this ZOO_HOME
     site = tmp_path / "site"
     _install_entry_point(site)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "ZOO_HOME": str(zoo_home), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "ZOO_HOME": str(zoo_home),
+        "OMP_NUM_THREADS": "1",
+    }
     plain = _zoo(["list"], env)
     assert plain.returncode == 0, plain.stderr
     assert "tv/" not in plain.stdout and "resnet56-cifar" in plain.stdout
     listed = _zoo(["list", "tv/*"], env)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("tv/")]
-    assert rows == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1",
-                    "tv/resnet18.imagenet1k_v1"]
+    assert rows == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1", "tv/resnet18.imagenet1k_v1"]
     assert "69.76*" in listed.stdout and "building" not in listed.stderr
     info = _zoo(["info", "tv/resnet18.IMAGENET1K_V1", "--json"], env)
     assert info.returncode == 0, info.stderr
@@ -222,13 +232,19 @@ def test_cli_lists_the_namespace_from_the_cached_index_without_torch(tv, tmp_pat
 
 # -- the whole index ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_every_torchvision_classifier_weight_is_indexed_and_rebuilds(monkeypatch):
     data = index.build_index()
-    assert data["skipped"] == {"vgg16.IMAGENET1K_FEATURES": "no categories (feature-extractor weights without a "
-                                                            "classifier)"}
-    expected = {f"{arch}.{w.name.lower()}" for arch in tvm.list_models(module=tvm)
-                for w in tvm.get_model_weights(arch) if w.meta.get("categories")}
+    assert data["skipped"] == {
+        "vgg16.IMAGENET1K_FEATURES": "no categories (feature-extractor weights without a classifier)"
+    }
+    expected = {
+        f"{arch}.{w.name.lower()}"
+        for arch in tvm.list_models(module=tvm)
+        for w in tvm.get_model_weights(arch)
+        if w.meta.get("categories")
+    }
     assert set(data["models"]) == expected and len(expected) == 114
     cards = _paths.expand(data, "<test>")
     registry = zoo._registry.get_registry()

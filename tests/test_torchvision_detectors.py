@@ -36,6 +36,7 @@ def weights_of(arch: str):
 
 # -- the generated block ----------------------------------------------------------------------------
 
+
 def test_generated_block_is_in_sync_with_the_installed_torchvision(capsys):
     assert torchvision_cards.main(["--check"]) == 0, capsys.readouterr().err
 
@@ -58,9 +59,11 @@ def test_check_fails_on_a_stale_block_and_the_generator_touches_only_the_block(t
 
 
 def test_listing_the_cards_imports_no_torchvision():
-    code = ("import sys, zoo; zoo.list_models(task='detector'); zoo.card('ssdlite320-mobilenetv3-coco'); "
-            "bad = [m for m in ('torch', 'torchvision', 'zoo_detector.torchvision_models') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, zoo; zoo.list_models(task='detector'); zoo.card('ssdlite320-mobilenetv3-coco'); "
+        "bad = [m for m in ('torch', 'torchvision', 'zoo_detector.torchvision_models') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -95,6 +98,7 @@ def test_every_generated_card_matches_torchvision(name):
 
 # -- the builder ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_builder_has_torchvisions_pretrained_layout(arch):
     """Module types (FrozenBatchNorm2d), frozen parameters and state-dict keys as torchvision's own builder makes
@@ -104,10 +108,12 @@ def test_builder_has_torchvisions_pretrained_layout(arch):
         state = ours.state_dict()
         with mock.patch.object(WeightsEnum, "get_state_dict", lambda self, *a, **k: state):
             theirs = getattr(detection, arch)(weights=weights_of(arch))
-    assert [(n, type(m).__name__) for n, m in ours.named_modules()][1:] == \
-        [(n, type(m).__name__) for n, m in theirs.named_modules()][1:]
-    assert [(n, p.requires_grad) for n, p in ours.named_parameters()] == \
-        [(n, p.requires_grad) for n, p in theirs.named_parameters()]
+    assert [(n, type(m).__name__) for n, m in ours.named_modules()][1:] == [
+        (n, type(m).__name__) for n, m in theirs.named_modules()
+    ][1:]
+    assert [(n, p.requires_grad) for n, p in ours.named_parameters()] == [
+        (n, p.requires_grad) for n, p in theirs.named_parameters()
+    ]
     assert list(ours.state_dict()) == list(theirs.state_dict())
 
 
@@ -117,8 +123,9 @@ def test_coco_layout_maps_91_slots_to_80_labels():
     assert names[0] == "person" and names[11] == "stop sign" and names[-1] == "toothbrush"
     model = build(arch="ssdlite320_mobilenet_v3_large", pretrained_layout=False)
     boxes = torch.arange(20.0).reshape(5, 4)
-    out = model._from_slots({"boxes": boxes, "scores": torch.linspace(1, 0.5, 5),
-                             "labels": torch.tensor([1, 12, 0, 90, 13])})  # person, N/A, background, ...
+    out = model._from_slots(
+        {"boxes": boxes, "scores": torch.linspace(1, 0.5, 5), "labels": torch.tensor([1, 12, 0, 90, 13])}
+    )  # person, N/A, background, ...
     assert out["labels"].tolist() == [0, 79, 11]  # the N/A id and the background are no class: dropped
     torch.testing.assert_close(out["boxes"], boxes[[0, 3, 4]])
     assert model._to_slots(torch.tensor([0, 11, 79])).tolist() == [1, 13, 90]
@@ -132,8 +139,7 @@ def test_eval_outputs_are_torchvisions_with_zoo_labels():
     with torch.no_grad():  # make slot 12 ("N/A") and slot 1 (person) score high everywhere
         for conv in (block[1] for block in ours.head.classification_head.module_list):
             conv.bias.view(-1, 91)[:, [1, 12]] += 6.0
-    theirs = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91,
-                                                     **few).eval()
+    theirs = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91, **few).eval()
     theirs.load_state_dict(ours.state_dict())
     image = [torch.rand(3, 240, 320)]
     with torch.no_grad():
@@ -148,8 +154,10 @@ def test_eval_outputs_are_torchvisions_with_zoo_labels():
 def test_a_new_head_has_k_plus_background_slots_and_trains_on_zoo_labels():
     model = build(arch="ssdlite320_mobilenet_v3_large", num_classes=3).train()
     assert model.zoo_slots == (1, 2, 3) and model.zoo_num_slots == 4
-    target = {"boxes": torch.tensor([[10.0, 10.0, 100.0, 120.0], [50.0, 60.0, 200.0, 220.0]]),
-              "labels": torch.tensor([0, 2])}
+    target = {
+        "boxes": torch.tensor([[10.0, 10.0, 100.0, 120.0], [50.0, 60.0, 200.0, 220.0]]),
+        "labels": torch.tensor([0, 2]),
+    }
     losses = model([torch.rand(3, 320, 320)] * 2, [target] * 2)  # two images: BatchNorm needs a batch
     assert set(losses) == {"bbox_regression", "classification"} and all(torch.isfinite(v) for v in losses.values())
     with pytest.raises(ValueError, match=r"zoo labels 0..2 \(this model has 3 classes\); got 0..3"):
@@ -157,6 +165,7 @@ def test_a_new_head_has_k_plus_background_slots_and_trains_on_zoo_labels():
 
 
 # -- end to end: a prefix-pinned checkpoint served on 127.0.0.1 --------------------------------------
+
 
 def test_load_verifies_the_prefix_converts_records_and_detects(tmp_path, monkeypatch, server, zoo_home, caplog):
     name = "ssdlite320-mobilenetv3-coco"
@@ -202,4 +211,3 @@ def test_load_verifies_the_prefix_converts_records_and_detects(tmp_path, monkeyp
     labels = detections["labels"]
     assert len(labels) > 0 and int(labels.min()) >= 0 and int(labels.max()) <= 79
     assert detections["boxes"].shape == (len(labels), 4)
-

@@ -37,8 +37,9 @@ def make_blobs(root: Path, per_class: int = 20, seed: int = 0) -> Path:
     return root
 
 
-def register_vae_card(directory: Path, monkeypatch: pytest.MonkeyPatch, name: str = "tiny-vae",
-                      kwargs: dict | None = None) -> str:
+def register_vae_card(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, name: str = "tiny-vae", kwargs: dict | None = None
+) -> str:
     """A user-registry VAE card with a seeded random init as its weights (test-only data); returns its name."""
     from safetensors.torch import save_file
 
@@ -52,7 +53,8 @@ def register_vae_card(directory: Path, monkeypatch: pytest.MonkeyPatch, name: st
         f"models:\n  {name}:\n    task: vae\n    builder: zoo_vae.models:build_vae_cifar\n"
         f"    kwargs: {json.dumps(kwargs)}\n    input: {{shape: [3, 32, 32]}}\n"
         "    preprocess: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n"
-        f"    weights:\n      v1: {{uri: {weights.name}, sha256: {sha}}}\n")
+        f"    weights:\n      v1: {{uri: {weights.name}, sha256: {sha}}}\n"
+    )
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     return name
@@ -70,6 +72,7 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
 
 # -- the likelihood -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_256_probabilities_of_a_sub_pixel_sum_to_one(dtype):
     """Random locations (also far outside [-1, 1]) and scales from PixelCNN++'s floor to wide: sum_k P(k) == 1."""
@@ -81,8 +84,9 @@ def test_the_256_probabilities_of_a_sub_pixel_sum_to_one(dtype):
     assert total.dtype == dtype
     assert (total - 1.0).abs().max() < 1e-5, (total - 1.0).abs().max()
     # the same through the per-image NLL: one "image" per level, exp(-nll) summed over levels
-    nll = discretized_logistic_nll(levels.view(256, 1, 1, 1), mean[:, :1].view(1, 1, 1, 1),
-                                   log_scale[:, :1].view(1, 1, 1, 1))
+    nll = discretized_logistic_nll(
+        levels.view(256, 1, 1, 1), mean[:, :1].view(1, 1, 1, 1), log_scale[:, :1].view(1, 1, 1, 1)
+    )
     assert abs(float(torch.exp(-nll).sum()) - 1.0) < 1e-5
 
 
@@ -131,6 +135,7 @@ def test_kl_matches_torch_distributions():
 
 # -- the model ------------------------------------------------------------------------------------------------
 
+
 def test_the_cifar_vae_shapes_and_size():
     model = build_vae_cifar()
     assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 3_000_000
@@ -163,6 +168,7 @@ def test_the_mean_image_is_the_mean_of_the_coupled_logistics():
 
 # -- the task through zoo -------------------------------------------------------------------------------------
 
+
 def test_predict_with_the_shipped_weights(monkeypatch):
     """vae-cifar's shipped weights (plugins/zoo_vae/weights), offline: a trained model's bits/dim on a real photo
     (a random init scores above 8)."""
@@ -170,8 +176,9 @@ def test_predict_with_the_shipped_weights(monkeypatch):
     result = zoo_cli("predict", "vae-cifar", REPO / "examples" / "images" / "horse.png", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.output)
-    assert 2.0 < record["bits_per_dim"] < 6.5 and record["psnr"] > 15, {k: v for k, v in record.items()
-                                                                        if k != "latent"}
+    assert 2.0 < record["bits_per_dim"] < 6.5 and record["psnr"] > 15, {
+        k: v for k, v in record.items() if k != "latent"
+    }
 
 
 def test_predict_writes_input_and_reconstruction_side_by_side(tmp_path, monkeypatch):
@@ -252,7 +259,12 @@ def test_eval_is_the_same_at_any_batch_size_and_holds_out_the_classifiers_images
 def test_contract_cycle(tmp_path, monkeypatch):
     data = make_blobs(tmp_path / "data", per_class=10)
     name = register_vae_card(tmp_path, monkeypatch)
-    report = run_cycle(name, data, [data / "dark" / "000.png", data / "light" / "001.png"], tmp_path / "work",
-                       finetune_options={"batch_size": 8, "val_split": 0.2, "optimizer": "adamw"})  # 16 + 4
+    report = run_cycle(
+        name,
+        data,
+        [data / "dark" / "000.png", data / "light" / "001.png"],
+        tmp_path / "work",
+        finetune_options={"batch_size": 8, "val_split": 0.2, "optimizer": "adamw"},
+    )  # 16 + 4
     print(report)
     assert report.verbs == ("predict", "eval", "finetune", "sample")

@@ -38,12 +38,22 @@ def safetensors_bytes(tmp_path: Path, state: dict[str, torch.Tensor]) -> bytes:
     return path.read_bytes()
 
 
-def register(tmp_path: Path, monkeypatch, uri: str, data: bytes, *, fmt: str = "safetensors",
-             convert: str = "", name: str = "tiny-linear", size: bool = True) -> None:
+def register(
+    tmp_path: Path,
+    monkeypatch,
+    uri: str,
+    data: bytes,
+    *,
+    fmt: str = "safetensors",
+    convert: str = "",
+    name: str = "tiny-linear",
+    size: bool = True,
+) -> None:
     """A user-registry card for nn.Linear(64, 32) whose weights live at `uri`."""
     sha = hashlib.sha256(data).hexdigest()
     size_line = f"\n        size: {len(data)}" if size else ""
-    text = textwrap.dedent(f"""\
+    text = (
+        textwrap.dedent(f"""\
         models:
           {name}:
             task: classifier
@@ -53,7 +63,11 @@ def register(tmp_path: Path, monkeypatch, uri: str, data: bytes, *, fmt: str = "
               v1:
                 uri: {uri}
                 sha256: {sha}
-                format: {fmt}""") + size_line + (f"\n        convert: {convert}" if convert else "") + "\n"
+                format: {fmt}""")
+        + size_line
+        + (f"\n        convert: {convert}" if convert else "")
+        + "\n"
+    )
     path = tmp_path / "registry.yaml"
     path.write_text(text)
     monkeypatch.setenv("ZOO_REGISTRY", str(path))
@@ -72,6 +86,7 @@ def assert_loaded(state: dict[str, torch.Tensor], name: str = "tiny-linear") -> 
 
 
 # -- downloads --------------------------------------------------------------------------------------
+
 
 def test_download_verify_load(tmp_path, monkeypatch, server, zoo_home):
     state = tiny_state()
@@ -153,6 +168,7 @@ def test_http_error_is_one_clear_line(tmp_path, monkeypatch, server):
 
 # -- mirrors, offline, local files ------------------------------------------------------------------
 
+
 def test_mirror_is_used_before_the_network(tmp_path, monkeypatch, server, zoo_home):
     state = tiny_state()
     data = safetensors_bytes(tmp_path, state)
@@ -182,8 +198,10 @@ def test_bad_mirror_copy_is_skipped_for_the_network(tmp_path, monkeypatch, serve
 @pytest.fixture()
 def no_sockets(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"socket used while offline: {args}")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
@@ -195,8 +213,13 @@ def test_offline_missing_file_names_file_url_and_fix(tmp_path, monkeypatch, no_s
     with pytest.raises(WeightsError) as info:
         zoo.load("tiny-linear", device="cpu")
     message = str(info.value)
-    for part in ("tiny.safetensors", "https://example.invalid/weights/tiny.safetensors", "ZOO_OFFLINE=1",
-                 "ZOO_MIRROR", "zoo fetch tiny-linear"):
+    for part in (
+        "tiny.safetensors",
+        "https://example.invalid/weights/tiny.safetensors",
+        "ZOO_OFFLINE=1",
+        "ZOO_MIRROR",
+        "zoo fetch tiny-linear",
+    ):
         assert part in message
 
 
@@ -238,22 +261,26 @@ def test_pkg_uri_reads_inside_an_installed_package(tmp_path, monkeypatch):
     assert_loaded(state)
 
 
-@pytest.mark.parametrize("uri, problem", [
-    ("https://host/a/%2e%2e/x.th", "'..' path segments"),
-    ("https://host/a/..", "'..' path segments"),
-    ("https://host/dir/", "not a plain file name"),
-    ("https://host/.hidden", "not a plain file name"),
-    ("pkg://pkg/../x.safetensors", "must stay inside the package"),
-    ("pkg://pkg/a/%2E%2E/%2E%2E/x.safetensors", "must stay inside the package"),
-    ("pkg:///x.safetensors", "needs a package name"),
-    ("gopher://host/x", "unsupported scheme"),
-])
+@pytest.mark.parametrize(
+    "uri, problem",
+    [
+        ("https://host/a/%2e%2e/x.th", "'..' path segments"),
+        ("https://host/a/..", "'..' path segments"),
+        ("https://host/dir/", "not a plain file name"),
+        ("https://host/.hidden", "not a plain file name"),
+        ("pkg://pkg/../x.safetensors", "must stay inside the package"),
+        ("pkg://pkg/a/%2E%2E/%2E%2E/x.safetensors", "must stay inside the package"),
+        ("pkg:///x.safetensors", "needs a package name"),
+        ("gopher://host/x", "unsupported scheme"),
+    ],
+)
 def test_uri_path_traversal_is_refused(uri, problem):
     with pytest.raises(ValueError, match=problem):
         parse_uri(uri)
 
 
 # -- corrupt cache ----------------------------------------------------------------------------------
+
 
 def test_corrupted_cache_file_is_detected_removed_and_refetched(tmp_path, monkeypatch, server, zoo_home, caplog):
     state = tiny_state()
@@ -270,14 +297,21 @@ def test_corrupted_cache_file_is_detected_removed_and_refetched(tmp_path, monkey
 
 # -- pickle conversion ------------------------------------------------------------------------------
 
+
 def test_pickle_checkpoint_is_converted_with_provenance(tmp_path, monkeypatch, server, zoo_home):
     state = tiny_state()
     ckpt = tmp_path / "tiny-0123abcd.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "best_prec1": 91.0}, ckpt)
     data = ckpt.read_bytes()
     server.files[ckpt.name] = Behaviour(data)
-    register(tmp_path, monkeypatch, server.url(ckpt.name), data, fmt="torch-pickle",
-             convert="{key: state_dict, strip_prefix: module.}")
+    register(
+        tmp_path,
+        monkeypatch,
+        server.url(ckpt.name),
+        data,
+        fmt="torch-pickle",
+        convert="{key: state_dict, strip_prefix: module.}",
+    )
     assert_loaded(state)
     (cached,) = (zoo_home / "weights").glob("*.safetensors")
     with safe_open(str(cached), framework="pt") as f:
@@ -327,26 +361,32 @@ def test_torch_save_of_a_module_object_is_refused(tmp_path, monkeypatch, server)
 
 # -- concurrency ------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_four_processes_loading_the_same_uncached_model_download_once(tmp_path, monkeypatch, server, zoo_home):
     state = {"weight": torch.randn(1024, 1024), "bias": torch.randn(1024)}  # 4 MiB: downloads overlap
     data = safetensors_bytes(tmp_path, state)
     server.files["big.safetensors"] = Behaviour(data, delay=0.01)
     sha = hashlib.sha256(data).hexdigest()
-    (tmp_path / "registry.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "registry.yaml").write_text(
+        textwrap.dedent(f"""\
         models:
           big-linear:
             task: classifier
             builder: torch.nn:Linear
             kwargs: {{in_features: 1024, out_features: 1024}}
             weights:
-              v1: {{uri: "{server.url('big.safetensors')}", sha256: {sha}, size: {len(data)}}}
-        """))
-    code = ("import zoo, torch; m = zoo.load('big-linear', device='cpu'); "
-            "print(float(m.weight.double().sum()))")
+              v1: {{uri: "{server.url("big.safetensors")}", sha256: {sha}, size: {len(data)}}}
+        """)
+    )
+    code = "import zoo, torch; m = zoo.load('big-linear', device='cpu'); print(float(m.weight.double().sum()))"
     env = {**os.environ, "ZOO_REGISTRY": str(tmp_path / "registry.yaml"), "ZOO_HOME": str(zoo_home)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
     expected = float(state["weight"].double().sum())

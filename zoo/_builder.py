@@ -66,8 +66,9 @@ def import_builder(spec: str, *, model: str) -> Callable[..., nn.Module]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ZooError(f"Builder {spec!r} of model {model!r} cannot be imported: {exc}. "
-                       f"Is the plugin that provides it installed?") from None
+        raise ZooError(
+            f"Builder {spec!r} of model {model!r} cannot be imported: {exc}. Is the plugin that provides it installed?"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -102,7 +103,8 @@ def check_trusted(card: ModelCard) -> None:
     raise ZooError(
         f"Builder {card.builder!r} of model {card.name!r} is not trusted: module {module!r} belongs to no installed "
         f"plugin (card from {card.origin!r}). If you trust that code, set ZOO_TRUST={module.partition('.')[0]} or add "
-        f"it to 'trust:' in your own registry ({_trust_home()}).")
+        f"it to 'trust:' in your own registry ({_trust_home()})."
+    )
 
 
 def _trust_home() -> str:
@@ -121,8 +123,10 @@ def _checked(builder: Callable[..., Any], card: ModelCard) -> Callable[..., nn.M
     def build(**kwargs: Any) -> nn.Module:
         model = builder(**kwargs)
         if not isinstance(model, nn.Module):
-            raise ZooError(f"Builder {card.builder!r} of model {card.name!r} returned a {type(model).__name__}, "
-                           "not a torch.nn.Module.")
+            raise ZooError(
+                f"Builder {card.builder!r} of model {card.name!r} returned a {type(model).__name__}, "
+                "not a torch.nn.Module."
+            )
         return model
 
     return build
@@ -158,8 +162,9 @@ def _optional_key(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _key_diff(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]],
-              skip: set[str]) -> str | None:
+def _key_diff(
+    expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]], skip: set[str]
+) -> str | None:
     missing = sorted(k for k in expected.keys() - got.keys() if not _optional_key(k) and k not in skip)
     unexpected = sorted(got.keys() - expected.keys())
     shapes = sorted(k for k in expected.keys() & got.keys() if k not in skip and tuple(expected[k]) != tuple(got[k]))
@@ -178,8 +183,9 @@ def _key_diff(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[i
     return "; ".join(lines)
 
 
-def _head_keys(card: ModelCard, expected: Mapping[str, tuple[int, ...]],
-               got: Mapping[str, tuple[int, ...]]) -> set[str]:
+def _head_keys(
+    card: ModelCard, expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]]
+) -> set[str]:
     """Head tensors whose shape changed through an override (e.g. num_classes): they get fresh init."""
     if not card.head:
         return set()
@@ -187,9 +193,15 @@ def _head_keys(card: ModelCard, expected: Mapping[str, tuple[int, ...]],
     return {k for k in expected if k.startswith(prefix) and k in got and tuple(expected[k]) != tuple(got[k])}
 
 
-def build_model(card: ModelCard, path: os.PathLike | None, *,
-                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                overrides: Mapping[str, Any] | None = None, strategy: str | None = None) -> nn.Module:
+def build_model(
+    card: ModelCard,
+    path: os.PathLike | None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    strategy: str | None = None,
+) -> nn.Module:
     """Build `card`'s model, load the safetensors file at `path` (if any), place it, set eval mode."""
     import torch
 
@@ -236,11 +248,16 @@ def build_model(card: ModelCard, path: os.PathLike | None, *,
         del state[key]
     float_dtype = target_dtype or torch.get_default_dtype()
     kinds = {k: v.is_floating_point() for k, v in model.state_dict().items()}
-    wrong = [f"{k} ({tensor.dtype} for a {'floating' if kinds[k] else 'integer'} tensor)" for k, tensor in state.items()
-             if k in kinds and tensor.is_floating_point() != kinds[k]]
+    wrong = [
+        f"{k} ({tensor.dtype} for a {'floating' if kinds[k] else 'integer'} tensor)"
+        for k, tensor in state.items()
+        if k in kinds and tensor.is_floating_point() != kinds[k]
+    ]
     if wrong:  # int64 or bool weights where the model has floats: load_state_dict would fail with a traceback
-        raise WeightsError(f"Weights {path} do not fit model {card.name!r}: {', '.join(wrong[:3])}"
-                           f"{' ...' if len(wrong) > 3 else ''}. The file is not this model's checkpoint.")
+        raise WeightsError(
+            f"Weights {path} do not fit model {card.name!r}: {', '.join(wrong[:3])}"
+            f"{' ...' if len(wrong) > 3 else ''}. The file is not this model's checkpoint."
+        )
     for key, tensor in state.items():
         if tensor.is_floating_point() and tensor.dtype != float_dtype:
             state[key] = tensor.to(float_dtype)
@@ -252,8 +269,9 @@ def build_model(card: ModelCard, path: os.PathLike | None, *,
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 
-def _materialize_fresh(model: nn.Module, card: ModelCard, fresh: set[str], device: torch.device,
-                       dtype: torch.dtype, *, on_meta: bool) -> None:
+def _materialize_fresh(
+    model: nn.Module, card: ModelCard, fresh: set[str], device: torch.device, dtype: torch.dtype, *, on_meta: bool
+) -> None:
     """Give the re-shaped head its normal initialisation (it was built without one, or on meta)."""
     if not fresh or not card.head:
         return

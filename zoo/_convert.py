@@ -28,8 +28,11 @@ def _unpickler_reason(exc: BaseException) -> str:
     """The useful sentence of torch's error, without its advice to retry with weights_only=False."""
     text = str(exc).split("WeightsUnpickler error:")[-1]
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
-    kept = [p for p in paragraphs if p and not p.startswith(("Weights only load failed", "Check the documentation",
-                                                             "Please file an issue"))]
+    kept = [
+        p
+        for p in paragraphs
+        if p and not p.startswith(("Weights only load failed", "Check the documentation", "Please file an issue"))
+    ]
     reason = "; ".join(kept) or type(exc).__name__
     return reason if len(reason) <= 200 else reason[:197] + "..."
 
@@ -60,7 +63,8 @@ def _read_checkpoint(path: Path, name: str) -> Any:
         raise WeightsError(
             f"Refused to load {name}: it is not a plain tensor checkpoint that torch's safe loader "
             f"(weights_only=True) accepts ({_unpickler_reason(exc)}). zoo never runs arbitrary pickle code; "
-            f"convert it yourself in a trusted environment and save it with safetensors.") from None
+            f"convert it yourself in a trusted environment and save it with safetensors."
+        ) from None
 
 
 def extract_state_dict(obj: Any, spec: ConvertSpec, *, source: str) -> dict[str, torch.Tensor]:
@@ -82,12 +86,14 @@ def extract_state_dict(obj: Any, spec: ConvertSpec, *, source: str) -> dict[str,
     state: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{source}: entry {key!r} holds a {type(value).__name__}, not a tensor. Name the "
-                               "entry that holds the state dict: 'convert: {key: ...}' on the card, or "
-                               "'zoo convert --key ...'.")
+            raise WeightsError(
+                f"{source}: entry {key!r} holds a {type(value).__name__}, not a tensor. Name the "
+                "entry that holds the state dict: 'convert: {key: ...}' on the card, or "
+                "'zoo convert --key ...'."
+            )
         new_key = str(key)
         if spec.strip_prefix and new_key.startswith(spec.strip_prefix):
-            new_key = new_key[len(spec.strip_prefix):]
+            new_key = new_key[len(spec.strip_prefix) :]
         for pattern, repl in spec.rename:
             new_key = re.sub(pattern, repl, new_key)
         if new_key in state:
@@ -132,8 +138,15 @@ def cast_floating(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[st
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
-def convert_checkpoint(src: Path, dst: Path, spec: ConvertSpec, *, metadata: dict[str, str],
-                       name: str | None = None, dtype: torch.dtype | None = None) -> None:
+def convert_checkpoint(
+    src: Path,
+    dst: Path,
+    spec: ConvertSpec,
+    *,
+    metadata: dict[str, str],
+    name: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
     """Write `src` (a pickled checkpoint whose hash was checked, or a safetensors file) as safetensors to `dst`.
 
     Args:
@@ -173,7 +186,9 @@ def _write_output(dst: Path, data: bytes) -> None:
         if os.path.isfile(dst) and not os.path.islink(dst):
             os.unlink(dst)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise WeightsError(f"Cannot write {dst}: {os.strerror(exc.errno)} (disk full or file size limit; "
-                               f"the converted file needs {len(data)} bytes). Free some space and try again; "
-                               "nothing half-written was kept.") from None
+            raise WeightsError(
+                f"Cannot write {dst}: {os.strerror(exc.errno)} (disk full or file size limit; "
+                f"the converted file needs {len(data)} bytes). Free some space and try again; "
+                "nothing half-written was kept."
+            ) from None
         raise

@@ -33,6 +33,8 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
         if exc.errno == errno.ELOOP or (exc.errno == errno.EEXIST and os.path.islink(path)):
             from .errors import WeightsError
 
-            raise WeightsError(f"{path} is a symbolic link; zoo never writes through a link (a planted one could "
-                               "send the bytes anywhere on disk). Remove it and try again.") from None
+            raise WeightsError(
+                f"{path} is a symbolic link; zoo never writes through a link (a planted one could "
+                "send the bytes anywhere on disk). Remove it and try again."
+            ) from None
         raise

@@ -212,12 +212,27 @@ def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
     timeout = plugin_timeout()
     children = {}
     for ep in eps:
-        cmd = [sys.executable, "-c", _PROBE_CODE, json.dumps(sys.path), ep.name, ep.value, ENTRY_POINT_GROUP,
-               PROBE_MARK, json.dumps(PROBE_HOOKS)]
+        cmd = [
+            sys.executable,
+            "-c",
+            _PROBE_CODE,
+            json.dumps(sys.path),
+            ep.name,
+            ep.value,
+            ENTRY_POINT_GROUP,
+            PROBE_MARK,
+            json.dumps(PROBE_HOOKS),
+        ]
         # A session of its own, so that the whole group (a plugin may start processes) can be killed at once.
-        children[ep.name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.DEVNULL, text=True, errors="replace",
-                                             start_new_session=os.name == "posix")
+        children[ep.name] = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=os.name == "posix",
+        )
     deadline = time.monotonic() + timeout
     verdicts: dict[str, dict[str, Any]] = {}
     for name, child in children.items():
@@ -230,19 +245,26 @@ def _run_probes(eps: list[Any]) -> dict[str, dict[str, Any]]:
         for line in out.splitlines():
             if line.startswith(PROBE_MARK):
                 try:
-                    marks.append(json.loads(line[len(PROBE_MARK):]))
+                    marks.append(json.loads(line[len(PROBE_MARK) :]))
                 except ValueError:
                     continue
         last = marks[-1] if marks and isinstance(marks[-1], dict) else {}
-        where = (f"in {last.get('hook')}" if last.get("stage") == "calling" else
-                 "to import" if hung else "while being imported")
+        where = (
+            f"in {last.get('hook')}"
+            if last.get("stage") == "calling"
+            else "to import"
+            if hung
+            else "while being imported"
+        )
         if hung:
-            verdicts[name] = {"error": f"took longer than {timeout:g} s {where} (ZOO_PLUGIN_TIMEOUT; checked once "
-                                       "per installed plugin set)"}
+            verdicts[name] = {
+                "error": f"took longer than {timeout:g} s {where} (ZOO_PLUGIN_TIMEOUT; checked once "
+                "per installed plugin set)"
+            }
         elif child.returncode == 0 and last.get("stage") == "done":
             verdicts[name] = {"seconds": last.get("seconds")}
         else:
-            how = (f"exit code {child.returncode}" if child.returncode >= 0 else f"signal {-child.returncode}")
+            how = f"exit code {child.returncode}" if child.returncode >= 0 else f"signal {-child.returncode}"
             verdicts[name] = {"error": f"ended the process {where} ({how})"}
     return verdicts
 
@@ -329,8 +351,13 @@ class Plugins:
             # Between third parties the first on sys.path wins; either way the others are refused out loud.
             builtin = [ep for ep in eps if _dist_name(ep) == BUILTIN_DISTRIBUTION]
             chosen = builtin[0] if builtin else eps[0]
-            info = PluginInfo(name=name, module=chosen.value, distribution=_dist_name(chosen),
-                              version=_dist_version(chosen), package=_top_package(chosen.value))
+            info = PluginInfo(
+                name=name,
+                module=chosen.value,
+                distribution=_dist_name(chosen),
+                version=_dist_version(chosen),
+                package=_top_package(chosen.value),
+            )
             info.builtin = info.distribution == BUILTIN_DISTRIBUTION
             self.infos[name] = info
             for other in eps:
@@ -338,9 +365,12 @@ class Plugins:
                     claimant = f"{_dist_name(other) or '?'} {_dist_version(other) or ''}".strip()
                     info.refused.append(claimant)
                     owner = f"{info.distribution or '?'} {info.version or ''}".strip()
-                    self._warn(f"zoo: plugin name {name!r} claimed by distribution {claimant!r} was refused: it "
-                               f"belongs to {owner!r}" + (" (built-in)" if info.builtin else " (first on sys.path)")
-                               + "; uninstall one of them")
+                    self._warn(
+                        f"zoo: plugin name {name!r} claimed by distribution {claimant!r} was refused: it "
+                        f"belongs to {owner!r}"
+                        + (" (built-in)" if info.builtin else " (first on sys.path)")
+                        + "; uninstall one of them"
+                    )
             if not _PLUGIN_NAME_RE.fullmatch(name):  # it becomes part of every qualified model name (#20)
                 self._fail(info, "has a name that is not one word of letters, digits, '.', '-' and '_'")
                 continue
@@ -379,8 +409,9 @@ class Plugins:
             for hook_caller in self.manager.get_hookcallers(plugin) or []:
                 if not hook_caller.has_spec():
                     raise pluggy.PluginValidationError(
-                        plugin, f"unknown hook {hook_caller.name!r}; zoo's hooks are: "
-                        + ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+                        plugin,
+                        f"unknown hook {hook_caller.name!r}; zoo's hooks are: "
+                        + ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_"))),
                     )
         except BaseException as exc:  # noqa: BLE001 - SystemExit too
             _boundary(exc)
@@ -416,8 +447,9 @@ class Plugins:
             wanted = {k: v for k, v in kwargs.items() if k in impl.argnames}
             yield impl.plugin_name, functools.partial(impl.function, **wanted)
 
-    def call_isolated(self, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]], *,
-                      fatal: bool = True) -> None:
+    def call_isolated(
+        self, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]], *, fatal: bool = True
+    ) -> None:
         """Call `hook_name` on each plugin separately; a plugin that raises is recorded and skipped.
 
         pluggy's own hook call stops at the first exception, which would let one broken plugin hide
@@ -446,9 +478,15 @@ class Plugins:
         """Top-level packages of the plugins that loaded: their builders are trusted code (#20)."""
         # A plugin whose entry point names a standard-library module (`os`) does not make `os:system` trusted.
         stdlib = getattr(sys, "stdlib_module_names", frozenset({"os", "sys", "subprocess", "builtins", "shutil"}))
-        return {info.package for name, info in self.infos.items()
-                if info.package and info.package not in stdlib and info.package != "zoo"
-                and info.error is None and info.skipped is None}
+        return {
+            info.package
+            for name, info in self.infos.items()
+            if info.package
+            and info.package not in stdlib
+            and info.package != "zoo"
+            and info.error is None
+            and info.skipped is None
+        }
 
     def active(self) -> set[str]:
         """Names of the plugins that loaded without error."""

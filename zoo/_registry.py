@@ -20,8 +20,18 @@ from ._card import Metric, ModelCard, WeightsVariant, parse_registry, parse_trus
 from ._plugins import Plugins, get_plugins
 from .errors import RegistryError, UnknownModelError, ZooError
 
-__all__ = ["Registry", "builtin_registry_path", "card_metric", "get_registry", "license_matches", "load_yaml",
-           "lower_is_better", "parse_count", "reset_registry", "sort_cards"]
+__all__ = [
+    "Registry",
+    "builtin_registry_path",
+    "card_metric",
+    "get_registry",
+    "license_matches",
+    "load_yaml",
+    "lower_is_better",
+    "parse_count",
+    "reset_registry",
+    "sort_cards",
+]
 
 USER_PLUGIN: Final = "user"
 MAX_REGISTRY_BYTES: Final = 8 * 1024 * 1024
@@ -53,16 +63,17 @@ def _yaml_loader() -> type:
                 duplicate = key in seen
             except TypeError:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+                    None, None, f"unhashable key {key!r}", key_node.start_mark
+                ) from None
             if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return loader.construct_mapping_orig(node, deep=deep)
 
     UniqueKeyLoader.construct_mapping_orig = base.construct_mapping  # type: ignore[attr-defined]
     UniqueKeyLoader.add_constructor(
-        "tag:yaml.org,2002:map", lambda loader, node: construct_mapping(loader, node, deep=True))
+        "tag:yaml.org,2002:map", lambda loader, node: construct_mapping(loader, node, deep=True)
+    )
     return UniqueKeyLoader
 
 
@@ -78,25 +89,29 @@ def _read_bounded(path: Path) -> bytes:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise RegistryError("file not found; check ZOO_REGISTRY or the plugin's register() path",
-                            file=str(path)) from None
+        raise RegistryError(
+            "file not found; check ZOO_REGISTRY or the plugin's register() path", file=str(path)
+        ) from None
     except OSError as exc:
         raise RegistryError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise RegistryError("not a regular file (a device, FIFO or directory); a registry is a YAML file",
-                                file=str(path))
+            raise RegistryError(
+                "not a regular file (a device, FIFO or directory); a registry is a YAML file", file=str(path)
+            )
         if st.st_size > MAX_REGISTRY_BYTES:
-            raise RegistryError(f"file is {st.st_size} bytes; a registry is at most {MAX_REGISTRY_BYTES}",
-                                file=str(path))
+            raise RegistryError(
+                f"file is {st.st_size} bytes; a registry is at most {MAX_REGISTRY_BYTES}", file=str(path)
+            )
         try:
             data = f.read(MAX_REGISTRY_BYTES + 1)
         except OSError as exc:
             raise RegistryError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     if len(data) > MAX_REGISTRY_BYTES:
-        raise RegistryError(f"file is over {MAX_REGISTRY_BYTES} bytes; a registry is at most {MAX_REGISTRY_BYTES}",
-                            file=str(path))
+        raise RegistryError(
+            f"file is over {MAX_REGISTRY_BYTES} bytes; a registry is at most {MAX_REGISTRY_BYTES}", file=str(path)
+        )
     return data
 
 
@@ -119,8 +134,9 @@ def load_yaml(path: Path) -> Any:
         # IndexError, AttributeError, TypeError, RecursionError on crafted values (`!!timestamp 2001-13-45`,
         # `!!binary =`, deep nesting...): found by fuzzing, one line all the same (#20)
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise RegistryError(f"invalid YAML: {type(exc).__name__}" + (f": {reason}" if reason else ""),
-                            file=str(path)) from None
+        raise RegistryError(
+            f"invalid YAML: {type(exc).__name__}" + (f": {reason}" if reason else ""), file=str(path)
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -190,8 +206,11 @@ class Registry:
         for card in cards:  # a clash with an earlier file must not leave half of this one added
             existing = self.by_qualified.get(card.qualified_name)
             if existing is not None:
-                raise RegistryError(f"model {card.qualified_name!r} is defined twice: in {existing.origin} and in "
-                                    f"{card.origin}", file=card.origin, entry=card.name)
+                raise RegistryError(
+                    f"model {card.qualified_name!r} is defined twice: in {existing.origin} and in {card.origin}",
+                    file=card.origin,
+                    entry=card.name,
+                )
         self.trusted |= trusted
         self._add_all(cards)
 
@@ -205,8 +224,11 @@ class Registry:
         except OSError:
             own = False
         if not own:
-            raise RegistryError(f"is honoured only in {home} (your own registry); to trust modules for another "
-                                "file, set ZOO_TRUST", file=str(path), field="trust")
+            raise RegistryError(
+                f"is honoured only in {home} (your own registry); to trust modules for another file, set ZOO_TRUST",
+                file=str(path),
+                field="trust",
+            )
         return parse_trust(raw, file=str(path))
 
     def _load_builtin(self) -> None:
@@ -218,9 +240,13 @@ class Registry:
                 self._add(card)
             else:
                 info = self.plugins.infos.get(card.plugin)
-                why = (info.error if info and info.error
-                       else f"is not loaded ({info.skipped})" if info and info.skipped
-                       else "is not loaded (see ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS)")
+                why = (
+                    info.error
+                    if info and info.error
+                    else f"is not loaded ({info.skipped})"
+                    if info and info.skipped
+                    else "is not loaded (see ZOO_LOAD_PLUGINS / ZOO_DISABLE_PLUGINS)"
+                )
                 self.inactive[card.name] = f"its plugin {card.plugin!r} {why}"
 
     def _load_plugin_cards(self) -> None:
@@ -263,7 +289,9 @@ class Registry:
         if existing is not None:
             raise RegistryError(
                 f"model {card.qualified_name!r} is defined twice: in {existing.origin} and in {card.origin}",
-                file=card.origin, entry=card.name)
+                file=card.origin,
+                entry=card.name,
+            )
         self.cards.append(card)
         self.by_qualified[card.qualified_name] = card
         self.by_short.setdefault(card.name, []).append(card)
@@ -285,7 +313,8 @@ class Registry:
                 options = " or ".join(repr(c.qualified_name) for c in claimants)
                 raise UnknownModelError(
                     f"Model name {base!r} is ambiguous: plugins {', '.join(c.plugin for c in claimants)} all "
-                    f"define it. Use {options}.")
+                    f"define it. Use {options}."
+                )
             card = claimants[0] if claimants else None
         if card is None:
             raise UnknownModelError(self._unknown_message(base))
@@ -293,7 +322,8 @@ class Registry:
             tags = ", ".join(card.weights) or "none"
             raise UnknownModelError(
                 f"Model {card.name!r} has no weights tag {tag!r}. Its tags: {tags}. "
-                f"Run 'zoo info {self.display_name(card)}'.")
+                f"Run 'zoo info {self.display_name(card)}'."
+            )
         return Resolved(card, tag or None)
 
     def _resolve_in_namespace(self, base: str, tag: str) -> Resolved:
@@ -312,7 +342,8 @@ class Registry:
         if wanted not in variants:
             raise UnknownModelError(
                 f"Model {base!r} has no weights tag {tag!r}. Its tags: {', '.join(variants)}. "
-                f"Run \"zoo list '{base}.*'\".")
+                f"Run \"zoo list '{base}.*'\"."
+            )
         return Resolved(variants[wanted], None)
 
     def namespace(self, plugin: str) -> dict[str, dict[str, ModelCard]]:
@@ -347,8 +378,9 @@ class Registry:
         """The cards of the on-demand namespaces a `select` names: by `plugin`, or by a pattern `<ns>/...`."""
         wanted = []
         for ns in self.namespaces:
-            if plugin == ns or (plugin is None and pattern and "/" in pattern
-                                and fnmatch.fnmatchcase(ns, pattern.partition("/")[0])):
+            if plugin == ns or (
+                plugin is None and pattern and "/" in pattern and fnmatch.fnmatchcase(ns, pattern.partition("/")[0])
+            ):
                 wanted.append(ns)
         return [card for ns in wanted for variants in self.namespace(ns).values() for card in variants.values()]
 
@@ -391,9 +423,18 @@ class Registry:
             return f"{card.qualified_name}.{card.default_tag}"
         return card.name if len(self.by_short.get(card.name, [])) == 1 else card.qualified_name
 
-    def select(self, pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
-               pretrained: bool = False, sort: str | None = None, max_params: int | str | None = None,
-               dataset: str | None = None, license: str | None = None) -> list[ModelCard]:
+    def select(
+        self,
+        pattern: str | None = None,
+        *,
+        task: str | None = None,
+        plugin: str | None = None,
+        pretrained: bool = False,
+        sort: str | None = None,
+        max_params: int | str | None = None,
+        dataset: str | None = None,
+        license: str | None = None,
+    ) -> list[ModelCard]:
         """Cards filtered like `zoo list` filters them (fnmatch on short and qualified names), sorted by name, or
         by `sort` (see :meth:`sort_cards`). `max_params`: at most this many parameters (an int or ``"5M"``;
         cards that do not state their count are left out); `dataset`: the default weights have a figure on this
@@ -410,9 +451,11 @@ class Registry:
                 continue
             if pretrained and not card.weights:
                 continue
-            if pattern and not (fnmatch.fnmatchcase(card.name, pattern)
-                                or fnmatch.fnmatchcase(card.qualified_name, pattern)
-                                or fnmatch.fnmatchcase(self.display_name(card), pattern)):
+            if pattern and not (
+                fnmatch.fnmatchcase(card.name, pattern)
+                or fnmatch.fnmatchcase(card.qualified_name, pattern)
+                or fnmatch.fnmatchcase(self.display_name(card), pattern)
+            ):
                 continue
             if limit is not None and (card.params is None or card.params > limit):
                 continue
@@ -431,14 +474,22 @@ class Registry:
 
         wanted = key.strip().lower()
         loaded = [card for ns in self.namespace_cards.values() for arch in ns.values() for card in arch.values()]
-        metrics = sorted({name for card in [*self.cards, *loaded] for m in _default_metrics(card)
-                          for name in (m.name.lower(), m.name.split("[", 1)[0].lower())})
+        metrics = sorted(
+            {
+                name
+                for card in [*self.cards, *loaded]
+                for m in _default_metrics(card)
+                for name in (m.name.lower(), m.name.split("[", 1)[0].lower())
+            }
+        )
         if wanted in SORT_KEYS or wanted in metrics:
             return wanted
         close = difflib.get_close_matches(wanted, [*SORT_KEYS, *metrics], n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ZooError(f"Unknown sort key {key!r}.{hint} Sort by {', '.join(SORT_KEYS)} or a "
-                       f"metric on the cards: {', '.join(metrics) or 'none'}.")
+        raise ZooError(
+            f"Unknown sort key {key!r}.{hint} Sort by {', '.join(SORT_KEYS)} or a "
+            f"metric on the cards: {', '.join(metrics) or 'none'}."
+        )
 
 
 # -- choosing a model: sorting and filtering on the cards' figures (#19 part 5); torch-free ---------------
@@ -446,8 +497,7 @@ class Registry:
 SORT_KEYS: Final = ("name", "params", "task")
 #: Metrics where a lower figure is better; every other metric sorts highest first. ``fid[resnet56-cifar]`` is
 #: an ``fid``: the part before ``[`` names the metric, the bracket its feature space.
-LOWER_IS_BETTER: Final = frozenset({"fid", "kid", "bits_per_dim", "nll", "loss", "error", "top1_error",
-                                    "top5_error"})
+LOWER_IS_BETTER: Final = frozenset({"fid", "kid", "bits_per_dim", "nll", "loss", "error", "top1_error", "top5_error"})
 _COUNT_RE: Final = re.compile(r"(\d+(?:_\d+)*(?:\.\d+)?)([kmgt]?)", re.IGNORECASE)
 _COUNT_UNITS: Final = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
@@ -510,8 +560,10 @@ def license_matches(card: ModelCard, wanted: str) -> bool:
     a glob ('BSD*'). A name inside the rest of the text (a note on the data's license) does not count."""
     variant = card.variant()
     pattern = wanted.strip().lower()
-    return any(text and fnmatch.fnmatchcase(_license_id(text), pattern)
-               for text in (card.license, variant.license if variant is not None else None))
+    return any(
+        text and fnmatch.fnmatchcase(_license_id(text), pattern)
+        for text in (card.license, variant.license if variant is not None else None)
+    )
 
 
 def sort_cards(cards: list[ModelCard], key: str, *, dataset: str | None = None) -> list[ModelCard]:

@@ -22,14 +22,17 @@ class ZooError(Exception):
 class RegistryError(ZooError):
     """A registry file is unreadable or breaks the card schema (names file, entry and field)."""
 
-    def __init__(self, message: str, *, file: str | None = None, entry: str | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, entry: str | None = None, field: str | None = None
+    ) -> None:
         where = ", ".join(
-            part for part in (
+            part
+            for part in (
                 file and f"{file}",
                 entry and f"entry {entry!r}",
                 field and f"field {field!r}",
-            ) if part
+            )
+            if part
         )
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file

@@ -91,6 +91,7 @@ P_LOAD = 0.7
 
 # -- the flaky server --------------------------------------------------------------------------------------------
 
+
 class Flaky:
     def __init__(self, files: dict[str, bytes], seed: int) -> None:
         self.files = files
@@ -159,7 +160,7 @@ def start_server(state: Flaky) -> ThreadingHTTPServer:
                 elif kind == "slow trickle":
                     step = max(1024, len(payload) // 15)
                     for i in range(0, len(payload), step):
-                        self.wfile.write(payload[i:i + step])
+                        self.wfile.write(payload[i : i + step])
                         self.wfile.flush()
                         time.sleep(0.1)
                 else:
@@ -174,6 +175,7 @@ def start_server(state: Flaky) -> ThreadingHTTPServer:
 
 
 # -- setup -----------------------------------------------------------------------------------------------------
+
 
 def make_files(work: Path, seed: int) -> tuple[dict[str, bytes], dict[str, str]]:
     """Weights files (served) and the expected state of each card (a safetensors file per card)."""
@@ -208,11 +210,18 @@ def write_registry(work: Path, port: int, served: dict[str, bytes]) -> Path:
     for name, (fin, fout, fmt) in CARDS.items():
         file = f"{name}.safetensors" if fmt == "safetensors" else f"{name}.pth"
         data = served[file]
-        lines += [f"  {name}:", "    task: classifier", "    builder: torch.nn:Linear",
-                  f"    kwargs: {{in_features: {fin}, out_features: {fout}}}", "    weights:", "      v1:",
-                  f"        uri: http://127.0.0.1:{port}/files/{file}",
-                  f"        sha256: {hashlib.sha256(data).hexdigest()}", f"        size: {len(data)}",
-                  f"        format: {fmt}"]
+        lines += [
+            f"  {name}:",
+            "    task: classifier",
+            "    builder: torch.nn:Linear",
+            f"    kwargs: {{in_features: {fin}, out_features: {fout}}}",
+            "    weights:",
+            "      v1:",
+            f"        uri: http://127.0.0.1:{port}/files/{file}",
+            f"        sha256: {hashlib.sha256(data).hexdigest()}",
+            f"        size: {len(data)}",
+            f"        format: {fmt}",
+        ]
         if fmt != "safetensors":
             lines.append("        convert: {key: state_dict, strip_prefix: module.}")
     path = work / "registry.yaml"
@@ -225,18 +234,31 @@ def child_env(work: Path, tag: str, registry: Path) -> dict[str, str]:
     home, tmp = work / "outside" / tag / "home", work / "outside" / tag / "tmp"
     home.mkdir(parents=True)
     tmp.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ZOO_", "XDG_", "TORCH_HOME", "HF_")) and k not in ("TMP", "TEMP")}
-    env.update(HOME=str(home), TMPDIR=str(tmp), ZOO_HOME=str(work / "zoo_home"), ZOO_REGISTRY=str(registry),
-               ZOO_NO_PROGRESS="1", ZOO_DOWNLOAD_TIMEOUT="10", ZOO_DOWNLOAD_DEADLINE="60",
-               ZOO_LOCK_TIMEOUT="120", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
-               NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ZOO_", "XDG_", "TORCH_HOME", "HF_")) and k not in ("TMP", "TEMP")
+    }
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        ZOO_HOME=str(work / "zoo_home"),
+        ZOO_REGISTRY=str(registry),
+        ZOO_NO_PROGRESS="1",
+        ZOO_DOWNLOAD_TIMEOUT="10",
+        ZOO_DOWNLOAD_DEADLINE="60",
+        ZOO_LOCK_TIMEOUT="120",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        NO_PROXY="127.0.0.1",
+        no_proxy="127.0.0.1",
+    )
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         env.pop(var, None)
     return env
 
 
 # -- the worker ------------------------------------------------------------------------------------------------
+
 
 def worker(wid: int, config: Path) -> None:
     import traceback
@@ -253,8 +275,16 @@ def worker(wid: int, config: Path) -> None:
     expected = {name: load_file(path) for name, path in cfg["expected"].items()}
     rng = random.Random(cfg["seed"] * 1000 + wid)
     names = sorted(expected)
-    out = {"worker": wid, "ops": Counter(), "ok": Counter(), "wrong": [], "failures": Counter(),
-           "multiline": [], "tracebacks": [], "events": []}
+    out = {
+        "worker": wid,
+        "ops": Counter(),
+        "ok": Counter(),
+        "wrong": [],
+        "failures": Counter(),
+        "multiline": [],
+        "tracebacks": [],
+        "events": [],
+    }
 
     def same(state: dict[str, torch.Tensor], name: str) -> bool:
         exp = expected[name]
@@ -283,8 +313,10 @@ def worker(wid: int, config: Path) -> None:
                 try:
                     state = load_file(str(path))
                 except FileNotFoundError:  # our own read, after zoo returned: another worker's cache rm won
-                    out["failures"]["(caller) the file zoo.fetch returned was removed by a concurrent cache rm "
-                                    "before the caller read it"] += 1
+                    out["failures"][
+                        "(caller) the file zoo.fetch returned was removed by a concurrent cache rm "
+                        "before the caller read it"
+                    ] += 1
                     out["events"].append((time.time(), name, "gone", ""))
                     continue
             if same(state, name):
@@ -308,6 +340,7 @@ def worker(wid: int, config: Path) -> None:
 
 # -- the end ---------------------------------------------------------------------------------------------------
 
+
 def outside_files(work: Path) -> list[tuple[str, int]]:
     found = []
     for path in sorted((work / "outside").rglob("*")):
@@ -317,8 +350,14 @@ def outside_files(work: Path) -> list[tuple[str, int]]:
 
 
 def partials(home: Path) -> list[Path]:
-    return sorted([*home.glob("downloads/*.partial"), *home.glob("weights/*.partial"),
-                   *home.glob("verified/*.partial"), *home.glob("pins/*.partial")])
+    return sorted(
+        [
+            *home.glob("downloads/*.partial"),
+            *home.glob("weights/*.partial"),
+            *home.glob("verified/*.partial"),
+            *home.glob("pins/*.partial"),
+        ]
+    )
 
 
 def held_locks(home: Path) -> tuple[int, int]:
@@ -337,8 +376,9 @@ def held_locks(home: Path) -> tuple[int, int]:
 
 
 def run_zoo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo", *args], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args], env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO)
+    )
 
 
 def corrupt_lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -364,8 +404,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=None, help="duration in seconds (overrides --minutes)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--remove-p", type=float, default=0.3,
-                        help="probability of a 'zoo cache rm NAME' before an operation (0: never)")
+    parser.add_argument(
+        "--remove-p",
+        type=float,
+        default=0.3,
+        help="probability of a 'zoo cache rm NAME' before an operation (0: never)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
@@ -397,18 +441,39 @@ def soak(work: Path, processes: int, duration: float, seed: int, remove_p: float
     started = time.time()
     stop_at = started + 15 + duration  # workers need a few seconds to import torch
     config = work / "config.json"
-    config.write_text(json.dumps({"expected": expected, "seed": seed, "stop_at": stop_at, "remove_p": remove_p,
-                                  "results": str(work / "results")}))
+    config.write_text(
+        json.dumps(
+            {
+                "expected": expected,
+                "seed": seed,
+                "stop_at": stop_at,
+                "remove_p": remove_p,
+                "results": str(work / "results"),
+            }
+        )
+    )
     sizes = ", ".join(f"{n} {len(d)} B" for n, d in served.items())
-    print(f"soak: {processes} processes, {duration:g} s, seed {seed}, cache rm p={remove_p:g}, server http://127.0.0.1:"
-          f"{httpd.server_address[1]}/, {len(served)} files ({sizes})", flush=True)
+    print(
+        f"soak: {processes} processes, {duration:g} s, seed {seed}, cache rm p={remove_p:g}, server http://127.0.0.1:"
+        f"{httpd.server_address[1]}/, {len(served)} files ({sizes})",
+        flush=True,
+    )
     procs = []
     for wid in range(processes):
         env = child_env(work, f"worker-{wid}", registry)
         err = open(work / "logs" / f"worker-{wid}.err", "w")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(wid),
-                                        "--config", str(config)], env=env, stdout=err, stderr=err,
-                                       cwd=str(REPO)), err))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, str(Path(__file__).resolve()), "--worker", str(wid), "--config", str(config)],
+                    env=env,
+                    stdout=err,
+                    stderr=err,
+                    cwd=str(REPO),
+                ),
+                err,
+            )
+        )
     killed = []
     for wid, (proc, err) in enumerate(procs):
         try:
@@ -471,9 +536,19 @@ def soak(work: Path, processes: int, duration: float, seed: int, remove_p: float
     c1, c2 = corrupt_lines(verify1), corrupt_lines(verify2)
 
     rows: list[tuple[str, str, str]] = []
-    rows.append(("workers", str(processes), f"{duration:g} s of operations each (+15 s to start), {worked_s:.0f} s "
-                 "wall; " + ("all exited by themselves" if not killed and not missing else
-                             f"killed {killed}, no result from {missing}")))
+    rows.append(
+        (
+            "workers",
+            str(processes),
+            f"{duration:g} s of operations each (+15 s to start), {worked_s:.0f} s "
+            "wall; "
+            + (
+                "all exited by themselves"
+                if not killed and not missing
+                else f"killed {killed}, no result from {missing}"
+            ),
+        )
+    )
     for op in ("load", "fetch", "cache rm"):
         rows.append((f"{op} completed", f"{ok[op]} of {ops[op]}", ""))
     rows.append(("wrong tensors loaded", str(len(wrong)), "goal 0" + ("" if not wrong else f": MISSED {wrong[:3]}")))
@@ -495,16 +570,30 @@ def soak(work: Path, processes: int, duration: float, seed: int, remove_p: float
         rows.append((f"server hits {file}", str(state.hits[file]), kinds))
     said = verify1.stdout.strip().splitlines()[-1] if verify1.stdout.strip() else verify1.stderr.strip()[:80]
     rows.append(("corrupt entries (zoo cache verify)", str(len(c1)), f"goal 0; exit {verify1.returncode}; {said}"))
-    rows.append(("partials left by the workers", str(len(left)),
-                 f"{len(explained)} kept for resume by a failed last download; unexplained "
-                 f"{len(left) - len(explained)} (goal 0)"))
+    rows.append(
+        (
+            "partials left by the workers",
+            str(len(left)),
+            f"{len(explained)} kept for resume by a failed last download; unexplained "
+            f"{len(left) - len(explained)} (goal 0)",
+        )
+    )
     rows.append(("lock files / still held", f"{locks} / {held}", "held: goal 0"))
-    rows.append(("settle: honest server, zoo fetch all", f"exit {settle.returncode}",
-                 (settle.stderr.strip().splitlines() or [""])[-1][:80]))
+    rows.append(
+        (
+            "settle: honest server, zoo fetch all",
+            f"exit {settle.returncode}",
+            (settle.stderr.strip().splitlines() or [""])[-1][:80],
+        )
+    )
     rows.append(("settle: corrupt entries / partials", f"{len(c2)} / {len(left2)}", "goal 0 / 0"))
-    rows.append(("written outside ZOO_HOME (fresh HOME, TMPDIR)",
-                 f"{len(outside)} files, {sum(s for _, s in outside)} bytes",
-                 "goal 0" + ("" if not outside else ": " + ", ".join(p for p, _ in outside[:4]))))
+    rows.append(
+        (
+            "written outside ZOO_HOME (fresh HOME, TMPDIR)",
+            f"{len(outside)} files, {sum(s for _, s in outside)} bytes",
+            "goal 0" + ("" if not outside else ": " + ", ".join(p for p, _ in outside[:4])),
+        )
+    )
     width = max(len(r[0]) for r in rows)
     width2 = max(len(r[1]) for r in rows if len(r[1]) < 40)
     print()
@@ -515,8 +604,19 @@ def soak(work: Path, processes: int, duration: float, seed: int, remove_p: float
     for wid, t in stderr_text.items():
         if "Traceback" in t:
             print(f"\nworker {wid} stderr:\n{t[-3000:]}", file=sys.stderr)
-    bad = (c1 or c2 or wrong or tracebacks or stderr_tracebacks or multiline or left2 or killed or missing
-           or (len(left) - len(explained)) or held)
+    bad = (
+        c1
+        or c2
+        or wrong
+        or tracebacks
+        or stderr_tracebacks
+        or multiline
+        or left2
+        or killed
+        or missing
+        or (len(left) - len(explained))
+        or held
+    )
     print(f"\nresult: {'FAILED' if bad else 'held'}")
     return 1 if bad else 0
 

@@ -86,8 +86,17 @@ MAX_TEXT_BYTES: Final = 64 * 2**20
 MAX_IMAGE_BYTES: Final = 2**30
 IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_ORDER: Final = ("train", "val", "test")
-_SPLIT_WORDS: Final = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                       "minival": "val", "test": "test", "testing": "test", "trainval": "trainval"}
+_SPLIT_WORDS: Final = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "minival": "val",
+    "test": "test",
+    "testing": "test",
+    "trainval": "trainval",
+}
 _SAFE_SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 Box = tuple[float, float, float, float]
@@ -108,9 +117,11 @@ def _check_inflation(info: zipfile.ZipInfo, where: str) -> None:
         raise AnnotationError(f"ZOO_MAX_ZIP_RATIO={raw!r} is not a whole number.") from None
     ratio = info.file_size / max(info.compress_size, 1)
     if limit and info.file_size > (1 << 20) and ratio > limit:
-        raise AnnotationError(f"{where}: inflates from {info.compress_size:,} to {info.file_size:,} bytes "
-                              f"({ratio:.0f}x; a zip bomb?). Set ZOO_MAX_ZIP_RATIO above {limit} (0: no limit) if "
-                              "it is genuine.")
+        raise AnnotationError(
+            f"{where}: inflates from {info.compress_size:,} to {info.file_size:,} bytes "
+            f"({ratio:.0f}x; a zip bomb?). Set ZOO_MAX_ZIP_RATIO above {limit} (0: no limit) if "
+            "it is genuine."
+        )
 
 
 @dataclass
@@ -205,10 +216,13 @@ class DetectionDataset:
         else:
             available = self.splits()
             if not available:
-                raise AnnotationError(f"{self.root}: has no splits, so no {split!r}; the dataset does not divide its "
-                                      "images (use all samples, or make a split of your own).")
-            raise AnnotationError(f"{self.root}: has no split {split!r}; its splits are "
-                                  f"{', '.join(repr(s) for s in available)}.")
+                raise AnnotationError(
+                    f"{self.root}: has no splits, so no {split!r}; the dataset does not divide its "
+                    "images (use all samples, or make a split of your own)."
+                )
+            raise AnnotationError(
+                f"{self.root}: has no split {split!r}; its splits are {', '.join(repr(s) for s in available)}."
+            )
         return replace(self, samples=samples, split_aliases={})
 
 
@@ -239,7 +253,7 @@ def _decode(data: bytes, label: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise AnnotationError(f"{label}, line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8.") from None
 
 
@@ -255,8 +269,10 @@ class _Files:
             try:
                 self.zip = zipfile.ZipFile(root)
             except (zipfile.BadZipFile, OSError) as exc:
-                raise AnnotationError(f"{root}: neither a folder nor a readable .zip archive ({exc}); give the "
-                                      "dataset's folder or a .zip of it.") from None
+                raise AnnotationError(
+                    f"{root}: neither a folder nor a readable .zip archive ({exc}); give the "
+                    "dataset's folder or a .zip of it."
+                ) from None
             listing = self._zip_listing(self.zip)
         self.prefix = ""
         while listing and all("/" in rel for rel in listing) and len({r.split("/", 1)[0] for r in listing}) == 1:
@@ -303,16 +319,20 @@ class _Files:
             raw = info.filename
             name = raw.replace("\\", "/")
             if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in name.split("/"):
-                raise AnnotationError(f"{zf.filename}: member {raw!r} has an absolute path or a '..' component; zoo "
-                                      "refuses archives whose members could point outside their folder. Re-create "
-                                      "the archive with relative paths.")
+                raise AnnotationError(
+                    f"{zf.filename}: member {raw!r} has an absolute path or a '..' component; zoo "
+                    "refuses archives whose members could point outside their folder. Re-create "
+                    "the archive with relative paths."
+                )
             parts = [p for p in name.split("/") if p not in ("", ".")]
             if name.endswith("/") or not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
                 continue
             rel = "/".join(parts)
             if rel in out:
-                raise AnnotationError(f"{zf.filename}: member {raw!r} appears twice; an archive with duplicate names "
-                                      "is ambiguous. Re-create it.")
+                raise AnnotationError(
+                    f"{zf.filename}: member {raw!r} appears twice; an archive with duplicate names "
+                    "is ambiguous. Re-create it."
+                )
             out[rel] = (raw, info.file_size)
         return out
 
@@ -325,8 +345,10 @@ class _Files:
     def read(self, rel: str, cap: int | None = None) -> bytes:
         cap = MAX_TEXT_BYTES if cap is None else cap
         limit = f"{cap >> 20} MiB" if cap >= 2**20 else f"{cap:,} bytes"
-        too_big = (f"{self.label(rel)}: larger than the {limit} zoo reads from one annotation file; is it "
-                   "really one? Split it, or remove it from the dataset.")
+        too_big = (
+            f"{self.label(rel)}: larger than the {limit} zoo reads from one annotation file; is it "
+            "really one? Split it, or remove it from the dataset."
+        )
         if self.sizes[rel] > cap:
             raise AnnotationError(too_big)
         try:
@@ -356,11 +378,19 @@ class _Files:
         try:
             with self.open(rel) as f, Image.open(f) as im:
                 return im.size
-        except (UnidentifiedImageError, OSError, ValueError, EOFError, zipfile.BadZipFile,
-                Image.DecompressionBombError) as exc:
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            EOFError,
+            zipfile.BadZipFile,
+            Image.DecompressionBombError,
+        ) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AnnotationError(f"{self.label(rel)}: cannot read the image size from its header ({reason}); "
-                                  "replace the image or remove it from the dataset.") from None
+            raise AnnotationError(
+                f"{self.label(rel)}: cannot read the image size from its header ({reason}); "
+                "replace the image or remove it from the dataset."
+            ) from None
 
     def find(self, name: str, bases: Iterable[str], wanted: set[str] | None = None) -> str | None:
         """The dataset file `name` points at: relative to one of `bases`, or (absolute paths) by its tail."""
@@ -394,10 +424,13 @@ class _Files:
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
-                raise AnnotationError(f"{where}: image {name!r} matches {len(hits)} files ({', '.join(hits[:3])}); "
-                                      "give its path relative to the dataset folder.")
-        raise AnnotationError(f"{where}: image {name!r} is not in the dataset {self.root}; add the image or remove "
-                              "its annotation.")
+                raise AnnotationError(
+                    f"{where}: image {name!r} matches {len(hits)} files ({', '.join(hits[:3])}); "
+                    "give its path relative to the dataset folder."
+                )
+        raise AnnotationError(
+            f"{where}: image {name!r} is not in the dataset {self.root}; add the image or remove its annotation."
+        )
 
     def close(self) -> None:
         if self.zip is not None:
@@ -424,8 +457,9 @@ class _Builder:
         self.counts: dict[str, tuple[int, int]] = {}
         self.declared: list[tuple[str, str, list[str]]] = []  # (split, where it is declared, images)
 
-    def make(self, image: str, width: int, height: int,
-             raw: list[tuple[float, float, float, float, int]]) -> tuple[DetectionSample, tuple[int, int]]:
+    def make(
+        self, image: str, width: int, height: int, raw: list[tuple[float, float, float, float, int]]
+    ) -> tuple[DetectionSample, tuple[int, int]]:
         boxes: list[Box] = []
         labels: list[int] = []
         dropped = clipped = 0
@@ -439,26 +473,43 @@ class _Builder:
             labels.append(label)
         return DetectionSample(image, width, height, boxes, labels), (dropped, clipped)
 
-    def add(self, image: str, width: int, height: int, raw: list[tuple[float, float, float, float, int]],
-            where: str) -> None:
+    def add(
+        self, image: str, width: int, height: int, raw: list[tuple[float, float, float, float, int]], where: str
+    ) -> None:
         sample, counts = self.make(image, width, height, raw)
         if image in self.samples:
-            raise AnnotationError(f"{where}: annotates {image!r} again (an earlier file did too); keep one "
-                                  "annotation file per image.")
+            raise AnnotationError(
+                f"{where}: annotates {image!r} again (an earlier file did too); keep one annotation file per image."
+            )
         self.samples[image] = sample
         self.counts[image] = counts
 
-    def finish(self, files: _Files, fmt: str, classes: tuple[str, ...], category_ids: tuple[int, ...] = (), *,
-               orphan_labels: int = 0, crowd: int = 0) -> DetectionDataset:
+    def finish(
+        self,
+        files: _Files,
+        fmt: str,
+        classes: tuple[str, ...],
+        category_ids: tuple[int, ...] = (),
+        *,
+        orphan_labels: int = 0,
+        crowd: int = 0,
+    ) -> DetectionDataset:
         if not any(split for split, _, images in self.declared if images):
             self.declared = _csv_splits(files, self.samples)
         aliases = _assign_splits(self.samples, self.declared)
         return DetectionDataset(
-            root=files.root, format=fmt, classes=classes,
+            root=files.root,
+            format=fmt,
+            classes=classes,
             samples=[self.samples[k] for k in sorted(self.samples)],
-            dropped=sum(c[0] for c in self.counts.values()), clipped=sum(c[1] for c in self.counts.values()),
-            category_ids=category_ids, split_aliases=aliases, orphan_labels=orphan_labels, crowd=crowd,
-            subdir=files.prefix.rstrip("/"))
+            dropped=sum(c[0] for c in self.counts.values()),
+            clipped=sum(c[1] for c in self.counts.values()),
+            category_ids=category_ids,
+            split_aliases=aliases,
+            orphan_labels=orphan_labels,
+            crowd=crowd,
+            subdir=files.prefix.rstrip("/"),
+        )
 
 
 def _assign_splits(samples: dict[str, DetectionSample], declared: list[tuple[str, str, list[str]]]) -> dict[str, str]:
@@ -483,8 +534,10 @@ def _assign_splits(samples: dict[str, DetectionSample], declared: list[tuple[str
         where = " and ".join(sources)
         for image in sorted(members):
             if image in owner:
-                raise AnnotationError(f"{where}: {image!r} is in split {split!r} and also in {owner[image][0]!r} "
-                                      f"({owner[image][1]}); an image belongs to one split. Remove it from one.")
+                raise AnnotationError(
+                    f"{where}: {image!r} is in split {split!r} and also in {owner[image][0]!r} "
+                    f"({owner[image][1]}); an image belongs to one split. Remove it from one."
+                )
             owner[image] = (split, where)
         sets[split] = members
     for image, (split, _) in owner.items():
@@ -515,8 +568,10 @@ def _csv_splits(files: _Files, samples: dict[str, DetectionSample]) -> list[tupl
             hits = by_name.get(posixpath.basename(name.replace("\\", "/")), [])
             if len(hits) != 1:
                 problem = "matches no annotated image" if not hits else f"matches {len(hits)} images"
-                raise AnnotationError(f"{files.label(rel)}, line {reader.line_num}: filename {name!r} {problem}; "
-                                      "fix the name or remove the row.")
+                raise AnnotationError(
+                    f"{files.label(rel)}, line {reader.line_num}: filename {name!r} {problem}; "
+                    "fix the name or remove the row."
+                )
             images.append(hits[0])
         declared.append((split, files.label(rel), images))
     return declared
@@ -554,8 +609,9 @@ def _parse_json(files: _Files, rel: str, data: bytes) -> Any:
     try:
         return json.loads(_decode(data, label))
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{label}, line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); fix the "
-                              "file.") from None
+        raise AnnotationError(
+            f"{label}, line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); fix the file."
+        ) from None
     except RecursionError:
         raise AnnotationError(f"{label}: JSON nested too deeply to be an annotation file.") from None
 
@@ -576,8 +632,7 @@ def _coco_docs(files: _Files) -> list[tuple[str, dict[str, Any]]]:
         if not all(k in data for k in keys):
             continue
         doc = _parse_json(files, rel, data)
-        if isinstance(doc, dict) and all(isinstance(doc.get(k), list) for k in ("images", "annotations",
-                                                                                "categories")):
+        if isinstance(doc, dict) and all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
             docs.append((rel, doc))
     if any(posixpath.basename(rel).startswith("instances") for rel, _ in docs):
         # COCO's own folder also holds person_keypoints_* and stuff_* files over the same images
@@ -588,7 +643,7 @@ def _coco_docs(files: _Files) -> list[tuple[str, dict[str, Any]]]:
 def _coco_split(rel: str, several: bool) -> tuple[str | None, str]:
     """(split, the stem's split-ish part) of a COCO json file."""
     stem = posixpath.splitext(posixpath.basename(rel))[0]
-    core = stem[len("instances_"):] if stem.startswith("instances_") else stem
+    core = stem[len("instances_") :] if stem.startswith("instances_") else stem
     split = _split_of_stem(core) or _split_of_dir(posixpath.basename(posixpath.dirname(rel)))
     if split is None and several and stem.startswith("instances_") and _SAFE_SPLIT.fullmatch(core):
         split = core
@@ -616,11 +671,15 @@ def _read_coco(files: _Files, docs: list[tuple[str, dict[str, Any]]]) -> Detecti
             cid = _entry(cat, "id", where, int)
             name = str(_entry(cat, "name", where, (str, int))).strip()
             if cid in names_by_id and names_by_id[cid][0] != name:
-                raise AnnotationError(f"{where}: category id {cid} is {name!r} here but {names_by_id[cid][0]!r} in "
-                                      f"{names_by_id[cid][1]}; give each id one name.")
+                raise AnnotationError(
+                    f"{where}: category id {cid} is {name!r} here but {names_by_id[cid][0]!r} in "
+                    f"{names_by_id[cid][1]}; give each id one name."
+                )
             if name in ids_by_name and ids_by_name[name][0] != cid:
-                raise AnnotationError(f"{where}: category {name!r} has id {cid} here but {ids_by_name[name][0]} in "
-                                      f"{ids_by_name[name][1]}; give each name one id.")
+                raise AnnotationError(
+                    f"{where}: category {name!r} has id {cid} here but {ids_by_name[name][0]} in "
+                    f"{ids_by_name[name][1]}; give each name one id."
+                )
             names_by_id[cid] = (name, where)
             ids_by_name[name] = (cid, where)
     category_ids = tuple(sorted(names_by_id))
@@ -632,42 +691,61 @@ def _read_coco(files: _Files, docs: list[tuple[str, dict[str, Any]]]) -> Detecti
         split, core = _coco_split(rel, len(docs) > 1)
         here = posixpath.dirname(rel)
         up = posixpath.dirname(here)
-        bases = [here, up, posixpath.join(up, core), posixpath.join(up, "images", core), posixpath.join(up, "images"),
-                 posixpath.join(here, "images"), "", posixpath.join("images", core), "images", core]
+        bases = [
+            here,
+            up,
+            posixpath.join(up, core),
+            posixpath.join(up, "images", core),
+            posixpath.join(up, "images"),
+            posixpath.join(here, "images"),
+            "",
+            posixpath.join("images", core),
+            "images",
+            core,
+        ]
         own_categories = {cat["id"] for cat in doc["categories"]}
         images: dict[int, tuple[str, int | None, int | None, str]] = {}
         for i, entry in enumerate(doc["images"]):
             where = f"{label}, images[{i}]"
             image_id = _entry(entry, "id", where, int)
             if image_id in images:
-                raise AnnotationError(f"{where}: image id {image_id} is used twice in this file; give each image its "
-                                      "own id.")
+                raise AnnotationError(
+                    f"{where}: image id {image_id} is used twice in this file; give each image its own id."
+                )
             file_name = _entry(entry, "file_name", where, str)
             image = files.find_image(file_name, bases, where)
-            images[image_id] = (image, _size(entry.get("width"), f"{where}, 'width'"),
-                                _size(entry.get("height"), f"{where}, 'height'"), where)
+            images[image_id] = (
+                image,
+                _size(entry.get("width"), f"{where}, 'width'"),
+                _size(entry.get("height"), f"{where}, 'height'"),
+                where,
+            )
         raw: dict[int, list[tuple[float, float, float, float, int]]] = {image_id: [] for image_id in images}
         for i, ann in enumerate(doc["annotations"]):
             where = f"{label}, annotations[{i}]"
             image_id = _entry(ann, "image_id", where, int)
             if image_id not in images:
-                raise AnnotationError(f"{where}: image_id {image_id} is not in this file's 'images'; add the image "
-                                      "or remove the annotation.")
+                raise AnnotationError(
+                    f"{where}: image_id {image_id} is not in this file's 'images'; add the image "
+                    "or remove the annotation."
+                )
             if ann.get("iscrowd") in (1, True):
                 crowd += 1
                 continue
             cid = _entry(ann, "category_id", where, int)
             if cid not in own_categories:
-                raise AnnotationError(f"{where}: category_id {cid} is not in this file's 'categories'; add the "
-                                      "category or fix the id.")
+                raise AnnotationError(
+                    f"{where}: category_id {cid} is not in this file's 'categories'; add the category or fix the id."
+                )
             bbox = ann.get("bbox")
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise AnnotationError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}; fix the box.")
             x, y, w, h = (_number(v, f"{where}, bbox[{k}]") for k, v in enumerate(bbox))
             if w < 0 or h < 0:
                 what = "width (x2 < x1)" if w < 0 else "height (y2 < y1)"
-                raise AnnotationError(f"{where}: bbox {bbox!r} has a negative {what}; COCO boxes are [x, y, width, "
-                                      "height]. Fix the box.")
+                raise AnnotationError(
+                    f"{where}: bbox {bbox!r} has a negative {what}; COCO boxes are [x, y, width, height]. Fix the box."
+                )
             raw[image_id].append((x, y, x + w, y + h, label_of[cid]))
         members = []
         for image_id, (image, width, height, where) in images.items():
@@ -676,10 +754,16 @@ def _read_coco(files: _Files, docs: list[tuple[str, dict[str, Any]]]) -> Detecti
             if image in builder.samples:  # the same image in two files (e.g. val repeating train)
                 sample, _ = builder.make(image, width, height, raw[image_id])
                 old = builder.samples[image]
-                if (sample.width, sample.height, sample.boxes, sample.labels) != (old.width, old.height, old.boxes,
-                                                                                  old.labels):
-                    raise AnnotationError(f"{where}: {image!r} is annotated differently in another file; give an "
-                                          "image one set of annotations.")
+                if (sample.width, sample.height, sample.boxes, sample.labels) != (
+                    old.width,
+                    old.height,
+                    old.boxes,
+                    old.labels,
+                ):
+                    raise AnnotationError(
+                        f"{where}: {image!r} is annotated differently in another file; give an "
+                        "image one set of annotations."
+                    )
             else:
                 builder.add(image, width, height, raw[image_id], where)
             members.append(image)
@@ -699,15 +783,18 @@ def _parse_xml(files: _Files, rel: str, data: bytes) -> ElementTree.Element:
     label = files.label(rel)
     probe = data.decode("utf-16", "replace").encode() if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data
     if _DTD.search(probe):
-        raise AnnotationError(f"{label}: has a DTD (<!DOCTYPE or <!ENTITY>); zoo refuses XML entities, which can "
-                              "expand to gigabytes or read local files. Remove the DTD.")
+        raise AnnotationError(
+            f"{label}: has a DTD (<!DOCTYPE or <!ENTITY>); zoo refuses XML entities, which can "
+            "expand to gigabytes or read local files. Remove the DTD."
+        )
     try:
         return ElementTree.fromstring(data)
     except ElementTree.ParseError as exc:
         line, column = exc.position
         reason = str(exc).split(":")[0]
-        raise AnnotationError(f"{label}, line {line} column {column + 1}: not well-formed XML ({reason}); fix the "
-                              "file.") from None
+        raise AnnotationError(
+            f"{label}, line {line} column {column + 1}: not well-formed XML ({reason}); fix the file."
+        ) from None
 
 
 def _voc_items(files: _Files) -> list[tuple[str, bytes]]:
@@ -715,8 +802,9 @@ def _voc_items(files: _Files) -> list[tuple[str, bytes]]:
     for rel in files.paths:
         if _suffix(rel) == ".xml":
             data = files.read(rel)
-            if _VOC_ROOT.search(data[:65536]) or (data[:2] in (b"\xff\xfe", b"\xfe\xff")
-                                                  and "<annotation" in data.decode("utf-16", "replace")):
+            if _VOC_ROOT.search(data[:65536]) or (
+                data[:2] in (b"\xff\xfe", b"\xfe\xff") and "<annotation" in data.decode("utf-16", "replace")
+            ):
                 items.append((rel, data))
     return items
 
@@ -738,8 +826,10 @@ def _unique_names(names: list[str], where: str) -> tuple[str, ...]:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise AnnotationError(f"{where}: class {name!r} is listed twice (entries {seen[name]} and {i}); classes "
-                                  "are matched by name, so give each one once.")
+            raise AnnotationError(
+                f"{where}: class {name!r} is listed twice (entries {seen[name]} and {i}); classes "
+                "are matched by name, so give each one once."
+            )
         seen[name] = i
     return tuple(names)
 
@@ -763,8 +853,9 @@ def _read_voc(files: _Files, items: list[tuple[str, bytes]]) -> DetectionDataset
             x1, y1, x2, y2 = (_number(box.findtext(t), f"{where}/bndbox/{t}") for t in ("xmin", "ymin", "xmax", "ymax"))
             if x2 < x1 or y2 < y1:
                 axis = ("xmax", x2, "xmin", x1) if x2 < x1 else ("ymax", y2, "ymin", y1)
-                raise AnnotationError(f"{where}/bndbox: {axis[0]} {axis[1]:g} < {axis[2]} {axis[3]:g}; swap or fix "
-                                      "the coordinates.")
+                raise AnnotationError(
+                    f"{where}/bndbox: {axis[0]} {axis[1]:g} < {axis[2]} {axis[3]:g}; swap or fix the coordinates."
+                )
             objects.append((x1, y1, x2, y2, name))
         parsed.append((rel, root, objects))
     class_files = [rel for rel in ("classes.txt", "labelmap.txt") if rel in files.sizes]
@@ -793,8 +884,10 @@ def _read_voc(files: _Files, items: list[tuple[str, bytes]]) -> DetectionDataset
         raw = []
         for k, (x1, y1, x2, y2, name) in enumerate(objects, start=1):
             if name not in index:
-                raise AnnotationError(f"{label}, annotation/object[{k}]/name: {name!r} is not in "
-                                      f"{files.label(class_files[0])}; add it there or fix the name.")
+                raise AnnotationError(
+                    f"{label}, annotation/object[{k}]/name: {name!r} is not in "
+                    f"{files.label(class_files[0])}; add it there or fix the name."
+                )
             raw.append((x1, y1, x2, y2, index[name]))
         builder.add(image, width, height, raw, label)
         stems.setdefault(xml_stem, image)
@@ -812,8 +905,10 @@ def _read_voc(files: _Files, items: list[tuple[str, bytes]]) -> DetectionDataset
             if not tokens:
                 continue
             if tokens[0] not in stems:
-                raise AnnotationError(f"{files.label(rel)}, line {n}: {tokens[0]!r} has no annotation file; add "
-                                      "Annotations/<id>.xml or remove the line.")
+                raise AnnotationError(
+                    f"{files.label(rel)}, line {n}: {tokens[0]!r} has no annotation file; add "
+                    "Annotations/<id>.xml or remove the line."
+                )
             images.append(stems[tokens[0]])
         builder.declared.append((split, files.label(rel), images))
     return builder.finish(files, "voc", classes)
@@ -854,15 +949,19 @@ def _yolo_names(files: _Files, rel: str, doc: dict[str, Any], text: str) -> tupl
         except (TypeError, ValueError):
             keyed = {}
         if len(keyed) != len(names) or sorted(keyed) != list(range(len(names))):
-            raise AnnotationError(f"{where}: 'names' keys must be the class ids 0..{len(names) - 1}, got "
-                                  f"{list(names)[:5]}; number the classes from 0 without gaps.")
+            raise AnnotationError(
+                f"{where}: 'names' keys must be the class ids 0..{len(names) - 1}, got "
+                f"{list(names)[:5]}; number the classes from 0 without gaps."
+            )
         names = [keyed[i] for i in range(len(keyed))]
     if not isinstance(names, list) or not names or any(not isinstance(n, (str, int, float)) for n in names):
         raise AnnotationError(f"{where}: 'names' must be a list of class names or a {{id: name}} mapping; fix it.")
     nc = doc.get("nc")
     if nc is not None and nc != len(names):
-        raise AnnotationError(f"{files.label(rel)}{_yaml_line(text, 'nc')}: nc is {nc} but 'names' has "
-                              f"{len(names)} entries; make them agree.")
+        raise AnnotationError(
+            f"{files.label(rel)}{_yaml_line(text, 'nc')}: nc is {nc} but 'names' has "
+            f"{len(names)} entries; make them agree."
+        )
     return _unique_names([str(n).strip() for n in names], where)
 
 
@@ -885,8 +984,11 @@ def _yolo_source(files: _Files) -> tuple[str, Any, str] | None:
     if found:
         _, _, rel, doc, text = min(found)
         return rel, doc, text
-    lists = [(rel.count("/"), posixpath.basename(rel) != "classes.txt", rel) for rel in files.paths
-             if posixpath.basename(rel) == "classes.txt" or _suffix(rel) == ".names"]
+    lists = [
+        (rel.count("/"), posixpath.basename(rel) != "classes.txt", rel)
+        for rel in files.paths
+        if posixpath.basename(rel) == "classes.txt" or _suffix(rel) == ".names"
+    ]
     if lists:
         return min(lists)[2], None, ""
     if broken:
@@ -920,16 +1022,21 @@ def _yolo_entry(files: _Files, base: str, entry: Any, where: str) -> tuple[list[
                 continue
             image = files.find(line, [here, base] if line.startswith("./") else [base, here])
             if image is None:
-                raise AnnotationError(f"{files.label(target)}, line {n}: image {line!r} is not in the dataset; add "
-                                      "the image or remove the line.")
+                raise AnnotationError(
+                    f"{files.label(target)}, line {n}: image {line!r} is not in the dataset; add "
+                    "the image or remove the line."
+                )
             images.append(image)
         return images, target
-    raise AnnotationError(f"{where}: {entry!r} is neither a folder nor a .txt list in the dataset; give a path "
-                          "relative to the yaml's folder, or remove the entry.")
+    raise AnnotationError(
+        f"{where}: {entry!r} is neither a folder nor a .txt list in the dataset; give a path "
+        "relative to the yaml's folder, or remove the entry."
+    )
 
 
-def _yolo_boxes(files: _Files, rel: str, classes: tuple[str, ...], names_from: str,
-                size: tuple[int, int]) -> list[tuple[float, float, float, float, int]]:
+def _yolo_boxes(
+    files: _Files, rel: str, classes: tuple[str, ...], names_from: str, size: tuple[int, int]
+) -> list[tuple[float, float, float, float, int]]:
     label = files.label(rel)
     width, height = size
     raw = []
@@ -939,9 +1046,11 @@ def _yolo_boxes(files: _Files, rel: str, classes: tuple[str, ...], names_from: s
             continue
         where = f"{label}, line {n}"
         if len(tokens) != 5 and (len(tokens) < 7 or len(tokens) % 2 == 0):
-            raise AnnotationError(f"{where}: expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 "
-                                  f"x3 y3 ...', got {len(tokens)} values {line.strip()[:60]!r}; fix or remove the "
-                                  "line.")
+            raise AnnotationError(
+                f"{where}: expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 "
+                f"x3 y3 ...', got {len(tokens)} values {line.strip()[:60]!r}; fix or remove the "
+                "line."
+            )
         try:
             cls = float(tokens[0])
         except ValueError:
@@ -949,14 +1058,17 @@ def _yolo_boxes(files: _Files, rel: str, classes: tuple[str, ...], names_from: s
         if not cls.is_integer():
             raise AnnotationError(f"{where}: class id {tokens[0]!r} is not a whole number; fix the line.")
         if not 0 <= cls < len(classes):
-            raise AnnotationError(f"{where}: class id {int(cls)} is outside the {len(classes)} names in {names_from} "
-                                  f"(0..{len(classes) - 1}); fix the id or add the class name.")
+            raise AnnotationError(
+                f"{where}: class id {int(cls)} is outside the {len(classes)} names in {names_from} "
+                f"(0..{len(classes) - 1}); fix the id or add the class name."
+            )
         values = [_number(t, f"{where}, value {k}") for k, t in enumerate(tokens[1:], start=2)]
         if len(tokens) == 5:
             cx, cy, w, h = values
             if w < 0 or h < 0:
-                raise AnnotationError(f"{where}: negative {'width' if w < 0 else 'height'} {min(w, h):g}; fix the "
-                                      "line.")
+                raise AnnotationError(
+                    f"{where}: negative {'width' if w < 0 else 'height'} {min(w, h):g}; fix the line."
+                )
             x1, y1, x2, y2 = (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
         else:  # a segment: its bounding box
             xs, ys = values[0::2], values[1::2]
@@ -968,8 +1080,9 @@ def _yolo_boxes(files: _Files, rel: str, classes: tuple[str, ...], names_from: s
 def _read_yolo(files: _Files, source: tuple[str, Any, str]) -> DetectionDataset:
     rel, doc, text = source
     names_from = files.label(rel)
-    classes = _yolo_names(files, rel, doc, text) if doc is not None else _unique_names(_class_list(files, rel),
-                                                                                      names_from)
+    classes = (
+        _yolo_names(files, rel, doc, text) if doc is not None else _unique_names(_class_list(files, rel), names_from)
+    )
     builder = _Builder()
     listed: set[str] = set()
     lists: set[str] = {rel}
@@ -1014,8 +1127,11 @@ def _read_yolo(files: _Files, source: tuple[str, Any, str]) -> DetectionDataset:
                     by_dir.setdefault(split, []).append(image)
                     break
         builder.declared = [(split, f"{files.root} images/{split}/", images) for split, images in by_dir.items()]
-    orphans = sum(1 for r in files.paths if _suffix(r) == ".txt" and "labels" in r.split("/")[:-1]
-                  and r not in claimed and r not in lists)
+    orphans = sum(
+        1
+        for r in files.paths
+        if _suffix(r) == ".txt" and "labels" in r.split("/")[:-1] and r not in claimed and r not in lists
+    )
     return builder.finish(files, "yolo", classes, orphan_labels=orphans)
 
 
@@ -1026,14 +1142,18 @@ def _unknown_format(files: _Files) -> AnnotationError:
     count = Counter(_suffix(rel) or "(no suffix)" for rel in files.paths)
     found = ", ".join(f"{n} {ext}" for ext, n in count.most_common(6)) or "no files"
     labels = sum(1 for rel in files.paths if _suffix(rel) == ".txt" and "labels" in rel.split("/")[:-1])
-    yolo_hint = (f"; found {labels} labels/*.txt but no class names: add a data.yaml with 'names' or a classes.txt"
-                 if labels else "")
+    yolo_hint = (
+        f"; found {labels} labels/*.txt but no class names: add a data.yaml with 'names' or a classes.txt"
+        if labels
+        else ""
+    )
     return AnnotationError(
         f"{files.root}: not a detection dataset zoo can read (it holds {found}). Tried COCO (a .json file with "
         "'images', 'annotations' and 'categories' lists), Pascal VOC (.xml files whose root element is <annotation>, "
         "with <object> boxes), and YOLO (labels/*.txt beside images/, with class names in a data .yaml 'names' entry, "
         f"a classes.txt or a *.names file){yolo_hint}. Point at the folder that holds the dataset, or convert it to "
-        "one of these.")
+        "one of these."
+    )
 
 
 def read_detection_dataset(path: str | Path) -> DetectionDataset:
@@ -1094,6 +1214,7 @@ def check_output(out: Path) -> None:
 
 def _output_names(samples: list[DetectionSample]) -> dict[str, str]:
     """A file name per image, unique by stem (VOC and YOLO name files by stem): the base name where it is."""
+
     def stem(name: str) -> str:
         return posixpath.splitext(name)[0].casefold()
 
@@ -1114,16 +1235,18 @@ def _groups(dataset: DetectionDataset) -> list[tuple[str | None, list[DetectionS
         groups.setdefault(sample.split, []).append(sample)
     for split in list(groups) + list(dataset.split_aliases):
         if split is not None and (not _SAFE_SPLIT.fullmatch(split) or split in (".", "..")):
-            raise AnnotationError(f"Split name {split!r} cannot be a folder name; rename the split (letters, digits, "
-                                  "'.', '_', '-').")
+            raise AnnotationError(
+                f"Split name {split!r} cannot be a folder name; rename the split (letters, digits, '.', '_', '-')."
+            )
     for alias, target in dataset.split_aliases.items():
         if target not in groups:
             raise AnnotationError(f"Split {alias!r} repeats {target!r}, which has no samples; drop the alias.")
     return sorted(groups.items(), key=lambda kv: (kv[0] is None, _split_key(kv[0] or "")))
 
 
-def _write_images(dataset: DetectionDataset, samples: list[DetectionSample], folder: Path,
-                  names: dict[str, str]) -> None:
+def _write_images(
+    dataset: DetectionDataset, samples: list[DetectionSample], folder: Path, names: dict[str, str]
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for sample in samples:
         (folder / names[sample.image]).write_bytes(dataset.read_bytes(sample))
@@ -1132,10 +1255,13 @@ def _write_images(dataset: DetectionDataset, samples: list[DetectionSample], fol
 def _write_coco(dataset: DetectionDataset, out: Path, names: dict[str, str]) -> None:
     ids = dataset.category_ids
     if len(ids) != len(dataset.classes) or any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
-        raise AnnotationError(f"category_ids {ids} must be increasing, one per class ({len(dataset.classes)}): COCO "
-                              "readers order classes by id.")
-    categories = [{"id": cid, "name": name, "supercategory": ""} for cid, name in zip(ids, dataset.classes,
-                                                                                       strict=True)]
+        raise AnnotationError(
+            f"category_ids {ids} must be increasing, one per class ({len(dataset.classes)}): COCO "
+            "readers order classes by id."
+        )
+    categories = [
+        {"id": cid, "name": name, "supercategory": ""} for cid, name in zip(ids, dataset.classes, strict=True)
+    ]
     image_ids = {s.image: i for i, s in enumerate(dataset.samples, start=1)}
     first_ann: dict[str, int] = {}
     next_id = 1
@@ -1148,18 +1274,37 @@ def _write_coco(dataset: DetectionDataset, out: Path, names: dict[str, str]) -> 
         _write_images(dataset, samples, out / "images" / (split or ""), names)
         images, annotations = [], []
         for sample in samples:
-            images.append({"id": image_ids[sample.image], "file_name": names[sample.image], "width": sample.width,
-                           "height": sample.height})
+            images.append(
+                {
+                    "id": image_ids[sample.image],
+                    "file_name": names[sample.image],
+                    "width": sample.width,
+                    "height": sample.height,
+                }
+            )
             for k, ((x1, y1, x2, y2), label) in enumerate(zip(sample.boxes, sample.labels, strict=True)):
                 x, y, w, h = _pixels(x1), _pixels(y1), _pixels(x2 - x1), _pixels(y2 - y1)
-                annotations.append({"id": first_ann[sample.image] + k, "image_id": image_ids[sample.image],
-                                    "category_id": ids[label], "bbox": [x, y, w, h], "area": _pixels(w * h),
-                                    "iscrowd": 0})
-        doc = {"info": {"description": f"written by zoo from a {dataset.format} dataset"}, "licenses": [],
-               "images": images, "annotations": annotations, "categories": categories}
+                annotations.append(
+                    {
+                        "id": first_ann[sample.image] + k,
+                        "image_id": image_ids[sample.image],
+                        "category_id": ids[label],
+                        "bbox": [x, y, w, h],
+                        "area": _pixels(w * h),
+                        "iscrowd": 0,
+                    }
+                )
+        doc = {
+            "info": {"description": f"written by zoo from a {dataset.format} dataset"},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         docs[split] = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         (out / "annotations" / (f"instances_{split}.json" if split else "instances.json")).write_text(
-            docs[split], encoding="utf-8")
+            docs[split], encoding="utf-8"
+        )
     for alias, target in dataset.split_aliases.items():
         (out / "annotations" / f"instances_{alias}.json").write_text(docs[target], encoding="utf-8")
 
@@ -1186,16 +1331,19 @@ def _write_voc(dataset: DetectionDataset, out: Path, names: dict[str, str]) -> N
                 ElementTree.SubElement(bndbox, tag).text = _pixel_text(value)
         ElementTree.indent(root, space="\t")
         stem = posixpath.splitext(names[sample.image])[0]
-        (out / "Annotations" / f"{stem}.xml").write_text(ElementTree.tostring(root, encoding="unicode") + "\n",
-                                                         encoding="utf-8")
-    lists = {split: [posixpath.splitext(names[s.image])[0] for s in samples]
-             for split, samples in _groups(dataset) if split is not None}
+        (out / "Annotations" / f"{stem}.xml").write_text(
+            ElementTree.tostring(root, encoding="unicode") + "\n", encoding="utf-8"
+        )
+    lists = {
+        split: [posixpath.splitext(names[s.image])[0] for s in samples]
+        for split, samples in _groups(dataset)
+        if split is not None
+    }
     lists.update({alias: lists[target] for alias, target in dataset.split_aliases.items()})
     if lists:
         (out / "ImageSets" / "Main").mkdir(parents=True)
         for split, stems in lists.items():
-            (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems),
-                                                                     encoding="utf-8")
+            (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems), encoding="utf-8")
     # the class order (and classes without boxes) survive only in this file; VOC itself has no class list
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in dataset.classes), encoding="utf-8")
 
@@ -1209,8 +1357,12 @@ def _write_yolo(dataset: DetectionDataset, out: Path, names: dict[str, str]) -> 
         for sample in samples:
             lines = []
             for (x1, y1, x2, y2), label in zip(sample.boxes, sample.labels, strict=True):
-                values = ((x1 + x2) / 2 / sample.width, (y1 + y2) / 2 / sample.height, (x2 - x1) / sample.width,
-                          (y2 - y1) / sample.height)
+                values = (
+                    (x1 + x2) / 2 / sample.width,
+                    (y1 + y2) / 2 / sample.height,
+                    (x2 - x1) / sample.width,
+                    (y2 - y1) / sample.height,
+                )
                 lines.append(" ".join([str(label), *(_normalised(v) for v in values)]) + "\n")
             stem = posixpath.splitext(names[sample.image])[0]
             (labels / f"{stem}.txt").write_text("".join(lines), encoding="utf-8")
@@ -1223,8 +1375,7 @@ def _write_yolo(dataset: DetectionDataset, out: Path, names: dict[str, str]) -> 
     header = f"# written by zoo from a {dataset.format} dataset; labels: 'class cx cy w h', normalised\n"
     if not dataset.splits():
         header += "# no splits: add 'train: images' and 'val: ...' entries for Ultralytics\n"
-    (out / "data.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
-                                   encoding="utf-8")
+    (out / "data.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 _WRITERS: Final = {"coco": _write_coco, "voc": _write_voc, "yolo": _write_yolo}

@@ -43,15 +43,18 @@ def convert(source: Path, output: Path, *, float16: bool = True) -> str:
 
     actual = sha256_file(source)
     if actual != SOURCE_SHA256:
-        raise WeightsError(f"{source}: sha256 {actual}, expected {SOURCE_SHA256} (upstream {SOURCE_NAME}); "
-                           "not read.")
+        raise WeightsError(f"{source}: sha256 {actual}, expected {SOURCE_SHA256} (upstream {SOURCE_NAME}); not read.")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".partial")
     try:
-        convert_checkpoint(source, tmp, ConvertSpec(), name=SOURCE_NAME,
-                           metadata={"source_uri": SOURCE_URI, "source_sha256": SOURCE_SHA256,
-                                     "source_format": "torch-pickle"},
-                           dtype=torch.float16 if float16 else None)
+        convert_checkpoint(
+            source,
+            tmp,
+            ConvertSpec(),
+            name=SOURCE_NAME,
+            metadata={"source_uri": SOURCE_URI, "source_sha256": SOURCE_SHA256, "source_format": "torch-pickle"},
+            dtype=torch.float16 if float16 else None,
+        )
         os.replace(tmp, output)
         output.chmod(0o644)  # the temporary file was private; a shipped file is world-readable
     finally:
@@ -61,18 +64,25 @@ def convert(source: Path, output: Path, *, float16: bool = True) -> str:
 
 def write_license(upstream_license: Path, output: Path) -> None:
     """Upstream's BSD-3 text, with a first line saying what it covers (clause 2: binaries carry the notice)."""
-    header = (f"This notice covers `{OUTPUT_NAME}` in this directory (converted from {SOURCE_URI}) and the "
-              "FastestDet architecture, decoding and loss in `zoo_detector/fastestdet.py`, written after "
-              f"github.com/dog-qiuqiu/FastestDet at commit {COMMIT}. Upstream's LICENSE.md follows unchanged.\n\n")
+    header = (
+        f"This notice covers `{OUTPUT_NAME}` in this directory (converted from {SOURCE_URI}) and the "
+        "FastestDet architecture, decoding and loss in `zoo_detector/fastestdet.py`, written after "
+        f"github.com/dog-qiuqiu/FastestDet at commit {COMMIT}. Upstream's LICENSE.md follows unchanged.\n\n"
+    )
     output.write_text(header + upstream_license.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo_detector.convert_fastestdet",
-                                     description="Make the shipped FastestDet weights from the upstream checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo_detector.convert_fastestdet",
+        description="Make the shipped FastestDet weights from the upstream checkpoint.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for the .safetensors and the license")
-    parser.add_argument("--mirror", type=Path, help="directory holding the upstream files (default: $ZOO_MIRROR, "
-                        f"else {_DEFAULT_MIRROR})")
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        help=f"directory holding the upstream files (default: $ZOO_MIRROR, else {_DEFAULT_MIRROR})",
+    )
     parser.add_argument("--source", type=Path, help=f"the checkpoint itself (default: MIRROR/{SOURCE_NAME})")
     parser.add_argument("--float32", action="store_true", help="keep float32 (writes fastestdet-coco.safetensors)")
     args = parser.parse_args(argv)

@@ -31,20 +31,35 @@ def _summary(dataset: DetectionDataset) -> dict[str, Any]:
     splits = {}
     for split in dataset.splits():
         part = dataset.select(split).samples
-        splits[split] = {"images": len(part), "boxes": sum(len(s.boxes) for s in part),
-                         "background": sum(not s.boxes for s in part),
-                         "same_images_as": dataset.split_aliases.get(split)}
+        splits[split] = {
+            "images": len(part),
+            "boxes": sum(len(s.boxes) for s in part),
+            "background": sum(not s.boxes for s in part),
+            "same_images_as": dataset.split_aliases.get(split),
+        }
     unsplit = [s for s in samples if s.split is None]
     if unsplit and splits:
-        splits["(none)"] = {"images": len(unsplit), "boxes": sum(len(s.boxes) for s in unsplit),
-                            "background": sum(not s.boxes for s in unsplit), "same_images_as": None}
+        splits["(none)"] = {
+            "images": len(unsplit),
+            "boxes": sum(len(s.boxes) for s in unsplit),
+            "background": sum(not s.boxes for s in unsplit),
+            "same_images_as": None,
+        }
     return {
-        "path": str(dataset.root), "format": dataset.format, "images": len(samples),
-        "boxes": sum(len(s.boxes) for s in samples), "background_images": sum(not s.boxes for s in samples),
-        "classes": list(dataset.classes), "classes_with_boxes": len(per_class),
+        "path": str(dataset.root),
+        "format": dataset.format,
+        "images": len(samples),
+        "boxes": sum(len(s.boxes) for s in samples),
+        "background_images": sum(not s.boxes for s in samples),
+        "classes": list(dataset.classes),
+        "classes_with_boxes": len(per_class),
         "boxes_per_class": {dataset.classes[i]: per_class.get(i, 0) for i in range(len(dataset.classes))},
-        "category_ids": list(dataset.category_ids), "splits": splits, "dropped": dataset.dropped,
-        "clipped": dataset.clipped, "orphan_labels": dataset.orphan_labels, "crowd": dataset.crowd,
+        "category_ids": list(dataset.category_ids),
+        "splits": splits,
+        "dropped": dataset.dropped,
+        "clipped": dataset.clipped,
+        "orphan_labels": dataset.orphan_labels,
+        "crowd": dataset.crowd,
     }
 
 
@@ -65,20 +80,26 @@ def info_command(src: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    out = [f"{src}: {info['format']}, {_count(info['images'], 'image', 'images')} "
-           f"({info['background_images']:,} without boxes), {_count(info['boxes'], 'box', 'boxes')}, "
-           f"{_count(len(info['classes']), 'class', 'classes')} ({info['classes_with_boxes']} with boxes)"]
+    out = [
+        f"{src}: {info['format']}, {_count(info['images'], 'image', 'images')} "
+        f"({info['background_images']:,} without boxes), {_count(info['boxes'], 'box', 'boxes')}, "
+        f"{_count(len(info['classes']), 'class', 'classes')} ({info['classes_with_boxes']} with boxes)"
+    ]
     if not info["splits"]:
         out.append("  splits:     none (the dataset does not divide its images)")
     for split, part in info["splits"].items():
         same = f", the same images as {part['same_images_as']!r}" if part["same_images_as"] else ""
-        out.append(f"  {split + ':':<11} {_count(part['images'], 'image', 'images')}, "
-                   f"{_count(part['boxes'], 'box', 'boxes')}, "
-                   f"{part['background']:,} without boxes{same}")
-    counts = [("boxes dropped (no area inside the image)", info["dropped"]),
-              ("boxes clipped to the image", info["clipped"]),
-              ("label files without an image (ignored)", info["orphan_labels"]),
-              ("crowd regions (iscrowd, left out)", info["crowd"])]
+        out.append(
+            f"  {split + ':':<11} {_count(part['images'], 'image', 'images')}, "
+            f"{_count(part['boxes'], 'box', 'boxes')}, "
+            f"{part['background']:,} without boxes{same}"
+        )
+    counts = [
+        ("boxes dropped (no area inside the image)", info["dropped"]),
+        ("boxes clipped to the image", info["clipped"]),
+        ("label files without an image (ignored)", info["orphan_labels"]),
+        ("crowd regions (iscrowd, left out)", info["crowd"]),
+    ]
     out.append("  " + "; ".join(f"{what}: {n:,}" for what, n in counts if n or what.startswith("boxes")))
     out.append("  classes:    " + ", ".join(f"{name} ({n})" for name, n in info["boxes_per_class"].items()))
     click.echo("\n".join(out))
@@ -87,8 +108,7 @@ def info_command(src: Path, as_json: bool) -> None:
 @data_group.command("convert")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--to", "to", type=click.Choice(["coco", "voc", "yolo"]), required=True,
-              help="The format to write.")
+@click.option("--to", "to", type=click.Choice(["coco", "voc", "yolo"]), required=True, help="The format to write.")
 @_one_line_errors
 def convert_command(src: Path, out: Path, to: str) -> None:
     """Convert the detection dataset SRC (COCO, VOC or YOLO; a folder or a .zip) into a new folder OUT.
@@ -104,10 +124,12 @@ def convert_command(src: Path, out: Path, to: str) -> None:
     boxes = sum(len(s.boxes) for s in dataset.samples)
     background = sum(not s.boxes for s in dataset.samples)
     splits = ", ".join(f"{split} {len(dataset.select(split).samples)}" for split in dataset.splits())
-    click.echo(f"{out}: {to}, {len(dataset.samples):,} images ({background:,} without boxes"
-               f"{'; ' + splits if splits else ''}), {_count(boxes, 'box', 'boxes')}, "
-               f"{_count(len(dataset.classes), 'class', 'classes')}, from "
-               f"{dataset.format} {src} (boxes dropped: {dataset.dropped}, clipped: {dataset.clipped})")
+    click.echo(
+        f"{out}: {to}, {len(dataset.samples):,} images ({background:,} without boxes"
+        f"{'; ' + splits if splits else ''}), {_count(boxes, 'box', 'boxes')}, "
+        f"{_count(len(dataset.classes), 'class', 'classes')}, from "
+        f"{dataset.format} {src} (boxes dropped: {dataset.dropped}, clipped: {dataset.clipped})"
+    )
 
 
 def add_commands(cli: click.Group) -> None:

@@ -32,8 +32,9 @@ __all__ = ["FastestDet", "build_fastestdet", "decode_fastestdet", "fastestdet_lo
 _BACKBONE_REPEATS = (4, 8, 4)
 _BACKBONE_CHANNELS = (24, 48, 96, 192)  # stem, stage2, stage3, stage4
 # The ImageNet ShuffleNetV2 (upstream's module/shufflenetv2.pth) the COCO weights were trained from.
-_BACKBONE_URI = ("https://github.com/dog-qiuqiu/FastestDet/raw/50473cd155cb088aa4a99e64ff6a4b3c24fa07e1/"
-                 "module/shufflenetv2.pth")
+_BACKBONE_URI = (
+    "https://github.com/dog-qiuqiu/FastestDet/raw/50473cd155cb088aa4a99e64ff6a4b3c24fa07e1/module/shufflenetv2.pth"
+)
 _BACKBONE_SHA256 = "c9e6e3ac1c4997e05529cfb4897a3b5d29165e3ed4105cfb6897fc11efa72e4b"
 
 
@@ -53,15 +54,23 @@ class _ShuffleBlock(nn.Module):
         mid = oup // 2
         self.stride = stride
         self.branch_main = nn.Sequential(
-            _conv(inp, mid, 1), _bn(mid), nn.ReLU(inplace=True),
-            _conv(mid, mid, 3, stride, depthwise=True), _bn(mid),
-            _conv(mid, oup - inp, 1), _bn(oup - inp), nn.ReLU(inplace=True),
+            _conv(inp, mid, 1),
+            _bn(mid),
+            nn.ReLU(inplace=True),
+            _conv(mid, mid, 3, stride, depthwise=True),
+            _bn(mid),
+            _conv(mid, oup - inp, 1),
+            _bn(oup - inp),
+            nn.ReLU(inplace=True),
         )
         self.branch_proj: nn.Sequential | None = None
         if stride == 2:
             self.branch_proj = nn.Sequential(
-                _conv(inp, inp, 3, stride, depthwise=True), _bn(inp),
-                _conv(inp, inp, 1), _bn(inp), nn.ReLU(inplace=True),
+                _conv(inp, inp, 3, stride, depthwise=True),
+                _bn(inp),
+                _conv(inp, inp, 1),
+                _bn(inp),
+                nn.ReLU(inplace=True),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -180,14 +189,16 @@ def _load_pretrained_backbone(model: FastestDet) -> None:
     from zoo._card import ConvertSpec, WeightsVariant
     from zoo._store import Store
 
-    variant = WeightsVariant(tag="imagenet", uri=_BACKBONE_URI, sha256=_BACKBONE_SHA256, format="torch-pickle",
-                             convert=ConvertSpec())
+    variant = WeightsVariant(
+        tag="imagenet", uri=_BACKBONE_URI, sha256=_BACKBONE_SHA256, format="torch-pickle", convert=ConvertSpec()
+    )
     path = Store().resolve(variant, model="fastestdet backbone (shufflenetv2)")
     model.backbone.load_state_dict(load_file(str(path)), strict=True)
 
 
-def build_fastestdet(num_classes: int = 80, pretrained_backbone: bool = False,
-                     input_channels: str = "bgr") -> nn.Module:
+def build_fastestdet(
+    num_classes: int = 80, pretrained_backbone: bool = False, input_channels: str = "bgr"
+) -> nn.Module:
     """FastestDet for `num_classes` classes (80 = the COCO weights); only ``detect_head.cls_layers`` depends on it.
 
     Args:
@@ -212,14 +223,16 @@ def _split(raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    gy, gx = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                            torch.arange(w, device=device, dtype=dtype), indexing="ij")
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing="ij"
+    )
     return gx, gy
 
 
 @torch.no_grad()
-def decode_fastestdet(raw: Tensor, conf: float = 0.25, iou: float = 0.45,
-                      max_det: int = 100) -> list[dict[str, Tensor]]:
+def decode_fastestdet(
+    raw: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 100
+) -> list[dict[str, Tensor]]:
     """Detections per image from the raw output, with upstream's scoring and NMS (utils/tool.py handle_preds).
 
     Every cell is one candidate: score = objectness ** 0.6 * (best class probability) ** 0.4, kept if
@@ -263,8 +276,9 @@ def _siou(pred: Tensor, gt: Tensor, eps: float = 1e-7) -> Tensor:
     b1_y1, b1_y2 = pred[:, 1] - pred[:, 3] / 2, pred[:, 1] + pred[:, 3] / 2
     b2_x1, b2_x2 = gt[:, 0] - gt[:, 2] / 2, gt[:, 0] + gt[:, 2] / 2
     b2_y1, b2_y2 = gt[:, 1] - gt[:, 3] / 2, gt[:, 1] + gt[:, 3] / 2
-    inter = ((torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0)
-             * (torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)).clamp(0))
+    inter = (torch.min(b1_x2, b2_x2) - torch.max(b1_x1, b2_x1)).clamp(0) * (
+        torch.min(b1_y2, b2_y2) - torch.max(b1_y1, b2_y1)
+    ).clamp(0)
     w1, h1 = b1_x2 - b1_x1, b1_y2 - b1_y1 + eps
     w2, h2 = b2_x2 - b2_x1, b2_y2 - b2_y1 + eps
     iou = inter / (w1 * h1 + w2 * h2 - inter + eps)
@@ -283,8 +297,9 @@ def _siou(pred: Tensor, gt: Tensor, eps: float = 1e-7) -> Tensor:
     return iou - 0.5 * (distance_cost + shape_cost)
 
 
-def _grid_targets(targets: list[dict[str, Tensor]], h: int, w: int,
-                  device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _grid_targets(
+    targets: list[dict[str, Tensor]], h: int, w: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
     """Targets as rows (image, class, cx, cy, w, h) in grid units, like upstream's collated labels."""
     rows = []
     for i, target in enumerate(targets):
@@ -337,8 +352,15 @@ def fastestdet_loss(raw: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, 
         gi, gj = gij[kept].unbind(-1)
         b, cls_t, gbox = image.expand(4, -1)[kept], label.expand(4, -1)[kept], gt.expand(4, -1, -1)[kept]
         reg = preg[b, :, gj, gi]
-        pbox = torch.stack((torch.tanh(reg[:, 0]) + gi, torch.tanh(reg[:, 1]) + gj,
-                            torch.sigmoid(reg[:, 2]) * w, torch.sigmoid(reg[:, 3]) * h), dim=1)
+        pbox = torch.stack(
+            (
+                torch.tanh(reg[:, 0]) + gi,
+                torch.tanh(reg[:, 1]) + gj,
+                torch.sigmoid(reg[:, 2]) * w,
+                torch.sigmoid(reg[:, 3]) * h,
+            ),
+            dim=1,
+        )
         iou = _siou(pbox, gbox)
         positive = iou > iou.mean()
         if positive.any():  # upstream would average an empty set (NaN) when every candidate ties

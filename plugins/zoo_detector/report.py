@@ -46,8 +46,9 @@ def pr_curve_png(curve: dict[str, list[float]], path: Path, title: str = "") -> 
         draw.text((x - 8, top + plot_h + 6), f"{tick / 10:.1f}", fill="gray", font=font)
         draw.text((left - 28, y - 5), f"{tick / 10:.1f}", fill="gray", font=font)
     for i, (name, color) in enumerate((("iou50", (40, 110, 200)), ("iou75", (200, 90, 40)))):
-        points = [(left + plot_w * r, top + plot_h * (1 - p)) for r, p in zip(curve["recall"], curve[name],
-                                                                              strict=True)]
+        points = [
+            (left + plot_w * r, top + plot_h * (1 - p)) for r, p in zip(curve["recall"], curve[name], strict=True)
+        ]
         draw.line(points, fill=color, width=2)
         draw.text((left + plot_w - 90, top + 8 + 14 * i), f"IoU {name[3:]}", fill=color, font=font)
     draw.text((left + plot_w // 2 - 15, height - 16), "recall", fill="black", font=font)

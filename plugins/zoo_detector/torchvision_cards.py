@@ -48,6 +48,7 @@ _YAML_WORDS: Final = frozenset({"y", "n", "yes", "no", "true", "false", "on", "o
 # torchvision meta metric -> the key of zoo's detector evaluation summary (percent, COCO mAP@[.5:.95]).
 METRIC_NAMES: Final = {"box_map": "map"}
 
+
 def sha256_prefix(url: str) -> str:
     """The hex digits torchvision puts at the end of a weights file name (what torch.hub's check_hash compares)."""
     found = _PREFIX_RE.search(url.rsplit("/", 1)[-1])
@@ -113,26 +114,38 @@ def card_data(name: str, arch: str) -> dict[str, Any]:
         resize = f"resizes every image to {width}x{height}"
     else:
         kwargs.update(min_size=int(transform.min_size[-1]), max_size=int(transform.max_size))
-        resize = (f"resizes so the shorter side is {kwargs['min_size']} and the longer at most {kwargs['max_size']} "
-                  "(kwargs min_size / max_size)")
+        resize = (
+            f"resizes so the shorter side is {kwargs['min_size']} and the longer at most {kwargs['max_size']} "
+            "(kwargs min_size / max_size)"
+        )
     metrics = []
     for dataset_key, values in meta["_metrics"].items():
         dataset, _, split = dataset_key.partition("-")
         for metric, value in values.items():
             # zoo's name for the same COCO figure, so `zoo eval --compare` and `zoo list` line it up with its own
-            metrics.append({"name": METRIC_NAMES.get(metric, metric), "value": value, "dataset": dataset.lower(),
-                            "split": split or "-", "source": "published", "reference": meta["recipe"],
-                            "note": f"torchvision's {spec.weights}.{WEIGHTS_MEMBER} meta ({dataset_key} {metric})"})
-    notes = (f"torchvision's {spec.weights}.{WEIGHTS_MEMBER}: a plain state dict ({meta['_file_size']:g} MB pickle, "
-             f"{meta['_ops']:g} GFLOPS), converted to safetensors on fetch. The model takes float RGB images in "
-             f"[0, 1] of any size: it {resize} and normalises (mean {list(transform.image_mean)}, std "
-             f"{list(transform.image_std)}) inside. torchvision publishes only the sha256 prefix in the file name; "
-             "zoo records the full hash on the first verified download.")
+            metrics.append(
+                {
+                    "name": METRIC_NAMES.get(metric, metric),
+                    "value": value,
+                    "dataset": dataset.lower(),
+                    "split": split or "-",
+                    "source": "published",
+                    "reference": meta["recipe"],
+                    "note": f"torchvision's {spec.weights}.{WEIGHTS_MEMBER} meta ({dataset_key} {metric})",
+                }
+            )
+    notes = (
+        f"torchvision's {spec.weights}.{WEIGHTS_MEMBER}: a plain state dict ({meta['_file_size']:g} MB pickle, "
+        f"{meta['_ops']:g} GFLOPS), converted to safetensors on fetch. The model takes float RGB images in "
+        f"[0, 1] of any size: it {resize} and normalises (mean {list(transform.image_mean)}, std "
+        f"{list(transform.image_std)}) inside. torchvision publishes only the sha256 prefix in the file name; "
+        "zoo records the full hash on the first verified download."
+    )
     return {
         "task": "detector",
         "plugin": "detector",
         "description": " ".join(p for p in (summary, meta.get("_docs", "")) if p) + " Labels 0-79 are COCO's 80 "
-                       "categories; torchvision's 91 output slots (background, unused ids) stay inside the model.",
+        "categories; torchvision's 91 output slots (background, unused ids) stay inside the model.",
         "builder": "zoo_detector.torchvision_models:build",
         "kwargs": kwargs,
         "params": meta["num_params"],
@@ -142,15 +155,17 @@ def card_data(name: str, arch: str) -> dict[str, Any]:
         "license": meta.get("license", CODE_LICENSE),
         "source": f"https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.{arch}.html",
         "citation": "; ".join(papers) or None,
-        "weights": {WEIGHTS_MEMBER.lower().replace("_", "-"): {
-            "uri": weights.url,
-            "sha256_prefix": sha256_prefix(weights.url),
-            "format": "torch-pickle",
-            "dtype": "float32",
-            "license": meta.get("license", WEIGHTS_LICENSE),
-            "metrics": metrics,
-            "notes": notes,
-        }},
+        "weights": {
+            WEIGHTS_MEMBER.lower().replace("_", "-"): {
+                "uri": weights.url,
+                "sha256_prefix": sha256_prefix(weights.url),
+                "format": "torch-pickle",
+                "dtype": "float32",
+                "license": meta.get("license", WEIGHTS_LICENSE),
+                "metrics": metrics,
+                "notes": notes,
+            }
+        },
     }
 
 
@@ -192,8 +207,10 @@ def _card_lines(name: str, card: dict[str, Any], labels_anchor: tuple[str, list[
         out.append(f"        license: {_q(variant['license'])}")
         out.append("        metrics:")
         for m in variant["metrics"]:
-            out.append(f"          - {{name: {_q(m['name'])}, value: {m['value']}, dataset: {_q(m['dataset'])}, "
-                       f"split: {_q(m['split'])}, source: {m['source']},")
+            out.append(
+                f"          - {{name: {_q(m['name'])}, value: {m['value']}, dataset: {_q(m['dataset'])}, "
+                f"split: {_q(m['split'])}, source: {m['source']},"
+            )
             out.append(f"             reference: {json.dumps(m['reference'])},")
             out.append(f"             note: {json.dumps(m['note'])}}}")
         out += _folded("notes", variant["notes"], 8)
@@ -221,7 +238,7 @@ def splice(text: str, block: str) -> str:
         if end not in stripped[start:]:
             raise ValueError(f"registry.yaml has the line {begin!r} but no {end!r} after it; fix the markers by hand.")
         stop = start + stripped[start:].index(end)
-        return "\n".join([*lines[:start], block, *lines[stop + 1:]]) + "\n"
+        return "\n".join([*lines[:start], block, *lines[stop + 1 :]]) + "\n"
     top_level = [line for line in lines if re.match(r"^[A-Za-z_]", line)]
     if not top_level or not top_level[-1].startswith("models:"):
         raise ValueError("registry.yaml's last top-level key is not 'models:'; cannot append the generated cards.")
@@ -237,8 +254,11 @@ def _registry_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo_detector.torchvision_cards", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo_detector.torchvision_cards",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the generated block is out of date")
     parser.add_argument("--registry", type=Path, help="the registry file (default: zoo's built-in registry.yaml)")
     args = parser.parse_args(argv)
@@ -247,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     new = splice(text, render())
     if args.check:
         if new != text:
-            print(f"{path}: the torchvision detector cards are out of date with the installed torchvision; "
-                  "run 'python -m zoo_detector.torchvision_cards'.", file=sys.stderr)
+            print(
+                f"{path}: the torchvision detector cards are out of date with the installed torchvision; "
+                "run 'python -m zoo_detector.torchvision_cards'.",
+                file=sys.stderr,
+            )
             return 1
         print(f"{path}: the torchvision detector cards are up to date.")
         return 0

@@ -53,19 +53,43 @@ class Arch:
 
 
 ARCHS: Final = {
-    "fasterrcnn_resnet50_fpn_v2": Arch("FasterRCNN_ResNet50_FPN_V2_Weights", "roi_heads.box_predictor",
-                                       frozen_bn=False, backbone="resnet", trainable_layers=3),
-    "fasterrcnn_mobilenet_v3_large_320_fpn": Arch("FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
-                                                  "roi_heads.box_predictor", frozen_bn=True, backbone="mobilenet",
-                                                  trainable_layers=3),
-    "retinanet_resnet50_fpn_v2": Arch("RetinaNet_ResNet50_FPN_V2_Weights", "head.classification_head.cls_logits",
-                                      frozen_bn=False, backbone="resnet", trainable_layers=3),
-    "fcos_resnet50_fpn": Arch("FCOS_ResNet50_FPN_Weights", "head.classification_head.cls_logits",
-                              frozen_bn=True, backbone="resnet", trainable_layers=3),
+    "fasterrcnn_resnet50_fpn_v2": Arch(
+        "FasterRCNN_ResNet50_FPN_V2_Weights",
+        "roi_heads.box_predictor",
+        frozen_bn=False,
+        backbone="resnet",
+        trainable_layers=3,
+    ),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": Arch(
+        "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
+        "roi_heads.box_predictor",
+        frozen_bn=True,
+        backbone="mobilenet",
+        trainable_layers=3,
+    ),
+    "retinanet_resnet50_fpn_v2": Arch(
+        "RetinaNet_ResNet50_FPN_V2_Weights",
+        "head.classification_head.cls_logits",
+        frozen_bn=False,
+        backbone="resnet",
+        trainable_layers=3,
+    ),
+    "fcos_resnet50_fpn": Arch(
+        "FCOS_ResNet50_FPN_Weights",
+        "head.classification_head.cls_logits",
+        frozen_bn=True,
+        backbone="resnet",
+        trainable_layers=3,
+    ),
     # SSDlite's classification head is one conv stack per feature map: the whole stack is the head. torchvision
     # trains all 6 backbone stages with or without weights, so its from-scratch build is the pretrained layout.
-    "ssdlite320_mobilenet_v3_large": Arch("SSDLite320_MobileNet_V3_Large_Weights", "head.classification_head",
-                                          frozen_bn=False, backbone="mobilenet", trainable_layers=None),
+    "ssdlite320_mobilenet_v3_large": Arch(
+        "SSDLite320_MobileNet_V3_Large_Weights",
+        "head.classification_head",
+        frozen_bn=False,
+        backbone="mobilenet",
+        trainable_layers=None,
+    ),
 }
 
 _NOT_CLASSES: Final = ("__background__", "N/A")
@@ -101,20 +125,25 @@ class _ZooLabels:
     def _to_slots(self, labels: torch.Tensor) -> torch.Tensor:
         k = len(self.zoo_slots)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-            raise ValueError(f"Target labels must be zoo labels 0..{k - 1} (this model has {k} classes); got "
-                             f"{int(labels.min())}..{int(labels.max())}.")
+            raise ValueError(
+                f"Target labels must be zoo labels 0..{k - 1} (this model has {k} classes); got "
+                f"{int(labels.min())}..{int(labels.max())}."
+            )
         return torch.as_tensor(self.zoo_slots, device=labels.device)[labels.long()]
 
     def _from_slots(self, detections: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labels = detections["labels"]
         lookup = torch.full((self.zoo_num_slots,), -1, dtype=torch.int64, device=labels.device)
         lookup[torch.as_tensor(self.zoo_slots, device=labels.device)] = torch.arange(
-            len(self.zoo_slots), device=labels.device)
+            len(self.zoo_slots), device=labels.device
+        )
         mapped = lookup[labels]
         keep = mapped >= 0
         n = labels.shape[0]
-        out = {key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == (n,) else value
-               for key, value in detections.items()}
+        out = {
+            key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == (n,) else value
+            for key, value in detections.items()
+        }
         out["labels"] = mapped[keep]
         return out
 
@@ -176,8 +205,14 @@ def _freeze_layers(body: nn.Module, backbone: str, trainable: int) -> None:
             parameter.requires_grad_(False)
 
 
-def build(*, arch: str, num_classes: int = COCO_CLASSES, pretrained_layout: bool = True,
-          trainable_backbone_layers: int | None = None, **kwargs: Any) -> nn.Module:
+def build(
+    *,
+    arch: str,
+    num_classes: int = COCO_CLASSES,
+    pretrained_layout: bool = True,
+    trainable_backbone_layers: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """A torchvision COCO detector whose labels are 0..num_classes-1, without any weights.
 
     Args:
@@ -195,8 +230,10 @@ def build(*, arch: str, num_classes: int = COCO_CLASSES, pretrained_layout: bool
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
     for key in ("weights", "weights_backbone"):
         if key in kwargs:
-            raise ValueError(f"{key!r} is not a builder argument here: zoo loads the card's weights itself "
-                             "(zoo.load(name) for pretrained, zoo.load(name, pretrained=False) for none).")
+            raise ValueError(
+                f"{key!r} is not a builder argument here: zoo loads the card's weights itself "
+                "(zoo.load(name) for pretrained, zoo.load(name, pretrained=False) for none)."
+            )
     spec = ARCHS[arch]
     if num_classes == COCO_CLASSES:
         slots, _ = coco_layout(getattr(detection, spec.weights).COCO_V1.meta["categories"])

@@ -30,8 +30,16 @@ class Denoiser(nn.Module):
     """A UNet that predicts the noise (or v) in ``x_t``, and the schedule that defines ``x_t``: the weights hold
     only the UNet (keys ``unet.*``); the schedule comes from the card's kwargs."""
 
-    def __init__(self, unet: nn.Module, num_classes: int, schedule: str, prediction: str, timesteps: int,
-                 beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+    def __init__(
+        self,
+        unet: nn.Module,
+        num_classes: int,
+        schedule: str,
+        prediction: str,
+        timesteps: int,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
@@ -61,18 +69,29 @@ class Denoiser(nn.Module):
 
     def scheduler_config(self) -> dict[str, Any]:
         """The diffusers scheduler arguments every sampler of this model shares."""
-        return {"num_train_timesteps": self.timesteps, "beta_schedule": SCHEDULES[self.schedule],
-                "beta_start": self.beta_start, "beta_end": self.beta_end,
-                "prediction_type": PREDICTIONS[self.prediction]}
+        return {
+            "num_train_timesteps": self.timesteps,
+            "beta_schedule": SCHEDULES[self.schedule],
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "prediction_type": PREDICTIONS[self.prediction],
+        }
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The model's prediction for ``x_t`` at timesteps `t` (one per row, or one for all) given `labels`."""
         return self.unet(x, t, class_labels=labels if self.num_classes else None).sample
 
 
-def build_unet(sample_size: int = 32, channels: tuple[int, ...] = (48, 96, 96), layers_per_block: int = 1,
-               attention: tuple[bool, ...] = (False, False, True), num_class_embeds: int | None = None,
-               norm_groups: int = 16, head_dim: int = 32, dropout: float = 0.0) -> nn.Module:
+def build_unet(
+    sample_size: int = 32,
+    channels: tuple[int, ...] = (48, 96, 96),
+    layers_per_block: int = 1,
+    attention: tuple[bool, ...] = (False, False, True),
+    num_class_embeds: int | None = None,
+    norm_groups: int = 16,
+    head_dim: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
     """diffusers' UNet2DModel: one down block per entry of `channels` (each halves the resolution but the
     last), self-attention in the blocks `attention` marks."""
     from diffusers.models.unets.unet_2d import UNet2DModel
@@ -81,17 +100,43 @@ def build_unet(sample_size: int = 32, channels: tuple[int, ...] = (48, 96, 96), 
         raise ValueError(f"attention needs one flag per level ({len(channels)}), got {len(attention)}")
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
-    return UNet2DModel(sample_size=sample_size, in_channels=3, out_channels=3, block_out_channels=tuple(channels),
-                       layers_per_block=layers_per_block, down_block_types=down, up_block_types=up,
-                       num_class_embeds=num_class_embeds, norm_num_groups=norm_groups, attention_head_dim=head_dim,
-                       dropout=dropout)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(channels),
+        layers_per_block=layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        num_class_embeds=num_class_embeds,
+        norm_num_groups=norm_groups,
+        attention_head_dim=head_dim,
+        dropout=dropout,
+    )
 
 
-def build_ddpm(num_classes: int = 10, channels: tuple[int, ...] | list[int] = (48, 96, 96), layers_per_block: int = 1,
-               attention: tuple[bool, ...] | list[bool] = (False, False, True), schedule: str = "linear",
-               prediction: str = "epsilon", timesteps: int = 1000, norm_groups: int = 16, head_dim: int = 32,
-               dropout: float = 0.0, sample_size: int = 32) -> Denoiser:
+def build_ddpm(
+    num_classes: int = 10,
+    channels: tuple[int, ...] | list[int] = (48, 96, 96),
+    layers_per_block: int = 1,
+    attention: tuple[bool, ...] | list[bool] = (False, False, True),
+    schedule: str = "linear",
+    prediction: str = "epsilon",
+    timesteps: int = 1000,
+    norm_groups: int = 16,
+    head_dim: int = 32,
+    dropout: float = 0.0,
+    sample_size: int = 32,
+) -> Denoiser:
     """A (class-conditional when `num_classes` > 0) DDPM denoiser for `sample_size` square RGB images."""
-    unet = build_unet(sample_size, tuple(channels), layers_per_block, tuple(attention),
-                      num_classes + 1 if num_classes else None, norm_groups, head_dim, dropout)
+    unet = build_unet(
+        sample_size,
+        tuple(channels),
+        layers_per_block,
+        tuple(attention),
+        num_classes + 1 if num_classes else None,
+        norm_groups,
+        head_dim,
+        dropout,
+    )
     return Denoiser(unet, num_classes, schedule, prediction, timesteps)

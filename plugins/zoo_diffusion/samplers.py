@@ -25,8 +25,9 @@ SAMPLERS = {
 }
 
 
-def check_options(model_steps: int, conditional: bool, sampler: str, steps: int, guidance: float | None,
-                  eta: float | None) -> None:
+def check_options(
+    model_steps: int, conditional: bool, sampler: str, steps: int, guidance: float | None, eta: float | None
+) -> None:
     """One line naming the option and the fix for anything the samplers cannot do."""
     if sampler not in SAMPLERS:
         import difflib
@@ -38,14 +39,19 @@ def check_options(model_steps: int, conditional: bool, sampler: str, steps: int,
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ZooError(f"--steps {steps}: a sampler takes at least 1 step.")
     if steps > model_steps:
-        raise ZooError(f"--steps {steps}: the model's schedule has {model_steps} timesteps; {sampler} can take at "
-                       f"most {model_steps} steps.")
+        raise ZooError(
+            f"--steps {steps}: the model's schedule has {model_steps} timesteps; {sampler} can take at "
+            f"most {model_steps} steps."
+        )
     if guidance is not None and not conditional:
-        raise ZooError("--guidance applies to class-conditional models (classifier-free guidance); this model is "
-                       "unconditional.")
+        raise ZooError(
+            "--guidance applies to class-conditional models (classifier-free guidance); this model is unconditional."
+        )
     if guidance is not None and guidance < 0:
-        raise ZooError(f"--guidance {guidance}: the guidance scale is at least 0 (1: no guidance, 0: "
-                       "unconditional, above 1: more class-typical).")
+        raise ZooError(
+            f"--guidance {guidance}: the guidance scale is at least 0 (1: no guidance, 0: "
+            "unconditional, above 1: more class-typical)."
+        )
     if eta is not None:
         if not 0.0 <= eta <= 1.0:
             raise ZooError(f"--eta {eta}: DDIM's eta lies in [0, 1] (0: deterministic, 1: as stochastic as DDPM).")
@@ -72,14 +78,16 @@ def make_scheduler(model: Any, sampler: str, steps: int) -> Any:
     else:
         from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
 
-        scheduler = DPMSolverMultistepScheduler(**config, algorithm_type="dpmsolver++", solver_order=2,
-                                                timestep_spacing="trailing")
+        scheduler = DPMSolverMultistepScheduler(
+            **config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+        )
     scheduler.set_timesteps(steps)
     return scheduler
 
 
-def guided(model: Any, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
-           guidance: float | None) -> torch.Tensor:
+def guided(
+    model: Any, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float | None
+) -> torch.Tensor:
     """The model's prediction, with classifier-free guidance (Ho & Salimans 2022) at scale `guidance`:
     unconditional + scale x (conditional - unconditional), both halves in one call of twice the rows."""
     if labels is None or guidance is None or guidance == 1.0:
@@ -92,9 +100,16 @@ def guided(model: Any, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | 
     return unconditional + guidance * (conditional - unconditional)
 
 
-def denoise(model: Any, noise: Any, labels: torch.Tensor | None, sampler: str, steps: int,
-            guidance: float | None = None, eta: float = 0.0,
-            on_step: Callable[[int], Any] | None = None) -> torch.Tensor:
+def denoise(
+    model: Any,
+    noise: Any,
+    labels: torch.Tensor | None,
+    sampler: str,
+    steps: int,
+    guidance: float | None = None,
+    eta: float = 0.0,
+    on_step: Callable[[int], Any] | None = None,
+) -> torch.Tensor:
     """Images in the model's data range ([-1, 1]) from pure noise, `steps` steps of `sampler`."""
     scheduler = make_scheduler(model, sampler, steps)
     x = noise.randn(*model.sample_shape) * scheduler.init_noise_sigma

@@ -36,8 +36,9 @@ def _steps_list(value: str | int) -> list[int]:
     try:
         steps = [int(part) for part in str(value).split(",") if part.strip()]
     except ValueError:
-        raise ZooError(f"--steps {value!r}: give a step count (50) or a comma-separated sweep "
-                       "(10,25,50,100).") from None
+        raise ZooError(
+            f"--steps {value!r}: give a step count (50) or a comma-separated sweep (10,25,50,100)."
+        ) from None
     if not steps:
         raise ZooError("--steps is empty: give a step count (50) or a comma-separated sweep (10,25,50,100).")
     return steps
@@ -70,8 +71,10 @@ class DiffusionTask(SamplingTask):
         self.default_guidance = float(guidance) if guidance is not None and self.conditional else None
         self.validate_every = int(self.config.get("val_every", 1))
         if self.default_sampler not in SAMPLERS:
-            raise ZooError(f"Card {card.name!r}: task_config.sampler must be one of {', '.join(SAMPLERS)}, got "
-                           f"{self.default_sampler!r}.")
+            raise ZooError(
+                f"Card {card.name!r}: task_config.sampler must be one of {', '.join(SAMPLERS)}, got "
+                f"{self.default_sampler!r}."
+            )
 
     @property
     def timesteps(self) -> int:
@@ -80,19 +83,31 @@ class DiffusionTask(SamplingTask):
     # -- options ------------------------------------------------------------------------------------
     @classmethod
     def sampling_options(cls, sweep: bool) -> list[click.Option]:
-        steps_help = ("Denoising steps (default: the card's, e.g. 50)" +
-                      ("; a comma-separated list (10,25,50,100) measures each: a steps-vs-metric sweep." if sweep
-                       else "."))
+        steps_help = "Denoising steps (default: the card's, e.g. 50)" + (
+            "; a comma-separated list (10,25,50,100) measures each: a steps-vs-metric sweep." if sweep else "."
+        )
         return [
-            click.Option(["--sampler"], type=str, default=None,
-                         help="ddpm (ancestral, the full schedule), ddim (any step count) or dpm++ (DPM-Solver++ "
-                              "2M, 10-25 steps). Default: the card's."),
+            click.Option(
+                ["--sampler"],
+                type=str,
+                default=None,
+                help="ddpm (ancestral, the full schedule), ddim (any step count) or dpm++ (DPM-Solver++ "
+                "2M, 10-25 steps). Default: the card's.",
+            ),
             click.Option(["--steps"], type=str if sweep else int, default=None, help=steps_help),
-            click.Option(["--guidance"], type=float, default=None,
-                         help="Class-conditional models: the classifier-free guidance scale (1: none; 2-4: more "
-                              "class-typical images). Default: the card's."),
-            click.Option(["--eta"], type=float, default=None,
-                         help="DDIM's noise (0: deterministic, the default; 1: as stochastic as DDPM)."),
+            click.Option(
+                ["--guidance"],
+                type=float,
+                default=None,
+                help="Class-conditional models: the classifier-free guidance scale (1: none; 2-4: more "
+                "class-typical images). Default: the card's.",
+            ),
+            click.Option(
+                ["--eta"],
+                type=float,
+                default=None,
+                help="DDIM's noise (0: deterministic, the default; 1: as stochastic as DDPM).",
+            ),
         ]
 
     @classmethod
@@ -103,25 +118,40 @@ class DiffusionTask(SamplingTask):
             return cls.sampling_options(sweep=False)
         return []
 
-    def _resolve(self, sampler: str | None, steps: int | None, guidance: float | None,
-                 eta: float | None) -> dict[str, Any]:
+    def _resolve(
+        self, sampler: str | None, steps: int | None, guidance: float | None, eta: float | None
+    ) -> dict[str, Any]:
         """The sampling options with the card's defaults filled in, checked (one line for anything wrong)."""
         if guidance is not None and not self.conditional:
             check_options(self.timesteps, False, sampler or self.default_sampler, steps or 1, guidance, eta)
-        resolved: dict[str, Any] = {"sampler": sampler or self.default_sampler,
-                                    "steps": self.default_steps if steps is None else steps,
-                                    "guidance": self.default_guidance if guidance is None else guidance,
-                                    "eta": 0.0 if eta is None else eta}
-        check_options(self.timesteps, self.conditional, resolved["sampler"], resolved["steps"],
-                      resolved["guidance"], resolved["eta"])
+        resolved: dict[str, Any] = {
+            "sampler": sampler or self.default_sampler,
+            "steps": self.default_steps if steps is None else steps,
+            "guidance": self.default_guidance if guidance is None else guidance,
+            "eta": 0.0 if eta is None else eta,
+        }
+        check_options(
+            self.timesteps,
+            self.conditional,
+            resolved["sampler"],
+            resolved["steps"],
+            resolved["guidance"],
+            resolved["eta"],
+        )
         return resolved
 
-    def check_options(self, sampler: str | None = None, steps: str | int | None = None,
-                      guidance: float | None = None, eta: float | None = None, **_other: Any) -> dict[str, Any]:
+    def check_options(
+        self,
+        sampler: str | None = None,
+        steps: str | int | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+        **_other: Any,
+    ) -> dict[str, Any]:
         """Refuse bad sampling options before the runtime loads the model or reads a dataset (one line); the
         options as they will be used, the card's defaults filled in (what ``zoo sample``'s manifest records)."""
         resolved: dict[str, Any] = {}
-        for count in (_steps_list(steps) if steps is not None else [None]):
+        for count in _steps_list(steps) if steps is not None else [None]:
             resolved = self._resolve(sampler, count, guidance, eta)
         return resolved
 
@@ -132,33 +162,61 @@ class DiffusionTask(SamplingTask):
 
     def _validation_options(self) -> dict[str, Any]:
         guidance = self.config.get("val_guidance", self.config.get("guidance"))
-        return self._resolve(self.config.get("val_sampler", "dpm++"), self.config.get("val_steps", 20),
-                             None if guidance is None or not self.conditional else float(guidance), None)
+        return self._resolve(
+            self.config.get("val_sampler", "dpm++"),
+            self.config.get("val_steps", 20),
+            None if guidance is None or not self.conditional else float(guidance),
+            None,
+        )
 
     # -- sampling -----------------------------------------------------------------------------------
-    def sample_steps(self, sampler: str | None = None, steps: int | str | None = None, guidance: float | None = None,
-                     eta: float | None = None) -> int:
+    def sample_steps(
+        self,
+        sampler: str | None = None,
+        steps: int | str | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+    ) -> int:
         """Network calls per sample batch (the progress bar's unit)."""
         return int(steps) if isinstance(steps, int) else self.default_steps
 
-    def sample(self, model: Any, noise: Noise, labels: torch.Tensor | None, sampler: str | None = None,
-               steps: int | None = None, guidance: float | None = None, eta: float | None = None,
-               on_step: Any = None) -> torch.Tensor:
+    def sample(
+        self,
+        model: Any,
+        noise: Noise,
+        labels: torch.Tensor | None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+        on_step: Any = None,
+    ) -> torch.Tensor:
         options = self._resolve(sampler, steps, guidance, eta)
         denoiser = _unwrap(model)
         if labels is not None:
             labels = labels.to(noise.device)
-        x = denoise(denoiser, noise, labels, options["sampler"], options["steps"], options["guidance"],
-                    options["eta"], on_step)
+        x = denoise(
+            denoiser, noise, labels, options["sampler"], options["steps"], options["guidance"], options["eta"], on_step
+        )
         return self.to_unit(x)
 
     # -- evaluation -----------------------------------------------------------------------------------
     # the sampling options by name where the base class takes **sample_options
     def measure(  # type: ignore[override]
-            self, model: Any, data: Any, context: Any, samples: int | None = None, features: str | None = None,
-            judge: str | None = None, sample_seed: int = 0, validation: bool = False,
-            sampler: str | None = None, steps: str | int | None = None, guidance: float | None = None,
-            eta: float | None = None) -> dict[str, Any]:
+        self,
+        model: Any,
+        data: Any,
+        context: Any,
+        samples: int | None = None,
+        features: str | None = None,
+        judge: str | None = None,
+        sample_seed: int = 0,
+        validation: bool = False,
+        sampler: str | None = None,
+        steps: str | int | None = None,
+        guidance: float | None = None,
+        eta: float | None = None,
+    ) -> dict[str, Any]:
         """Part 1's figures for samples drawn with the given sampler, steps and guidance (recorded in the
         summary as ``sampling``); with several step counts, each is measured (``sweep``) and the summary's
         figures are those of the card's default step count if it is in the list, else of the last."""
@@ -166,8 +224,7 @@ class DiffusionTask(SamplingTask):
 
         if validation:
             options = self._validation_options()
-            summary = super().measure(model, data, context, samples, features, judge, sample_seed, True,
-                                      **options)
+            summary = super().measure(model, data, context, samples, features, judge, sample_seed, True, **options)
             return summary
         sweep = _steps_list(steps) if steps is not None else [self.default_steps]
         rows = []
@@ -183,8 +240,10 @@ class DiffusionTask(SamplingTask):
         if len(rows) > 1:
             space = chosen["features"]
             keys = [f"fid[{space}]", f"kid[{space}]", "precision", "recall", "judge_accuracy"]
-            summary["sweep"] = [{"steps": r["sampling"]["steps"], **{k: r[k] for k in keys if k in r},
-                                 "seconds": r["sampling_seconds"]} for r in rows]
+            summary["sweep"] = [
+                {"steps": r["sampling"]["steps"], **{k: r[k] for k in keys if k in r}, "seconds": r["sampling_seconds"]}
+                for r in rows
+            ]
         return summary
 
     def render_eval(self, summary: dict[str, Any]) -> list[str]:
@@ -193,8 +252,10 @@ class DiffusionTask(SamplingTask):
         if options:
             guidance = "" if options["guidance"] is None else f", guidance {options['guidance']:g}"
             eta = f", eta {options['eta']:g}" if options["sampler"] == "ddim" and options["eta"] else ""
-            lines.append(f"sampler {options['sampler']}, {options['steps']} steps{guidance}{eta} "
-                         f"({summary.get('sampling_seconds', 0):.0f} s of sampling and features)")
+            lines.append(
+                f"sampler {options['sampler']}, {options['steps']} steps{guidance}{eta} "
+                f"({summary.get('sampling_seconds', 0):.0f} s of sampling and features)"
+            )
         sweep = summary.get("sweep")
         if sweep:
             space = summary["features"]
@@ -222,15 +283,28 @@ class DiffusionTask(SamplingTask):
         os.replace(tmp, table)
         space = record["metrics"]["features"]
         figure = directory / "sweep.png"
-        sweep_png(sweep, f"fid[{space}]", figure, f"{record['model']}: {record['metrics']['sampling']['sampler']} "
-                                                  f"sampling, {record['metrics']['samples']} samples")
+        sweep_png(
+            sweep,
+            f"fid[{space}]",
+            figure,
+            f"{record['model']}: {record['metrics']['sampling']['sampler']} "
+            f"sampling, {record['metrics']['samples']} samples",
+        )
         return [table, figure]
 
     # -- training -----------------------------------------------------------------------------------
     # AdamW at 3e-4 per 128 images, constant after a short warm-up, gradients clipped at 1, as DDPM (Ho et al. 2020,
     # 2e-4, clip 1, 5,000 warm-up steps) with a higher rate for a small network; EMA of the weights on by default.
-    recipe_defaults = {"batch_size": 128, "augment": "flip", "optimizer": "adamw", "schedule": "constant",
-                       "weight_decay": 0.0, "warmup": 0.01, "clip_grad": 1.0, "ema": 0.999}
+    recipe_defaults = {
+        "batch_size": 128,
+        "augment": "flip",
+        "optimizer": "adamw",
+        "schedule": "constant",
+        "weight_decay": 0.0,
+        "warmup": 0.01,
+        "clip_grad": 1.0,
+        "ema": 0.999,
+    }
     base_lr = {"adamw": 3e-4, "adam": 3e-4}
 
     def train_data(self, source: str | Path, *, config: Any) -> GenerativeTrainData:
@@ -239,8 +313,10 @@ class DiffusionTask(SamplingTask):
     def train_extras(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Uniform timesteps, the noise added to each image, and which labels drop to "no class"."""
         size = tuple(int(s) for s in self.card.input_shape) if self.card.input_shape else (3, 32, 32)
-        extras = {"t": torch.randint(self.timesteps, (n,), generator=generator),
-                  "noise": torch.randn((n, *size), generator=generator)}
+        extras = {
+            "t": torch.randint(self.timesteps, (n,), generator=generator),
+            "noise": torch.randn((n, *size), generator=generator),
+        }
         if self.conditional:
             extras["drop"] = torch.rand(n, generator=generator) < float(self.config.get("class_dropout", 0.1))
         return extras
@@ -255,8 +331,9 @@ class DiffusionTask(SamplingTask):
         labels = None
         if self.conditional:
             labels = batch.targets.to(x.device)
-            labels = torch.where(batch.extras["drop"].to(x.device), torch.full_like(labels, denoiser.null_class),
-                                 labels)
+            labels = torch.where(
+                batch.extras["drop"].to(x.device), torch.full_like(labels, denoiser.null_class), labels
+            )
         if x.is_contiguous(memory_format=torch.channels_last):
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         prediction = model(x_t, t, labels).float()

@@ -68,8 +68,12 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         previous = 3
         for c in chans:  # 32 -> 16 -> 8 -> 4
-            layers += [sn(nn.Conv2d(previous, c, 4, 2, 1)), nn.LeakyReLU(0.1),
-                       sn(nn.Conv2d(c, c, 3, 1, 1)), nn.LeakyReLU(0.1)]
+            layers += [
+                sn(nn.Conv2d(previous, c, 4, 2, 1)),
+                nn.LeakyReLU(0.1),
+                sn(nn.Conv2d(c, c, 3, 1, 1)),
+                nn.LeakyReLU(0.1),
+            ]
             previous = c
         self.features = nn.Sequential(*layers)
         self.score = sn(nn.Linear(previous, 1))

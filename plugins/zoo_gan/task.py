@@ -32,8 +32,9 @@ class GanTask(SamplingTask):
         self.z_dim = int(card.kwargs.get("z_dim", 128))
         self.loss_kind = self.config.get("loss", "hinge")
         if self.loss_kind not in ("hinge", "nonsaturating"):
-            raise ZooError(f"Card {card.name!r}: task_config.loss must be hinge or nonsaturating, got "
-                           f"{self.loss_kind!r}.")
+            raise ZooError(
+                f"Card {card.name!r}: task_config.loss must be hinge or nonsaturating, got {self.loss_kind!r}."
+            )
 
     # -- sampling -----------------------------------------------------------------------------------
     def sample(self, model: Any, noise: Noise, labels: torch.Tensor | None, **options: Any) -> torch.Tensor:
@@ -49,14 +50,22 @@ class GanTask(SamplingTask):
 
     # -- training -----------------------------------------------------------------------------------
     # Adam (betas 0.5, 0.999) at 2e-4 for a batch of 64, constant: SNGAN's setting C (Miyato et al. 2018)
-    recipe_defaults = {"batch_size": 64, "augment": "flip", "optimizer": "adam", "schedule": "constant",
-                       "weight_decay": 0.0, "warmup": 0.0}
+    recipe_defaults = {
+        "batch_size": 64,
+        "augment": "flip",
+        "optimizer": "adam",
+        "schedule": "constant",
+        "weight_decay": 0.0,
+        "warmup": 0.0,
+    }
     base_lr = {"adam": 4e-4}  # per 128 images, scaled with the batch like every task's
 
     def optimizer_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
         # a GAN's two submodules (mypy sees Module.__getattr__'s Tensor | Module)
-        return {"D": list(model.discriminator.parameters()),  # type: ignore[union-attr]
-                "G": list(model.generator.parameters())}  # type: ignore[union-attr]
+        return {
+            "D": list(model.discriminator.parameters()),  # type: ignore[union-attr]
+            "G": list(model.generator.parameters()),  # type: ignore[union-attr]
+        }
 
     def training_step(self, model: Any, x: torch.Tensor, batch: Batch, config: Any, step: Any) -> dict[str, Any]:
         """One discriminator step on real and fake images, then (every ``d_steps``-th batch) one generator step
@@ -71,12 +80,14 @@ class GanTask(SamplingTask):
         if self.loss_kind == "hinge":
             d_loss = torch.relu(1 - real_score).mean() + torch.relu(1 + fake_score).mean()
         else:
-            d_loss = (torch.nn.functional.softplus(-real_score).mean()
-                      + torch.nn.functional.softplus(fake_score).mean())
+            d_loss = torch.nn.functional.softplus(-real_score).mean() + torch.nn.functional.softplus(fake_score).mean()
         step.backward(d_loss.float())
         step.step("D")
-        out = {"loss": d_loss.detach(), "d_real": real_score.detach().float().sum(),
-               "d_fake": fake_score.detach().float().sum()}
+        out = {
+            "loss": d_loss.detach(),
+            "d_real": real_score.detach().float().sum(),
+            "d_fake": fake_score.detach().float().sum(),
+        }
         if step.batch_index % self.config.get("d_steps", 1) == 0:
             for p in D.parameters():  # the generator's loss needs no gradients for D's weights
                 p.requires_grad_(False)
@@ -94,8 +105,10 @@ class GanTask(SamplingTask):
 
     def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
         seen = max(seen, 1)
-        row = {"train_d_real": round(sums.get("d_real", 0.0) / seen, 4),
-               "train_d_fake": round(sums.get("d_fake", 0.0) / seen, 4)}
+        row = {
+            "train_d_real": round(sums.get("d_real", 0.0) / seen, 4),
+            "train_d_fake": round(sums.get("d_fake", 0.0) / seen, 4),
+        }
         if sums.get("g_batches"):
             row["train_g_loss"] = round(sums["g_loss"] / sums["g_batches"], 4)
         return row

@@ -53,8 +53,10 @@ class _Sentinel(dict):
 
 # torchvision's densenet checkpoints keep the old 'norm.1' / 'conv.1' keys and its builder renames them in code
 # (densenet._load_state_dict), not in metadata: the same regex, as the card's conversion rule.
-DENSENET_RENAME: Final = {r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|"
-                          r"running_var))$": r"\1\2"}
+DENSENET_RENAME: Final = {
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|"
+    r"running_var))$": r"\1\2"
+}
 
 
 def model_names() -> list[str]:
@@ -81,6 +83,7 @@ def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
         name = getattr(module, "__name__", "") or ""
         original = getattr(module, "_ovewrite_named_param", None)
         if name.startswith("torchvision.models") and callable(original):
+
             def record(kwargs: dict, param: str, new_value: Any, _original: Any = original) -> None:
                 recorded[param] = new_value
                 _original(kwargs, param, new_value)
@@ -105,7 +108,9 @@ def _builder_kwargs(function: Any, weights: Any) -> tuple[dict[str, Any], Any]:
         raise RuntimeError(f"torchvision.models.{function.__name__} did not load {weights}")
     finally:
         _api.WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict = (  # type: ignore[method-assign]
-            saved_get, saved_load)
+            saved_get,
+            saved_load,
+        )
         for module, original in patched:
             module._ovewrite_named_param = original  # type: ignore[attr-defined]
     assert getattr(torchvision.models, function.__name__) is function
@@ -148,9 +153,12 @@ def _head(model: Any, num_classes: int) -> str:
     """The last Linear or Conv2d with one output per class: the layer `num_classes=K` re-shapes."""
     from torch import nn
 
-    found = [name for name, m in model.named_modules()
-             if (isinstance(m, nn.Linear) and m.out_features == num_classes)
-             or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
+    found = [
+        name
+        for name, m in model.named_modules()
+        if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+        or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)
+    ]
     if not found:
         raise ValueError(f"{type(model).__name__}: no layer with {num_classes} outputs")
     return found[-1]
@@ -182,17 +190,27 @@ def weights_card(arch: str, weights: Any, labels_key: str) -> dict[str, Any]:
     for dataset_key, values in meta.get("_metrics", {}).items():
         dataset, split = DATASETS.get(dataset_key, (dataset_key.lower(), "val"))
         for metric, value in values.items():
-            metrics.append({"name": METRIC_NAMES.get(metric, metric), "value": value, "dataset": dataset,
-                            "split": split, "source": "published", "reference": meta["recipe"],
-                            "note": f"torchvision's {enum_name} meta ({dataset_key} {metric})"})
+            metrics.append(
+                {
+                    "name": METRIC_NAMES.get(metric, metric),
+                    "value": value,
+                    "dataset": dataset,
+                    "split": split,
+                    "source": "published",
+                    "reference": meta["recipe"],
+                    "note": f"torchvision's {enum_name} meta ({dataset_key} {metric})",
+                }
+            )
     doc = inspect.cleandoc(function.__doc__ or "").split("Args:")[0]
     paragraphs = [p for p in re.split(r"\n\s*\n", doc) if p.strip() and not p.strip().startswith("..")]
     summary = _text(paragraphs[0]) if paragraphs else ""
     papers = [f"{' '.join(title.split())} ({url})" for title, url in LINK_RE.findall(doc)]
     extra = _text(meta.get("_docs", ""))
-    notes = (f"torchvision's {enum_name}: a plain state dict ({meta.get('_file_size', 0):g} MB pickle, "
-             f"{meta.get('_ops', 0):g} GFLOPS), converted to safetensors on fetch. torchvision publishes only the "
-             "sha256 prefix in the file name; zoo records the full hash on the first verified download.")
+    notes = (
+        f"torchvision's {enum_name}: a plain state dict ({meta.get('_file_size', 0):g} MB pickle, "
+        f"{meta.get('_ops', 0):g} GFLOPS), converted to safetensors on fetch. torchvision publishes only the "
+        "sha256 prefix in the file name; zoo records the full hash on the first verified download."
+    )
     tag = weights.name.lower()
     return {
         "task": "classifier",
@@ -200,24 +218,31 @@ def weights_card(arch: str, weights: Any, labels_key: str) -> dict[str, Any]:
         "builder": f"torchvision.models:{arch}",
         "kwargs": kwargs,
         "input": {"shape": [3, crop, crop]},
-        "preprocess": {"resize": resize, "crop": crop, "interpolation": interpolation,
-                       "mean": [float(v) for v in transform.mean], "std": [float(v) for v in transform.std]},
+        "preprocess": {
+            "resize": resize,
+            "crop": crop,
+            "interpolation": interpolation,
+            "mean": [float(v) for v in transform.mean],
+            "std": [float(v) for v in transform.std],
+        },
         "labels": labels_key,
         "head": _head(model, len(meta["categories"])),
         "params": meta["num_params"],
         "license": CODE_LICENSE,
         "source": f"https://pytorch.org/vision/stable/models/generated/torchvision.models.{arch}.html",
         "citation": "; ".join(dict.fromkeys(papers)) or None,
-        "weights": {tag: {
-            "uri": weights.url,
-            "sha256_prefix": sha256_prefix(weights.url),
-            "format": "torch-pickle",
-            "dtype": "float32",
-            "license": meta.get("license", WEIGHTS_LICENSE),
-            **({"convert": {"rename": DENSENET_RENAME}} if arch.startswith("densenet") else {}),
-            "metrics": metrics,
-            "notes": notes,
-        }},
+        "weights": {
+            tag: {
+                "uri": weights.url,
+                "sha256_prefix": sha256_prefix(weights.url),
+                "format": "torch-pickle",
+                "dtype": "float32",
+                "license": meta.get("license", WEIGHTS_LICENSE),
+                **({"convert": {"rename": DENSENET_RENAME}} if arch.startswith("densenet") else {}),
+                "metrics": metrics,
+                "notes": notes,
+            }
+        },
     }
 
 
@@ -250,16 +275,26 @@ def build_index(names: list[str] | None = None) -> dict[str, Any]:
         default = getattr(enum, "DEFAULT", None)
         if default is not None and f"{arch}.{default.name.lower()}" in cards:
             defaults[arch] = default.name.lower()
-    return {"format": INDEX_FORMAT, "torchvision": torchvision.__version__, "label_sets": label_sets,
-            "defaults": defaults, "skipped": skipped, "models": cards}
+    return {
+        "format": INDEX_FORMAT,
+        "torchvision": torchvision.__version__,
+        "label_sets": label_sets,
+        "defaults": defaults,
+        "skipped": skipped,
+        "models": cards,
+    }
 
 
 def write_index(path: Path, names: list[str] | None = None) -> dict[str, Any]:
     """Build the index and write it to `path` atomically; say so on stderr (it takes a while, once)."""
     from ._paths import torchvision_version
 
-    print(f"zoo: building the index of torchvision {torchvision_version()}'s pretrained models "
-          f"(once per torchvision version) ...", file=sys.stderr, flush=True)
+    print(
+        f"zoo: building the index of torchvision {torchvision_version()}'s pretrained models "
+        f"(once per torchvision version) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     data = build_index(names)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,8 +305,12 @@ def write_index(path: Path, names: list[str] | None = None) -> dict[str, Any]:
     finally:
         tmp.unlink(missing_ok=True)
     skipped = f", {len(data['skipped'])} skipped ({', '.join(data['skipped'])})" if data["skipped"] else ""
-    print(f"zoo: indexed {len(data['models'])} torchvision weights{skipped} in {time.perf_counter() - start:.1f} s: "
-          f"{path}", file=sys.stderr, flush=True)
+    print(
+        f"zoo: indexed {len(data['models'])} torchvision weights{skipped} in {time.perf_counter() - start:.1f} s: "
+        f"{path}",
+        file=sys.stderr,
+        flush=True,
+    )
     return data
 
 

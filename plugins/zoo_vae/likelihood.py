@@ -14,8 +14,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BIN", "bits_per_dim", "channel_means", "discretized_logistic_log_prob", "discretized_logistic_nll",
-           "gaussian_kl", "to_unit_range"]
+__all__ = [
+    "BIN",
+    "bits_per_dim",
+    "channel_means",
+    "discretized_logistic_log_prob",
+    "discretized_logistic_nll",
+    "gaussian_kl",
+    "to_unit_range",
+]
 
 #: Half the width of one of the 256 bins on [-1, 1].
 BIN = 1.0 / 255.0

@@ -89,24 +89,31 @@ class ConvVAE(nn.Module):
         image_size: side of the square input (a multiple of 4).
     """
 
-    def __init__(self, latent_channels: int = 32, width: int = 64, coupling: bool = True,
-                 image_size: int = 32) -> None:
+    def __init__(self, latent_channels: int = 32, width: int = 64, coupling: bool = True, image_size: int = 32) -> None:
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         wide = 2 * width
         self.latent_channels, self.image_size, self.coupling = latent_channels, image_size, coupling
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), _ResBlock(width),
-            nn.Conv2d(width, wide, 4, stride=2, padding=1), _ResBlock(wide),
-            nn.Conv2d(wide, wide, 4, stride=2, padding=1), _ResBlock(wide),
-            nn.SiLU())
+            nn.Conv2d(3, width, 3, padding=1),
+            _ResBlock(width),
+            nn.Conv2d(width, wide, 4, stride=2, padding=1),
+            _ResBlock(wide),
+            nn.Conv2d(wide, wide, 4, stride=2, padding=1),
+            _ResBlock(wide),
+            nn.SiLU(),
+        )
         self.posterior = _Float32Conv(wide, 2 * latent_channels, 3, padding=1)
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, wide, 3, padding=1), _ResBlock(wide),
-            nn.ConvTranspose2d(wide, wide, 4, stride=2, padding=1), _ResBlock(wide),
-            nn.ConvTranspose2d(wide, width, 4, stride=2, padding=1), _ResBlock(width),
-            nn.SiLU())
+            nn.Conv2d(latent_channels, wide, 3, padding=1),
+            _ResBlock(wide),
+            nn.ConvTranspose2d(wide, wide, 4, stride=2, padding=1),
+            _ResBlock(wide),
+            nn.ConvTranspose2d(wide, width, 4, stride=2, padding=1),
+            _ResBlock(width),
+            nn.SiLU(),
+        )
         self.likelihood = _Float32Conv(width, 9 if coupling else 6, 3, padding=1)
         # both heads keep PyTorch's random start, so gradients reach z and the encoder from the first step
         # (LOG_SCALE_OFFSET: what a zero start did)
@@ -168,8 +175,9 @@ class ConvVAE(nn.Module):
         return mean_image(params)
 
 
-def negative_elbo(x: torch.Tensor, out: VaeOutput | LogisticParams, mu: torch.Tensor | None = None,
-                  logvar: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def negative_elbo(
+    x: torch.Tensor, out: VaeOutput | LogisticParams, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(NLL, KL) in nats per image: -log p(x | z) under the discretised logistic (channel coupling included), and
     KL(q(z | x) || N(0, I)); their sum is the negative ELBO. `x` is the image as uint8 or on the bin centres of
     [-1, 1]; `out` a forward pass's output (or the likelihood's parameters with `mu` and `logvar`)."""

@@ -55,7 +55,7 @@ class VaeData:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for begin in range(0, len(self), batch_size):
-            yield Batch(self.images[begin:begin + batch_size])
+            yield Batch(self.images[begin : begin + batch_size])
 
 
 class VaeEvaluator:
@@ -81,22 +81,31 @@ class VaeTrainData:
 
     def __init__(self, dataset: ImageDataset, config: Any) -> None:
         if config.augment not in AUGMENT_PRESETS:
-            raise ZooError(f"Unknown augmentation preset {config.augment!r} for VAEs; use one of: "
-                           f"{', '.join(AUGMENT_PRESETS)}.")
+            raise ZooError(
+                f"Unknown augmentation preset {config.augment!r} for VAEs; use one of: {', '.join(AUGMENT_PRESETS)}."
+            )
         if config.balance != "none":
             raise ZooError(f"--balance {config.balance} is for classifiers; a VAE has no classes to balance.")
         if config.freeze != "none":
             raise ZooError(f"--freeze {config.freeze}: a VAE has no head to train alone; use --freeze none.")
         self.dataset = dataset
         if dataset.images.numel() < _memory_budget():  # random gathers run faster from anonymous memory
-            self.dataset = ImageDataset(dataset.images.clone(), dataset.targets, dataset.classes, dataset.source,
-                                        dataset.skipped, dataset.from_cache)
+            self.dataset = ImageDataset(
+                dataset.images.clone(),
+                dataset.targets,
+                dataset.classes,
+                dataset.source,
+                dataset.skipped,
+                dataset.from_cache,
+            )
         self.classes: tuple[str, ...] = ()  # a VAE has no labels; the data's folders only stratify the split
         self.train_idx, self.val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
         if len(self.train_idx) == 0:
             raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")
-        self.validation = (f"{len(self.val_idx)} images held out (stratified by class folder) by --val-split "
-                           f"{config.val_split} (seed {config.seed})")
+        self.validation = (
+            f"{len(self.val_idx)} images held out (stratified by class folder) by --val-split "
+            f"{config.val_split} (seed {config.seed})"
+        )
         self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"
 
     def __len__(self) -> int:
@@ -149,20 +158,36 @@ class VaeTask:
     @classmethod
     def options(cls, verb: str) -> list[click.Option]:
         if verb == "sample":
-            return [click.Option(["--temperature"], type=click.FloatRange(min=0.0), default=1.0, show_default=True,
-                                 help="Scale of the prior's noise: z ~ N(0, T^2 I); below 1 trades variety for "
-                                      "cleaner images.")]
+            return [
+                click.Option(
+                    ["--temperature"],
+                    type=click.FloatRange(min=0.0),
+                    default=1.0,
+                    show_default=True,
+                    help="Scale of the prior's noise: z ~ N(0, T^2 I); below 1 trades variety for cleaner images.",
+                )
+            ]
         return []
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
         return card_geometry(self.card)
 
-    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
-                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> VaeData:
+    def eval_data(
+        self,
+        source: str | Path,
+        *,
+        split: str | None = None,
+        val_split: float | None = None,
+        seed: int = 0,
+        cache: bool = True,
+        skip_bad: bool = False,
+    ) -> VaeData:
         if split is not None:
-            raise ZooError(f"--split {split!r}: image folders carry no named splits; point --data at the split's "
-                           "folder, or use --val-split.")
+            raise ZooError(
+                f"--split {split!r}: image folders carry no named splits; point --data at the split's "
+                "folder, or use --val-split."
+            )
         dataset = load_dataset(source, geometry=self.geometry(), skip_bad=skip_bad, cache=cache)
         keep = None if val_split is None else stratified_split(dataset.targets, val_split, seed)[1]
         return VaeData(dataset, keep)
@@ -184,10 +209,15 @@ class VaeTask:
         recon = mean_image(raw)
         target = model_images.float() / 255.0
         mse = (recon - target).square().flatten(1).mean(1)
-        return {"bits_per_dim": bits_per_dim(nll + kl, dims), "nll_bits_per_dim": bits_per_dim(nll, dims),
-                "kl_bits_per_dim": bits_per_dim(kl, dims), "mse": mse,
-                "psnr": 10.0 * torch.log10(1.0 / mse.clamp(min=1e-10)), "latent": raw.mu.float(),
-                "reconstruction": (recon * 255.0).round().to(torch.uint8)}
+        return {
+            "bits_per_dim": bits_per_dim(nll + kl, dims),
+            "nll_bits_per_dim": bits_per_dim(nll, dims),
+            "kl_bits_per_dim": bits_per_dim(kl, dims),
+            "mse": mse,
+            "psnr": 10.0 * torch.log10(1.0 / mse.clamp(min=1e-10)),
+            "latent": raw.mu.float(),
+            "reconstruction": (recon * 255.0).round().to(torch.uint8),
+        }
 
     # -- results --------------------------------------------------------------------------------------
     def evaluator(self, **options: Any) -> VaeEvaluator:
@@ -198,17 +228,23 @@ class VaeTask:
         self._shown.clear()
         records = []
         for i in range(len(batch)):
-            records.append({"bits_per_dim": round(float(outputs["bits_per_dim"][i]), 4),
-                            "mse": round(float(outputs["mse"][i]), 6), "psnr": round(float(outputs["psnr"][i]), 2),
-                            "latent": [round(v, LATENT_DECIMALS) for v in outputs["latent"][i].flatten().tolist()]})
+            records.append(
+                {
+                    "bits_per_dim": round(float(outputs["bits_per_dim"][i]), 4),
+                    "mse": round(float(outputs["mse"][i]), 6),
+                    "psnr": round(float(outputs["psnr"][i]), 2),
+                    "latent": [round(v, LATENT_DECIMALS) for v in outputs["latent"][i].flatten().tolist()],
+                }
+            )
             if i < len(batch.meta):
-                self._shown[batch.meta[i]["image"]].append((batch.images[i].cpu(),
-                                                            outputs["reconstruction"][i].cpu()))
+                self._shown[batch.meta[i]["image"]].append((batch.images[i].cpu(), outputs["reconstruction"][i].cpu()))
         return records
 
     def render_prediction(self, record: dict[str, Any]) -> str:
-        return (f"{record['bits_per_dim']:.3f} bits/dim, reconstruction PSNR {record['psnr']:.2f} dB "
-                f"(MSE {record['mse']:.5f}), latent of {len(record['latent'])}")
+        return (
+            f"{record['bits_per_dim']:.3f} bits/dim, reconstruction PSNR {record['psnr']:.2f} dB "
+            f"(MSE {record['mse']:.5f}), latent of {len(record['latent'])}"
+        )
 
     def save_prediction(self, record: dict[str, Any], image: torch.Tensor, directory: Path) -> list[Path]:
         """``<stem>-reconstruction.png``: the 32x32 input the model saw | its reconstruction, each scaled 4x."""
@@ -228,16 +264,19 @@ class VaeTask:
         return [path]
 
     def render_eval(self, summary: dict[str, Any]) -> list[str]:
-        return [f"{summary['bits_per_dim']:.4f} bits/dim (negative ELBO; lower is better)",
-                f"NLL {summary['nll_bits_per_dim']:.4f} + KL {summary['kl_bits_per_dim']:.4f} bits/dim; "
-                f"reconstruction MSE {summary['mse']:.5f}, PSNR {summary['psnr']:.2f} dB (mean over images)"]
+        return [
+            f"{summary['bits_per_dim']:.4f} bits/dim (negative ELBO; lower is better)",
+            f"NLL {summary['nll_bits_per_dim']:.4f} + KL {summary['kl_bits_per_dim']:.4f} bits/dim; "
+            f"reconstruction MSE {summary['mse']:.5f}, PSNR {summary['psnr']:.2f} dB (mean over images)",
+        ]
 
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:
         return []  # metrics.json holds the whole summary
 
     # -- sampling -------------------------------------------------------------------------------------
-    def sample(self, model: Any, noise: Any, labels: torch.Tensor | None, temperature: float = 1.0,
-               **options: Any) -> torch.Tensor:
+    def sample(
+        self, model: Any, noise: Any, labels: torch.Tensor | None, temperature: float = 1.0, **options: Any
+    ) -> torch.Tensor:
         """z ~ N(0, T^2 I) from `noise` (one generator per sample), decoded to the decoder's mean image in [0, 1].
         The pixels are the logistics' locations, not a draw of per-pixel noise (ConvVAE.sample_images)."""
         vae = _unwrap(model)
@@ -251,8 +290,15 @@ class VaeTask:
     # after a short warm-up. Measured on CIFAR-10 (bf16, 2-core CPU): at 1e-3 unclipped a gradient spike (norm 20)
     # collapsed the posterior (KL -> 0, stuck at 7.0 bits/dim) and a full epoch ended in NaN; at 5e-4 clipped to 1
     # the loss fell steadily (5.6 bits/dim after 340 steps, KL 0.3 bits/dim and rising).
-    recipe_defaults = {"batch_size": 128, "augment": "flip", "optimizer": "adamw", "schedule": "cosine",
-                       "weight_decay": 0.0, "warmup": 0.02, "clip_grad": 1.0}
+    recipe_defaults = {
+        "batch_size": 128,
+        "augment": "flip",
+        "optimizer": "adamw",
+        "schedule": "cosine",
+        "weight_decay": 0.0,
+        "warmup": 0.02,
+        "clip_grad": 1.0,
+    }
     base_lr = {"adamw": 5e-4, "sgd": 0.01}  # per 128 images
 
     def train_data(self, source: str | Path, *, config: Any) -> VaeTrainData:
@@ -272,10 +318,15 @@ class VaeTask:
         nll, kl = vae.nelbo(target, out)
         dims = target[0].numel()
         nelbo = nll + kl
-        return {"loss": nelbo.mean() / dims, "nelbo_bits": bits_per_dim(nelbo.detach(), dims).sum(),
-                "kl_bits": bits_per_dim(kl.detach(), dims).sum()}
+        return {
+            "loss": nelbo.mean() / dims,
+            "nelbo_bits": bits_per_dim(nelbo.detach(), dims).sum(),
+            "kl_bits": bits_per_dim(kl.detach(), dims).sum(),
+        }
 
     def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
         seen = max(seen, 1)
-        return {"train_bits_per_dim": round(sums.get("nelbo_bits", math.nan) / seen, 4),
-                "train_kl_bits_per_dim": round(sums.get("kl_bits", math.nan) / seen, 4)}
+        return {
+            "train_bits_per_dim": round(sums.get("nelbo_bits", math.nan) / seen, 4),
+            "train_kl_bits_per_dim": round(sums.get("kl_bits", math.nan) / seen, 4),
+        }

@@ -79,8 +79,15 @@ class CycleReport:
         return f"{self.model} ({self.task}; {', '.join(self.verbs)}): {steps}{figures}"
 
 
-def run_cycle(model: str, data: Path, images: Sequence[Path], workdir: Path, *,
-              finetune_options: dict[str, Any] | None = None, new_name: str | None = None) -> CycleReport:
+def run_cycle(
+    model: str,
+    data: Path,
+    images: Sequence[Path],
+    workdir: Path,
+    *,
+    finetune_options: dict[str, Any] | None = None,
+    new_name: str | None = None,
+) -> CycleReport:
     """Drive `model` through every verb its task supports and check the task contract (module docstring).
 
     Args:
@@ -137,6 +144,7 @@ def run_cycle(model: str, data: Path, images: Sequence[Path], workdir: Path, *,
 
 # -- the CLI, as a user runs it ------------------------------------------------------------------------------
 
+
 def zoo_cli(*args: Any) -> Result:
     """``zoo ARGS...`` in this process (plugins registered inline are seen), its output and exit code captured."""
     from zoo.cli import cli
@@ -153,8 +161,9 @@ def _explain(result: Result) -> str:
 
 def _succeeds(*args: Any, code: int = 0) -> Result:
     result = zoo_cli(*args)
-    assert result.exit_code == code, (f"zoo {' '.join(map(str, args))} exited {result.exit_code}, not {code}:\n"
-                                      f"{_explain(result)}")
+    assert result.exit_code == code, (
+        f"zoo {' '.join(map(str, args))} exited {result.exit_code}, not {code}:\n{_explain(result)}"
+    )
     return result
 
 
@@ -175,22 +184,27 @@ class _timed:
 
 # -- the steps ----------------------------------------------------------------------------------------------
 
-def _check_refusal(model: str, verb: str, verbs: frozenset[str], data: Path, images: Sequence[Path],
-                   workdir: Path) -> None:
+
+def _check_refusal(
+    model: str, verb: str, verbs: frozenset[str], data: Path, images: Sequence[Path], workdir: Path
+) -> None:
     """A verb the task does not support: one line naming the supported ones, exit 1, no traceback, nothing
     written; and a ZooError from the Python API."""
     from zoo.runtime.evaluate import evaluate
     from zoo.runtime.predict import predict
 
     out = workdir / f"refused-{verb}"
-    args = {"predict": ["predict", model, *images, "-o", out],
-            "eval": ["eval", model, "--data", data, "--report", out],
-            "finetune": ["finetune", model, "--data", data, "--out", out],
-            "sample": ["sample", model, "-n", 2, "-o", out]}[verb]
+    args = {
+        "predict": ["predict", model, *images, "-o", out],
+        "eval": ["eval", model, "--data", data, "--report", out],
+        "finetune": ["finetune", model, "--data", data, "--out", out],
+        "sample": ["sample", model, "-n", 2, "-o", out],
+    }[verb]
     result = zoo_cli(*args, "--device", "cpu")
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
-        f"zoo {verb} on {model!r}, whose task supports {sorted(verbs)}: exit {result.exit_code}\n{_explain(result)}")
+        f"zoo {verb} on {model!r}, whose task supports {sorted(verbs)}: exit {result.exit_code}\n{_explain(result)}"
+    )
     assert len(lines) == 1 and "Traceback" not in result.output, f"not one line:\n{result.output}"
     assert f"'zoo {verb}'" in lines[0], lines[0]
     for other in VERBS:
@@ -199,10 +213,12 @@ def _check_refusal(model: str, verb: str, verbs: frozenset[str], data: Path, ima
         elif other != verb:
             assert f"'zoo {other}'" not in lines[0], f"the refusal names unsupported 'zoo {other}': {lines[0]}"
     assert not out.exists(), f"a refused zoo {verb} wrote {out}"
-    call = {"predict": lambda: predict(model, list(images), device="cpu"),
-            "eval": lambda: evaluate(model, data, device="cpu", show_progress=False),
-            "finetune": lambda: ft.finetune(model, data, out, device="cpu", show_progress=False),
-            "sample": lambda: zoo.sample(model, 2, device="cpu")}[verb]
+    call = {
+        "predict": lambda: predict(model, list(images), device="cpu"),
+        "eval": lambda: evaluate(model, data, device="cpu", show_progress=False),
+        "finetune": lambda: ft.finetune(model, data, out, device="cpu", show_progress=False),
+        "sample": lambda: zoo.sample(model, 2, device="cpu"),
+    }[verb]
     with pytest.raises(ZooError, match=f"'zoo {verb}'"):
         call()
     assert not out.exists(), f"a refused {verb}() wrote {out}"
@@ -249,7 +265,8 @@ def _one_line_error(*args: Any) -> str:
     result = zoo_cli(*args)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (
-        f"zoo {' '.join(map(str, args))}: exit {result.exit_code}, not 1\n{_explain(result)}")
+        f"zoo {' '.join(map(str, args))}: exit {result.exit_code}, not 1\n{_explain(result)}"
+    )
     assert len(lines) == 1 and "Traceback" not in result.output, f"not one line:\n{result.output}"
     return lines[0]
 
@@ -263,8 +280,23 @@ def _check_sample(model: str, cls: type, out: Path) -> None:
     n, seed, nrow = 5, 3, 4
     out.mkdir(parents=True)
     grid, each = out / "grid.png", out / "each"
-    result = _succeeds("sample", model, "-n", n, "--seed", seed, "-o", grid, "--out-dir", each, "--nrow", nrow,
-                       "--device", "cpu", "--json")
+    result = _succeeds(
+        "sample",
+        model,
+        "-n",
+        n,
+        "--seed",
+        seed,
+        "-o",
+        grid,
+        "--out-dir",
+        each,
+        "--nrow",
+        nrow,
+        "--device",
+        "cpu",
+        "--json",
+    )
     manifest = json.loads(result.stdout)
     assert json.loads((out / "grid.png.json").read_text()) == manifest, "GRID.json != the manifest --json printed"
     assert json.loads((each / "manifest.json").read_text()) == manifest, "DIR/manifest.json != --json's manifest"
@@ -297,13 +329,15 @@ def _check_sample(model: str, cls: type, out: Path) -> None:
     assert images.ndim == 4 and len(images) == n and 0 <= float(images.min()) <= float(images.max()) <= 1
     rgb = [to_uint8(image).expand(3, -1, -1) for image in images]  # zoo decodes every PNG to RGB
     assert all(torch.equal(png, image) for png, image in zip(pngs, rgb, strict=True)), (
-        "the PNGs are not zoo.sample's images (same model, seed, classes, precision)")
+        "the PNGs are not zoo.sample's images (same model, seed, classes, precision)"
+    )
     h, w = images.shape[2:]
     drawn = read_image(grid)
     assert tuple(drawn.shape) == (3, -(-n // nrow) * (h + 2) + 2, nrow * (w + 2) + 2), (
-        f"grid {tuple(drawn.shape)} for {n} images of {h}x{w}, {nrow} a row, 2 px apart")
-    assert torch.equal(drawn[:, 2:2 + h, 2:2 + w], rgb[0]), "the grid's first cell is not sample 0"
-    assert torch.equal(drawn[:, 2:2 + h, w + 4:2 * w + 4], rgb[1]), "the grid's second cell is not sample 1"
+        f"grid {tuple(drawn.shape)} for {n} images of {h}x{w}, {nrow} a row, 2 px apart"
+    )
+    assert torch.equal(drawn[:, 2 : 2 + h, 2 : 2 + w], rgb[0]), "the grid's first cell is not sample 0"
+    assert torch.equal(drawn[:, 2 : 2 + h, w + 4 : 2 * w + 4], rgb[1]), "the grid's second cell is not sample 1"
 
     # the same seed, the same pixels, whatever the batch size (and sample i whatever n)
     labels = manifest["labels"]
@@ -311,7 +345,8 @@ def _check_sample(model: str, cls: type, out: Path) -> None:
         runs = {b: zoo.sample(model, n, seed, labels, batch_size=b, device="cpu", precision=p) for b in (1, 7, 64)}
         for b, run in runs.items():
             assert torch.equal(run, runs[64]), (
-                f"{p}, batch size {b} vs 64: max difference {float((run - runs[64]).abs().max()):g}")
+                f"{p}, batch size {b} vs 64: max difference {float((run - runs[64]).abs().max()):g}"
+            )
     if not conditional or labels is not None:
         first = zoo.sample(model, 2, seed, None if labels is None else labels[:2], device="cpu", precision=precision)
         assert torch.equal(first, images[:2]), "samples 0-1 of a run with n=2 differ from those of n=5"
@@ -325,11 +360,29 @@ def _check_sample(model: str, cls: type, out: Path) -> None:
     # classes
     if conditional:
         last = card.labels[-1]
-        record = json.loads(_succeeds("sample", model, "-n", 3, "--class", last, "-o", out / "one-class.png",
-                                      "--device", "cpu", "--json").stdout)
+        record = json.loads(
+            _succeeds(
+                "sample", model, "-n", 3, "--class", last, "-o", out / "one-class.png", "--device", "cpu", "--json"
+            ).stdout
+        )
         assert record["labels"] == [last] * 3 and "labels_drawn" not in record, record
-        record = json.loads(_succeeds("sample", model, "-n", 2, "--class", 0, "--class", last, "-o",
-                                      out / "two-classes.png", "--device", "cpu", "--json").stdout)
+        record = json.loads(
+            _succeeds(
+                "sample",
+                model,
+                "-n",
+                2,
+                "--class",
+                0,
+                "--class",
+                last,
+                "-o",
+                out / "two-classes.png",
+                "--device",
+                "cpu",
+                "--json",
+            ).stdout
+        )
         assert record["labels"] == [card.labels[0], last], record
         line = _one_line_error("sample", model, "-n", 2, "--class", "no-such-class", "-o", out / "x.png")
         assert f"Unknown class 'no-such-class' for model {card.name!r}; its classes: {card.labels[0]}" in line, line
@@ -381,8 +434,9 @@ def _recipe_args(options: dict[str, Any]) -> list[str]:
     return args
 
 
-def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, options: dict[str, Any],
-                    cls: type) -> None:
+def _check_finetune(
+    model: str, data: Path, workdir: Path, report: CycleReport, options: dict[str, Any], cls: type
+) -> None:
     from safetensors.torch import load_file
 
     metric, higher = get_task(zoo.card(model)).headline
@@ -392,8 +446,9 @@ def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, 
     config = ft.FinetuneConfig(**options)
 
     with _timed(report, "finetune straight"):
-        straight = ft.finetune(model, data, workdir / f"{new}-straight", config=config, device="cpu",
-                               show_progress=False, register=False)
+        straight = ft.finetune(
+            model, data, workdir / f"{new}-straight", config=config, device="cpu", show_progress=False, register=False
+        )
     assert not straight.interrupted and [row["epoch"] for row in straight.history] == list(range(1, config.epochs + 1))
     key = f"val_{metric}"
     values = report.validation = [row[key] for row in straight.history]
@@ -401,7 +456,8 @@ def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, 
     best_epoch = max(i for i, v in enumerate(values, start=1) if v == best)  # a tie goes to the later epoch
     assert (straight.best_epoch, straight.best_value, straight.metric) == (best_epoch, best, metric), (
         f"best epoch: {metric} per epoch {values}, {'higher' if higher else 'lower'} is better, so epoch "
-        f"{best_epoch} ({best}); the run chose epoch {straight.best_epoch} ({straight.best_value})")
+        f"{best_epoch} ({best}); the run chose epoch {straight.best_epoch} ({straight.best_value})"
+    )
 
     out = workdir / new
     args = ["finetune", model, "--data", data, "--out", out, *_recipe_args(options), "--device", "cpu"]
@@ -412,7 +468,8 @@ def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, 
     checkpoint = out / "checkpoint.pt"
     position = json.loads(torch.load(checkpoint, map_location="cpu", weights_only=True)["position"])
     assert (position["epoch"], position["step"]) == (0, 1), (
-        f"stopped at {position}, not after the first batch of the first epoch (give the run >= 2 batches an epoch)")
+        f"stopped at {position}, not after the first batch of the first epoch (give the run >= 2 batches an epoch)"
+    )
     assert not (out / f"{new}.safetensors").exists() and new not in zoo.list_models()
     assert not _partials(out), _partials(out)
 
@@ -430,15 +487,25 @@ def _check_finetune(model: str, data: Path, workdir: Path, report: CycleReport, 
         _check_new_card(model, new, b, metric, best, cls.tolerance, out, config.epochs, "eval" in cls.verbs)
 
 
-def _check_new_card(model: str, new: str, weights: dict[str, torch.Tensor], metric: str, best: float,
-                    tolerance: float, out: Path, epochs: int, can_eval: bool) -> None:
+def _check_new_card(
+    model: str,
+    new: str,
+    weights: dict[str, torch.Tensor],
+    metric: str,
+    best: float,
+    tolerance: float,
+    out: Path,
+    epochs: int,
+    can_eval: bool,
+) -> None:
     import hashlib
 
     card = zoo.card(new)
     assert card.plugin == "user" and card.task == zoo.card(model).task, (card.plugin, card.task)
     variant = card.variant()
-    assert variant is not None and variant.sha256 == hashlib.sha256((out / f"{new}.safetensors").read_bytes()
-                                                                    ).hexdigest()
+    assert (
+        variant is not None and variant.sha256 == hashlib.sha256((out / f"{new}.safetensors").read_bytes()).hexdigest()
+    )
     figures = [m for m in variant.metrics if m.name == metric]
     assert len(figures) == 1, f"the card has {len(figures)} {metric!r} figures: {variant.metrics}"
     figure = figures[0]
@@ -460,7 +527,8 @@ def _check_new_card(model: str, new: str, weights: dict[str, torch.Tensor], metr
         verdict = record["compare"]
         assert (verdict["metric"], verdict["card"], verdict["card_source"]) == (metric, figure.value, "measured")
         assert verdict["tolerance"] == tolerance and verdict["reproduces"], (
-            f"{' '.join(command)}: measured {verdict['measured']}, card {verdict['card']} (tolerance {tolerance})")
+            f"{' '.join(command)}: measured {verdict['measured']}, card {verdict['card']} (tolerance {tolerance})"
+        )
         assert abs(record["metrics"][metric] - best) <= tolerance, (record["metrics"][metric], best)
 
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)

@@ -62,7 +62,7 @@ def make_yolo_rectangles(root: Path, n: int = 12, size: int = 96, seed: int = 0)
             cls = int(rng.integers(0, 2))
             w, h = (int(v) for v in rng.integers(20, 50, 2))
             x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
-            array[y:y + h, x:x + w] = colours[cls]
+            array[y : y + h, x : x + w] = colours[cls]
             lines.append(f"{cls} {(x + w / 2) / size:.6f} {(y + h / 2) / size:.6f} {w / size:.6f} {h / size:.6f}")
         Image.fromarray(array).save(root / "images" / f"{i:03d}.png")
         (root / "labels" / f"{i:03d}.txt").write_text("\n".join(lines) + "\n")
@@ -73,8 +73,9 @@ def test_toy_task(tmp_path):
     """A third-party-shaped task: a regression, lower is better, its own data format and records."""
     data = make_brightness_folder(tmp_path / "data")
     with installed(("toy", ToyPlugin(toy_cards(tmp_path)))):
-        report = run_cycle(MODEL, data, [data / "000.png", data / "023.png"], tmp_path / "work",
-                           finetune_options={"val_split": 0.25})  # 18 + 6 images, the task's batch of 8: 3 steps
+        report = run_cycle(
+            MODEL, data, [data / "000.png", data / "023.png"], tmp_path / "work", finetune_options={"val_split": 0.25}
+        )  # 18 + 6 images, the task's batch of 8: 3 steps
     print(report)
 
 
@@ -104,8 +105,9 @@ def test_a_generative_task(tmp_path):
 
 def test_an_unconditional_generative_task(tmp_path):
     data = make_brightness_folder(tmp_path / "data", n=4)
-    plugin = ToyPlugin(generator_cards(tmp_path, "toy-gan-free", "toy-gan-free", conditional=False), "toy-gan-free",
-                       UNCONDITIONAL)
+    plugin = ToyPlugin(
+        generator_cards(tmp_path, "toy-gan-free", "toy-gan-free", conditional=False), "toy-gan-free", UNCONDITIONAL
+    )
     with installed(("toy-gan-free", plugin)):
         report = run_cycle("toy-gan-free", data, [data / "000.png"], tmp_path / "work")
     assert report.verbs == ("sample",)
@@ -124,8 +126,13 @@ def test_eval_only_toy_task_refuses_the_other_verbs(tmp_path):
 def test_classifier(tmp_path, monkeypatch):
     data = make_top_bottom(tmp_path / "data", per_class=10)
     model = register_resnet20_card(tmp_path, monkeypatch, "contract-resnet", ["bottom", "top"])
-    report = run_cycle(model, data, [data / "top" / "000.png", data / "bottom" / "001.png"], tmp_path / "work",
-                       finetune_options={"batch_size": 8, "val_split": 0.2})  # 16 + 4 images: 2 batches
+    report = run_cycle(
+        model,
+        data,
+        [data / "top" / "000.png", data / "bottom" / "001.png"],
+        tmp_path / "work",
+        finetune_options={"batch_size": 8, "val_split": 0.2},
+    )  # 16 + 4 images: 2 batches
     print(report)
     assert zoo.card(report.new_model).labels == ("bottom", "top")  # the card's own labels: the same head
 
@@ -134,8 +141,13 @@ def test_detector(tmp_path, monkeypatch):
     """fastestdet-coco's shipped weights (offline) on two COCO classes; fine-tuning re-makes its class head for 2."""
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     data = make_yolo_rectangles(tmp_path / "data")
-    report = run_cycle("fastestdet-coco", data, [data / "images" / "000.png", data / "images" / "001.png"],
-                       tmp_path / "work", finetune_options={"batch_size": 4, "val_split": 0.25})  # 9 + 3: 3 batches
+    report = run_cycle(
+        "fastestdet-coco",
+        data,
+        [data / "images" / "000.png", data / "images" / "001.png"],
+        tmp_path / "work",
+        finetune_options={"batch_size": 4, "val_split": 0.25},
+    )  # 9 + 3: 3 batches
     print(report)
     tuned = zoo.card(report.new_model)
     assert tuned.labels == ("person", "car") and tuned.kwargs["num_classes"] == 2, (tuned.labels, tuned.kwargs)
@@ -171,7 +183,8 @@ def test_predict_on_an_eval_only_task_is_one_line_naming_eval(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [
         "Error: Model 'brightness-eval-tiny' is a brightness-eval: 'zoo predict' does not apply to it (it supports "
-        "'zoo eval')."], result.output
+        "'zoo eval')."
+    ], result.output
 
 
 def test_finetune_cli_takes_a_batch_size(tmp_path):
@@ -179,8 +192,22 @@ def test_finetune_cli_takes_a_batch_size(tmp_path):
     images, 3 steps) instead of failing with a TypeError and a traceback."""
     data = make_brightness_folder(tmp_path / "data")
     with installed(("toy", ToyPlugin(toy_cards(tmp_path)))):
-        result = zoo_cli("finetune", MODEL, "--data", data, "--out", tmp_path / "bs-net", "--epochs", "1",
-                         "--batch-size", "6", "--val-split", "0.25", "--device", "cpu")
+        result = zoo_cli(
+            "finetune",
+            MODEL,
+            "--data",
+            data,
+            "--out",
+            tmp_path / "bs-net",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--val-split",
+            "0.25",
+            "--device",
+            "cpu",
+        )
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert '"batch_size": 6' in zoo.card("bs-net").variant().notes
 
@@ -193,8 +220,14 @@ def test_a_fine_tuned_figure_on_a_small_scale_reproduces(tmp_path):
     data = make_brightness_folder(tmp_path / "data")
     plugin = ToyPlugin(toy_cards(tmp_path), TASK, "tests.contract.toy_task:FractionBrightnessTask")
     with installed(("toy", plugin)):
-        result = finetune(MODEL, data, tmp_path / "fraction-net", config=FinetuneConfig(epochs=1, val_split=0.25),
-                          device="cpu", show_progress=False)
+        result = finetune(
+            MODEL,
+            data,
+            tmp_path / "fraction-net",
+            config=FinetuneConfig(epochs=1, val_split=0.25),
+            device="cpu",
+            show_progress=False,
+        )
         figure = zoo.card("fraction-net").variant().metrics[0]
         again = zoo_cli("eval", "fraction-net", "--data", data, "--val-split", "0.25", "--compare", "--device", "cpu")
     assert 0 < result.best_value < 1, result.history

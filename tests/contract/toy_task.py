@@ -29,9 +29,19 @@ from zoo.runtime.images import IMAGE_SUFFIXES, ImageError, read_image
 from zoo.runtime.splits import random_split
 from zoo.runtime.tasks import Batch
 
-__all__ = ["BrightnessNet", "BrightnessTask", "EvalOnlyBrightnessTask", "FractionBrightnessTask", "ToyGenerator",
-           "ToyGeneratorTask", "ToyPlugin", "UnconditionalToyGeneratorTask", "generator_cards", "installed",
-           "toy_cards"]
+__all__ = [
+    "BrightnessNet",
+    "BrightnessTask",
+    "EvalOnlyBrightnessTask",
+    "FractionBrightnessTask",
+    "ToyGenerator",
+    "ToyGeneratorTask",
+    "ToyPlugin",
+    "UnconditionalToyGeneratorTask",
+    "generator_cards",
+    "installed",
+    "toy_cards",
+]
 
 TASK = "brightness"
 MODEL = "brightness-tiny"
@@ -45,8 +55,14 @@ class BrightnessNet(nn.Module):
     def __init__(self, width: int = 8) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            nn.Conv2d(3, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +74,7 @@ def build_brightness_net(width: int = 8) -> BrightnessNet:
 
 
 # -- data ---------------------------------------------------------------------------------------------------
+
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as F
@@ -98,14 +115,16 @@ def read_folder(source: str | Path, size: tuple[int, int], skip_bad: bool = Fals
 class BrightnessData:
     """The task's EvalData: decoded images, their targets, batches in a fixed order."""
 
-    def __init__(self, source: str, images: torch.Tensor, targets: torch.Tensor, names: list[str],
-                 skipped: list[str]) -> None:
+    def __init__(
+        self, source: str, images: torch.Tensor, targets: torch.Tensor, names: list[str], skipped: list[str]
+    ) -> None:
         self.source, self.images, self.targets, self.names = source, images, targets, names
         self.skipped, self.from_cache = skipped, False
 
     def subset(self, keep: torch.Tensor) -> BrightnessData:
-        return BrightnessData(self.source, self.images[keep], self.targets[keep],
-                              [self.names[i] for i in keep.tolist()], self.skipped)
+        return BrightnessData(
+            self.source, self.images[keep], self.targets[keep], [self.names[i] for i in keep.tolist()], self.skipped
+        )
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -113,8 +132,9 @@ class BrightnessData:
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for begin in range(0, len(self), batch_size):
             end = begin + batch_size
-            yield Batch(self.images[begin:end], self.targets[begin:end],
-                        [{"image": name} for name in self.names[begin:end]])
+            yield Batch(
+                self.images[begin:end], self.targets[begin:end], [{"image": name} for name in self.names[begin:end]]
+            )
 
 
 class BrightnessTrainData:
@@ -123,8 +143,10 @@ class BrightnessTrainData:
 
     def __init__(self, data: BrightnessData, config: Any) -> None:
         if config.augment not in AUGMENT_PRESETS:
-            raise ZooError(f"Unknown augmentation preset {config.augment!r} for {TASK} models; use one of: "
-                           f"{', '.join(AUGMENT_PRESETS)}.")
+            raise ZooError(
+                f"Unknown augmentation preset {config.augment!r} for {TASK} models; use one of: "
+                f"{', '.join(AUGMENT_PRESETS)}."
+            )
         if config.balance != "none":
             raise ZooError(f"--balance {config.balance} is for classifiers; {TASK} models have no classes.")
         train, val = random_split(len(data), config.val_split, config.seed)
@@ -132,8 +154,7 @@ class BrightnessTrainData:
             raise ZooError(f"{data.source}: no training images left after --val-split {config.val_split}.")
         self.train, self.val = data.subset(train), data.subset(val)
         self.classes: tuple[str, ...] = ()  # a regression: no labels on the card
-        self.validation = (f"{len(val)} images held out at random by --val-split {config.val_split} "
-                           f"(seed {config.seed})")
+        self.validation = f"{len(val)} images held out at random by --val-split {config.val_split} (seed {config.seed})"
         self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"
 
     def __len__(self) -> int:
@@ -173,6 +194,7 @@ class BrightnessEvaluator:
 
 # -- the task -----------------------------------------------------------------------------------------------
 
+
 class BrightnessTask:
     """The contract (zoo.runtime.tasks.Task) for brightness regressors."""
 
@@ -194,8 +216,16 @@ class BrightnessTask:
         return []
 
     # data
-    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
-                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> BrightnessData:
+    def eval_data(
+        self,
+        source: str | Path,
+        *,
+        split: str | None = None,
+        val_split: float | None = None,
+        seed: int = 0,
+        cache: bool = True,
+        skip_bad: bool = False,
+    ) -> BrightnessData:
         if split is not None:
             raise ZooError(f"--split {split!r}: a folder of images has no named splits; use --val-split.")
         data = read_folder(source, self.size, skip_bad)
@@ -255,8 +285,9 @@ class TwoOptimizerBrightnessTask(BrightnessTask):
         head = list(model.head.parameters())
         return {"body": [p for p in model.parameters() if all(p is not h for h in head)], "head": head}
 
-    def training_step(self, model: nn.Module, x: torch.Tensor, batch: Batch, config: Any, *,
-                      step: Any) -> dict[str, Any]:
+    def training_step(
+        self, model: nn.Module, x: torch.Tensor, batch: Batch, config: Any, *, step: Any
+    ) -> dict[str, Any]:
         targets = batch.targets.to(x.device).float() / 100.0
         body_loss = nn.functional.mse_loss(model(x).float(), targets)
         step.backward(body_loss)
@@ -301,8 +332,14 @@ class ToyGenerator(nn.Module):
         self.width = width
         self.fc = nn.Linear(z_dim, width * 4 * 4)
         self.up = nn.Sequential(
-            nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-            nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(width, 3, 3, padding=1), nn.Tanh())
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, 3, 3, padding=1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
@@ -333,11 +370,19 @@ class ToyGeneratorTask:
     def options(cls, verb: str) -> list[click.Option]:
         if verb != "sample":
             return []
-        return [click.Option(["--truncation"], type=click.FloatRange(0, 1, min_open=True), default=1.0,
-                             show_default=True, help="Scale the noise by this (lower: less varied samples).")]
+        return [
+            click.Option(
+                ["--truncation"],
+                type=click.FloatRange(0, 1, min_open=True),
+                default=1.0,
+                show_default=True,
+                help="Scale the noise by this (lower: less varied samples).",
+            )
+        ]
 
-    def sample(self, model: nn.Module, noise: Any, labels: torch.Tensor | None,
-               truncation: float = 1.0) -> torch.Tensor:
+    def sample(
+        self, model: nn.Module, noise: Any, labels: torch.Tensor | None, truncation: float = 1.0
+    ) -> torch.Tensor:
         z = noise.randn(self.z_dim) * truncation
         return (model(z, labels) + 1) / 2
 
@@ -348,8 +393,9 @@ class UnconditionalToyGeneratorTask(ToyGeneratorTask):
     conditional = False
 
 
-def generator_cards(directory: Path, name: str = GENERATOR, task: str = GENERATOR_TASK, *, conditional: bool = True,
-                    seed: int = 0) -> dict[str, Any]:
+def generator_cards(
+    directory: Path, name: str = GENERATOR, task: str = GENERATOR_TASK, *, conditional: bool = True, seed: int = 0
+) -> dict[str, Any]:
     """A registry mapping with one generator card (seeded random weights saved in `directory`, pinned by
     sha256); a conditional one lists :data:`COLOURS` as its labels."""
     from safetensors.torch import save_file
@@ -364,8 +410,14 @@ def generator_cards(directory: Path, name: str = GENERATOR, task: str = GENERATO
         "kwargs": kwargs,
         "input": {"shape": [3, GENERATED, GENERATED]},
         "description": "A toy image generator (random init) for the task-contract tests.",
-        "weights": {"random-init": {"uri": str(weights.resolve()), "sha256": hashlib.sha256(weights.read_bytes())
-                                    .hexdigest(), "size": weights.stat().st_size, "format": "safetensors"}},
+        "weights": {
+            "random-init": {
+                "uri": str(weights.resolve()),
+                "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                "size": weights.stat().st_size,
+                "format": "safetensors",
+            }
+        },
     }
     if conditional:
         card["labels"] = list(COLOURS)
@@ -373,6 +425,7 @@ def generator_cards(directory: Path, name: str = GENERATOR, task: str = GENERATO
 
 
 # -- the plugin ---------------------------------------------------------------------------------------------
+
 
 def toy_cards(directory: Path, name: str = MODEL, task: str = TASK, seed: int = 0) -> dict[str, Any]:
     """A registry mapping with one card whose weights are a seeded random init saved as safetensors in
@@ -382,23 +435,33 @@ def toy_cards(directory: Path, name: str = MODEL, task: str = TASK, seed: int = 
     torch.manual_seed(seed)
     weights = directory / f"{name}.safetensors"
     save_file(build_brightness_net().state_dict(), str(weights))
-    return {"schema": 1, "models": {name: {
-        "task": task,
-        "builder": f"{__name__}:build_brightness_net",
-        "kwargs": {"width": 8},
-        "input": {"shape": [3, SIZE, SIZE]},
-        "head": "head",
-        "description": "A toy brightness regressor (random init) for the task-contract tests.",
-        "weights": {"random-init": {"uri": str(weights.resolve()), "sha256": hashlib.sha256(weights.read_bytes())
-                                    .hexdigest(), "size": weights.stat().st_size, "format": "safetensors"}},
-    }}}
+    return {
+        "schema": 1,
+        "models": {
+            name: {
+                "task": task,
+                "builder": f"{__name__}:build_brightness_net",
+                "kwargs": {"width": 8},
+                "input": {"shape": [3, SIZE, SIZE]},
+                "head": "head",
+                "description": "A toy brightness regressor (random init) for the task-contract tests.",
+                "weights": {
+                    "random-init": {
+                        "uri": str(weights.resolve()),
+                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                        "size": weights.stat().st_size,
+                        "format": "safetensors",
+                    }
+                },
+            }
+        },
+    }
 
 
 class ToyPlugin:
     """What a third party's entry-point module holds: a task and its cards, by import string and data."""
 
-    def __init__(self, cards: dict[str, Any], task: str = TASK,
-                 target: str = f"{__name__}:BrightnessTask") -> None:
+    def __init__(self, cards: dict[str, Any], task: str = TASK, target: str = f"{__name__}:BrightnessTask") -> None:
         self.cards, self.task, self.target = cards, task, target
 
     @zoo.hookimpl

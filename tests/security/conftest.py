@@ -73,8 +73,11 @@ def raw_server():
 
 
 def _can_mount() -> bool:
-    return hasattr(_os, "geteuid") and _os.geteuid() == 0 and _subprocess.run(
-        ["sh", "-c", "command -v mount"], capture_output=True).returncode == 0
+    return (
+        hasattr(_os, "geteuid")
+        and _os.geteuid() == 0
+        and _subprocess.run(["sh", "-c", "command -v mount"], capture_output=True).returncode == 0
+    )
 
 
 @_pytest.fixture()
@@ -135,9 +138,16 @@ def _fresh_tmpdir_and_home(tmp_path_factory):
     try:
         yield
     finally:
-        _suite["outside"] = [(f"$TMPDIR/{p.relative_to(fresh['TMPDIR'])}" if p.is_relative_to(fresh["TMPDIR"])
-                              else f"$HOME/{p.relative_to(fresh['HOME'])}", p.lstat().st_size)
-                             for p in sorted(root.rglob("*")) if not p.is_dir() or p.is_symlink()]
+        _suite["outside"] = [
+            (
+                f"$TMPDIR/{p.relative_to(fresh['TMPDIR'])}"
+                if p.is_relative_to(fresh["TMPDIR"])
+                else f"$HOME/{p.relative_to(fresh['HOME'])}",
+                p.lstat().st_size,
+            )
+            for p in sorted(root.rglob("*"))
+            if not p.is_dir() or p.is_symlink()
+        ]
         for var, value in saved.items():
             if value is None:
                 _os.environ.pop(var, None)
@@ -170,8 +180,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
             elif key in ("skipped", "xfailed"):
                 longrepr = rep.longrepr
                 reason = str(longrepr[2] if isinstance(longrepr, tuple) else getattr(rep, "wasxfail", longrepr))
-                kind, reason = (("skipped", reason.removeprefix("Skipped: ")) if key == "skipped"
-                                else ("xfail", f"xfail: {reason}"))
+                kind, reason = (
+                    ("skipped", reason.removeprefix("Skipped: ")) if key == "skipped" else ("xfail", f"xfail: {reason}")
+                )
             else:
                 continue
             if nodeid not in outcome or rank[kind] > rank[outcome[nodeid][0]]:
@@ -196,10 +207,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
     if outside is None:
         write("written outside ZOO_HOME: not measured (the session fixture did not finish)")
     elif not outside:
-        write("written outside ZOO_HOME: nothing left in the suite's fresh TMPDIR and HOME (a file created and "
-              "deleted again during the suite is not seen)")
+        write(
+            "written outside ZOO_HOME: nothing left in the suite's fresh TMPDIR and HOME (a file created and "
+            "deleted again during the suite is not seen)"
+        )
     else:
         total = sum(size for _, size in outside)
         shown = ", ".join(path for path, _ in outside[:5]) + (", ..." if len(outside) > 5 else "")
-        write(f"written outside ZOO_HOME: {len(outside)} file(s), {total} bytes left in the suite's fresh TMPDIR/HOME: "
-              f"{shown}")
+        write(
+            f"written outside ZOO_HOME: {len(outside)} file(s), {total} bytes left in the suite's fresh TMPDIR/HOME: "
+            f"{shown}"
+        )

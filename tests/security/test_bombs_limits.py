@@ -16,6 +16,7 @@ from zoo.runtime.images import ImageError, decode_image
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height, followed by a truncated IDAT: no decoder needs more to refuse."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -93,8 +94,10 @@ def test_detection_annotation_bomb_is_refused_before_inflating(tmp_path, monkeyp
 
     ok = pil_image("PNG", (8, 8))
     padding = b" " * (32 << 20)  # valid JSON whitespace: a parser would happily read all of it
-    coco = b'{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "annotations": [], ' \
-           b'"categories": [{"id": 1, "name": "cat"}]' + padding + b"}"
+    coco = (
+        b'{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}], "annotations": [], '
+        b'"categories": [{"id": 1, "name": "cat"}]' + padding + b"}"
+    )
     archive = zip_with(tmp_path / "det.zip", {"images/a.png": ok, "annotations/instances.json": coco})
     assert archive.stat().st_size < 200_000
     with pytest.raises(AnnotationError, match=r"instances.json: inflates .*zip bomb.*ZOO_MAX_ZIP_RATIO"):

@@ -67,8 +67,9 @@ def test_read_only_home_is_one_line(tmp_path, monkeypatch, server, small_fs):
     register(tmp_path, monkeypatch, server.url("tiny.safetensors"), data)
     result = CliRunner().invoke(cli, ["fetch", "tiny-linear"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
-    assert f"is not writable (Read-only file system). Set ZOO_HOME to a writable directory (now: {home})" \
-        in result.output
+    assert (
+        f"is not writable (Read-only file system). Set ZOO_HOME to a writable directory (now: {home})" in result.output
+    )
 
 
 def test_disk_full_during_conversion_is_one_line_and_leaves_no_partial(tmp_path, monkeypatch, small_fs):
@@ -86,14 +87,25 @@ def test_file_size_limit_during_conversion_is_one_line(tmp_path, monkeypatch, zo
     """`ulimit -f` on a real `zoo fetch` process (any user): EFBIG while converting is one line on stderr."""
     data = pickle_checkpoint(tmp_path)
     register(tmp_path, monkeypatch, "https://example.invalid/big.th", data, fmt="torch-pickle")
-    env = {**os.environ, "ZOO_HOME": str(zoo_home), "ZOO_MIRROR": str(tmp_path / "mirror"), "ZOO_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "ZOO_HOME": str(zoo_home),
+        "ZOO_MIRROR": str(tmp_path / "mirror"),
+        "ZOO_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
 
-    done = subprocess.run([sys.executable, "-c", "from zoo.cli import main; main()", "fetch", "tiny-linear"],
-                          env=env, capture_output=True, text=True, preexec_fn=limit, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "from zoo.cli import main; main()", "fetch", "tiny-linear"],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("Error: ") and "Traceback" not in done.stderr, done.stderr
     assert "File too large" in done.stderr

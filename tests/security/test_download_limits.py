@@ -35,6 +35,7 @@ def data(tmp_path):
 
 def test_body_longer_than_the_card_size_is_cut_off(tmp_path, monkeypatch, raw_server, data, zoo_home):
     """No Content-Length and a body that goes on (32 MiB here): the download stops at the card's size."""
+
     def endless(conn, n, headers):
         send(conn, "200 OK", {"Connection": "close"})
         sent = 0
@@ -55,8 +56,9 @@ def test_body_longer_than_the_card_size_is_cut_off(tmp_path, monkeypatch, raw_se
     assert not list(zoo_home.rglob("*.partial"))
 
 
-def test_content_length_above_the_card_size_is_refused_before_writing(tmp_path, monkeypatch, raw_server, data,
-                                                                      zoo_home):
+def test_content_length_above_the_card_size_is_refused_before_writing(
+    tmp_path, monkeypatch, raw_server, data, zoo_home
+):
     def liar(conn, n, headers):
         send(conn, "200 OK", {"Content-Length": str(10 << 20)}, b"\0" * (10 << 20))
 
@@ -71,6 +73,7 @@ def test_content_length_above_the_card_size_is_refused_before_writing(tmp_path, 
 def test_a_trickling_server_meets_the_overall_deadline(tmp_path, monkeypatch, raw_server, data):
     """One byte every 0.1 s never trips the per-read timeout; ZOO_DOWNLOAD_DEADLINE ends it (the server gives up
     after 5 s, so the pre-#20 code fails this test instead of hanging)."""
+
     def trickle(conn, n, headers):
         send(conn, "200 OK", {"Content-Length": str(len(data))})
         end = time.monotonic() + 5
@@ -91,19 +94,29 @@ def test_a_trickling_server_meets_the_overall_deadline(tmp_path, monkeypatch, ra
     assert time.monotonic() - began < 3
 
 
-@pytest.mark.parametrize("status, retry_after", [
-    ("500 Internal Server Error", None),
-    ("503 Service Unavailable", "1"),
-    ("429 Too Many Requests", "http-date"),
-])
+@pytest.mark.parametrize(
+    "status, retry_after",
+    [
+        ("500 Internal Server Error", None),
+        ("503 Service Unavailable", "1"),
+        ("429 Too Many Requests", "http-date"),
+    ],
+)
 def test_5xx_and_429_are_retried_honouring_retry_after(tmp_path, monkeypatch, raw_server, data, status, retry_after):
     times = []
 
     def busy_once(conn, n, headers):
         times.append(time.monotonic())
         if n == 1:
-            extra = {} if retry_after is None else {
-                "Retry-After": formatdate(time.time() + 2, usegmt=True) if retry_after == "http-date" else retry_after}
+            extra = (
+                {}
+                if retry_after is None
+                else {
+                    "Retry-After": formatdate(time.time() + 2, usegmt=True)
+                    if retry_after == "http-date"
+                    else retry_after
+                }
+            )
             send(conn, status, {"Content-Length": "0", **extra})
         else:
             send(conn, "200 OK", {"Content-Length": str(len(data))}, data)
@@ -136,8 +149,11 @@ def test_redirects_are_followed_to_http_only(tmp_path, monkeypatch, raw_server, 
     server = raw_server(redirector)
     register(tmp_path, monkeypatch, server.url("tiny.safetensors"), data)
     monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "2")
-    with pytest.raises(WeightsError, match=r"redirected it to 'ftp://127\.0\.0\.1:1/tiny\.safetensors'; zoo follows "
-                                           r"redirects to http\(s\) only"):
+    with pytest.raises(
+        WeightsError,
+        match=r"redirected it to 'ftp://127\.0\.0\.1:1/tiny\.safetensors'; zoo follows "
+        r"redirects to http\(s\) only",
+    ):
         zoo.fetch("tiny-linear")
     assert len(server.requests) == 1  # refused at once, not retried
 
@@ -162,14 +178,17 @@ def test_a_malformed_status_line_is_one_line(tmp_path, monkeypatch, raw_server, 
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("header, low, high", [
-    ("120", 120, 120),
-    (" 0 ", 0, 0),
-    ("Wed, 21 Oct 2015 07:28:00 GMT", 0, 0),  # in the past: no wait
-    ("soon", None, None),
-    ("-5", None, None),
-    ("", None, None),
-])
+@pytest.mark.parametrize(
+    "header, low, high",
+    [
+        ("120", 120, 120),
+        (" 0 ", 0, 0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0, 0),  # in the past: no wait
+        ("soon", None, None),
+        ("-5", None, None),
+        ("", None, None),
+    ],
+)
 def test_retry_after_is_read_as_seconds_or_an_http_date(header, low, high):
     from zoo._download import _retry_after
 

@@ -19,12 +19,32 @@ ESC, RLO, BEL = "\x1b", "\u202e", "\x07"
 FAKE = "\x1b[2K\r  verified:   yes (signed by zoo)"
 SHA = "a" * 64
 CARD = {
-    "task": "classifier", "builder": "torch.nn:Identity", "description": FAKE,
-    "labels": ["cat", "dog\u202e\u2066gnp.exe", "bell\x07"], "license": "MIT\x1b]8;;http://x\x07",
-    "source": "https://example.org/\u202eevil", "citation": "c\x9b31m",
-    "weights": {"v1": {"uri": "x.safetensors", "sha256": SHA, "notes": "n\x1b[31m", "license": "L\r",
-                       "metrics": [{"name": "top1\x1b[8m", "value": 1.0, "dataset": "d\x1b[1m", "split": "val",
-                                    "source": "published", "reference": "r\x1b[5m", "note": "\u202enote"}]}},
+    "task": "classifier",
+    "builder": "torch.nn:Identity",
+    "description": FAKE,
+    "labels": ["cat", "dog\u202e\u2066gnp.exe", "bell\x07"],
+    "license": "MIT\x1b]8;;http://x\x07",
+    "source": "https://example.org/\u202eevil",
+    "citation": "c\x9b31m",
+    "weights": {
+        "v1": {
+            "uri": "x.safetensors",
+            "sha256": SHA,
+            "notes": "n\x1b[31m",
+            "license": "L\r",
+            "metrics": [
+                {
+                    "name": "top1\x1b[8m",
+                    "value": 1.0,
+                    "dataset": "d\x1b[1m",
+                    "split": "val",
+                    "source": "published",
+                    "reference": "r\x1b[5m",
+                    "note": "\u202enote",
+                }
+            ],
+        }
+    },
 }
 
 

@@ -19,8 +19,12 @@ from zoo.errors import RegistryError
 
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "zoo-hypothesis"))  # its caches stay out of the checkout
 SHA = "a" * 64
-FUZZ = settings(max_examples=300, deadline=None, database=None,  # no .hypothesis/ left in the checkout
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,  # no .hypothesis/ left in the checkout
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def parse_text(tmp_path: Path, text: str) -> None:
@@ -35,10 +39,17 @@ CARD = "models:\n  m:\n    task: t\n    builder: a:b\n"
 FOUND = [
     ("huge int as a number", CARD + "    preprocess: {mean: [" + "9" * 400 + "], std: [1]}\n"),
     ("huge int in a message", CARD + "    params: 1" + "0" * 5000 + "\n"),
-    ("huge metric value", CARD + f"    weights: {{v: {{uri: x, sha256: {SHA}, metrics: [{{name: n, value: "
-     + "1" * 400 + ", dataset: d, split: s, source: measured, command: c}]}}\n"),
-    ("rename regex overflow", CARD + f"    weights: {{v: {{uri: x, sha256: {SHA}, convert: {{rename: "
-     "{'a{4294967296}': b}}}}\n"),
+    (
+        "huge metric value",
+        CARD
+        + f"    weights: {{v: {{uri: x, sha256: {SHA}, metrics: [{{name: n, value: "
+        + "1" * 400
+        + ", dataset: d, split: s, source: measured, command: c}]}}\n",
+    ),
+    (
+        "rename regex overflow",
+        CARD + f"    weights: {{v: {{uri: x, sha256: {SHA}, convert: {{rename: {{'a{{4294967296}}': b}}}}}}}}\n",
+    ),
     ("bad timestamp", "models:\n  m: {task: 2001-13-45, builder: a:b}\n"),
     ("bad timestamp key", "models:\n  2001-02-30: {task: t, builder: a:b}\n"),
     ("bad base64", "models:\n  m: {task: !!binary '=', builder: a:b}\n"),
@@ -49,8 +60,8 @@ FOUND = [
     ("deep nesting", "models: " + "[" * 20000 + "]" * 20000 + "\n"),
     ("deep mapping", "models:\n  m: {task: t, builder: a:b, kwargs: " + "{a: " * 3000 + "1" + "}" * 3000 + "}\n"),
     ("float key", "models:\n  m: {task: t, builder: a:b, weights: {.nan: {uri: x}}}\n"),
-    ("NUL byte", "models:\n  m: {task: \"\\0\", builder: a:b}\n"),
-    ("lone surrogate escape", "models:\n  m: {task: \"\\ud800\", builder: a:b}\n"),
+    ("NUL byte", 'models:\n  m: {task: "\\0", builder: a:b}\n'),
+    ("lone surrogate escape", 'models:\n  m: {task: "\\ud800", builder: a:b}\n'),
 ]
 
 
@@ -60,18 +71,32 @@ def test_found_cases_raise_registry_error(tmp_path, text):
         parse_text(tmp_path, text)
 
 
-@pytest.mark.parametrize("raw", [
-    {"models": {"m": {"task": "t", "builder": "a:b", "params": 10 ** 5000}}},
-    {"models": {"m": {"task": "t", "builder": "a:b", "kwargs": {"x": object()}}}},
-    {"models": {"m": {"task": "t", "builder": "a:b", "labels": ["x", 1.5]}}},
-    {"models": {1: {}}},
-    {"models": {"m": {"task": "t", "builder": "a:b", "weights": {"v": {"uri": "x", "sha256": SHA, "size": 1e999}}}}},
-    {"models": {"m": {"task": "t", "builder": "a:b", "weights": {"v": {"uri": "x", "sha256": SHA,
-                                                                       "convert": {"rename": {"(": 1}}}}}}},
-    {"models": {"m": {"task": "t", "builder": "a:b", "preprocess": {"mean": [float("nan")], "std": [1e999]}}}},
-    {"schema": [1], "models": {}},
-    {"schema": {"a": 1}, "models": {}},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"models": {"m": {"task": "t", "builder": "a:b", "params": 10**5000}}},
+        {"models": {"m": {"task": "t", "builder": "a:b", "kwargs": {"x": object()}}}},
+        {"models": {"m": {"task": "t", "builder": "a:b", "labels": ["x", 1.5]}}},
+        {"models": {1: {}}},
+        {
+            "models": {
+                "m": {"task": "t", "builder": "a:b", "weights": {"v": {"uri": "x", "sha256": SHA, "size": 1e999}}}
+            }
+        },
+        {
+            "models": {
+                "m": {
+                    "task": "t",
+                    "builder": "a:b",
+                    "weights": {"v": {"uri": "x", "sha256": SHA, "convert": {"rename": {"(": 1}}}},
+                }
+            }
+        },
+        {"models": {"m": {"task": "t", "builder": "a:b", "preprocess": {"mean": [float("nan")], "std": [1e999]}}}},
+        {"schema": [1], "models": {}},
+        {"schema": {"a": 1}, "models": {}},
+    ],
+)
 def test_plugin_mappings_raise_registry_error(raw):
     with pytest.raises(RegistryError):
         parse_registry(raw, file="<plugin>", plugin="p")
@@ -79,23 +104,89 @@ def test_plugin_mappings_raise_registry_error(raw):
 
 # -- fuzzing -------------------------------------------------------------------------------------------
 
-KEYS = st.sampled_from(["schema", "models", "m", "task", "builder", "kwargs", "input", "shape", "preprocess",
-                        "resize", "crop", "interpolation", "mean", "std", "labels", "head", "params", "license",
-                        "weights", "v1", "uri", "sha256", "sha256_prefix", "size", "format", "dtype", "convert",
-                        "key", "strip_prefix", "rename", "metrics", "name", "value", "dataset", "split", "source",
-                        "reference", "command", "default", "plugin", "description"])
-SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10 ** 300, max_value=10 ** 5000)
-           | st.floats() | st.text(max_size=20) | st.sampled_from(["a:b", "torch.nn:Identity", SHA, "a{99999}(",
-                                                                   "x.safetensors", "safetensors", "float16",
-                                                                   "measured", "published", "bilinear"]))
-TREES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
-                     | st.dictionaries(KEYS | st.integers() | st.text(max_size=5), children, max_size=5),
-                     max_leaves=40)
+KEYS = st.sampled_from(
+    [
+        "schema",
+        "models",
+        "m",
+        "task",
+        "builder",
+        "kwargs",
+        "input",
+        "shape",
+        "preprocess",
+        "resize",
+        "crop",
+        "interpolation",
+        "mean",
+        "std",
+        "labels",
+        "head",
+        "params",
+        "license",
+        "weights",
+        "v1",
+        "uri",
+        "sha256",
+        "sha256_prefix",
+        "size",
+        "format",
+        "dtype",
+        "convert",
+        "key",
+        "strip_prefix",
+        "rename",
+        "metrics",
+        "name",
+        "value",
+        "dataset",
+        "split",
+        "source",
+        "reference",
+        "command",
+        "default",
+        "plugin",
+        "description",
+    ]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**5000)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(
+        [
+            "a:b",
+            "torch.nn:Identity",
+            SHA,
+            "a{99999}(",
+            "x.safetensors",
+            "safetensors",
+            "float16",
+            "measured",
+            "published",
+            "bilinear",
+        ]
+    )
+)
+TREES = st.recursive(
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(KEYS | st.integers() | st.text(max_size=5), children, max_size=5)
+    ),
+    max_leaves=40,
+)
 
 
 @FUZZ
-@given(st.fixed_dictionaries({"models": st.dictionaries(KEYS | st.text(max_size=8), TREES, max_size=3)},
-                             optional={"schema": SCALARS}))
+@given(
+    st.fixed_dictionaries(
+        {"models": st.dictionaries(KEYS | st.text(max_size=8), TREES, max_size=3)}, optional={"schema": SCALARS}
+    )
+)
 def test_fuzzed_structures_raise_only_registry_error(data):
     try:
         parse_registry(data, file="<fuzz>", plugin="p")
@@ -103,13 +194,55 @@ def test_fuzzed_structures_raise_only_registry_error(data):
         pass
 
 
-YAML_PIECES = st.sampled_from([
-    "models:", "\n  m:", "\n    task: t", "\n    builder: a:b", " {", "}", "[", "]", ", ", ": ", "&a ", "*a", "<<: ",
-    "!!binary ", "!!timestamp ", "!!set ", "!!omap ", "!!pairs ", "!!float ", "!!int ", "!!python/name:os.system ",
-    "2001-13-45", "0x", "0o9", "1e999", "9" * 50, ".nan", "'\\u'", '"\\ud800"', '"\\x00"', "\t", "- ", "? ", "|",
-    ">", "%YAML 1.1\n---\n", "---", "...", "#", "~", "=", "weights: {v: {uri: x, sha256: " + SHA + "}}",
-    "rename: {'a{4294967296}': b}", "\n", " ",
-])
+YAML_PIECES = st.sampled_from(
+    [
+        "models:",
+        "\n  m:",
+        "\n    task: t",
+        "\n    builder: a:b",
+        " {",
+        "}",
+        "[",
+        "]",
+        ", ",
+        ": ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "!!binary ",
+        "!!timestamp ",
+        "!!set ",
+        "!!omap ",
+        "!!pairs ",
+        "!!float ",
+        "!!int ",
+        "!!python/name:os.system ",
+        "2001-13-45",
+        "0x",
+        "0o9",
+        "1e999",
+        "9" * 50,
+        ".nan",
+        "'\\u'",
+        '"\\ud800"',
+        '"\\x00"',
+        "\t",
+        "- ",
+        "? ",
+        "|",
+        ">",
+        "%YAML 1.1\n---\n",
+        "---",
+        "...",
+        "#",
+        "~",
+        "=",
+        "weights: {v: {uri: x, sha256: " + SHA + "}}",
+        "rename: {'a{4294967296}': b}",
+        "\n",
+        " ",
+    ]
+)
 
 
 @FUZZ
@@ -125,10 +258,12 @@ def test_fuzzed_yaml_raises_only_registry_error(tmp_path_factory, text):
 
 # -- registry files that are not files ------------------------------------------------------------------
 
+
 def zoo_list(registry: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = {**os.environ, "ZOO_REGISTRY": registry}
-    return subprocess.run([sys.executable, "-m", "zoo", "list"], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", "list"], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:

@@ -14,18 +14,21 @@ def card(**fields):
     return {"task": "t", "builder": "a:b", **fields}
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"resnet56-cifar\n": card()}, "bad model name"),
-    ({"resnet56-cifar\r": card()}, "bad model name"),
-    ({"m": card(weights={"v1\n": {"uri": "x", "sha256": SHA}})}, "weights tags"),
-    ({"m": card(weights={"v1": {"uri": "x", "sha256": SHA + "\n"}})}, "expected the full sha256"),
-    ({"m": card(weights={"v1": {"uri": "x", "sha256_prefix": "abcdef12\n"}})}, "expected the first 8 to 63"),
-    ({"m": card(builder="os:system\n")}, "expected 'package.module:callable'"),
-    ({"m": card(task="classifier\n")}, "field 'task'"),
-    ({"m": card(task="class ifier")}, "field 'task'"),
-    ({"m": card(task="\x1b[32mclassifier")}, "field 'task'"),
-    ({"m": card(default="v1\n", weights={"v1": {"uri": "x", "sha256": SHA}})}, "field 'default'"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"resnet56-cifar\n": card()}, "bad model name"),
+        ({"resnet56-cifar\r": card()}, "bad model name"),
+        ({"m": card(weights={"v1\n": {"uri": "x", "sha256": SHA}})}, "weights tags"),
+        ({"m": card(weights={"v1": {"uri": "x", "sha256": SHA + "\n"}})}, "expected the full sha256"),
+        ({"m": card(weights={"v1": {"uri": "x", "sha256_prefix": "abcdef12\n"}})}, "expected the first 8 to 63"),
+        ({"m": card(builder="os:system\n")}, "expected 'package.module:callable'"),
+        ({"m": card(task="classifier\n")}, "field 'task'"),
+        ({"m": card(task="class ifier")}, "field 'task'"),
+        ({"m": card(task="\x1b[32mclassifier")}, "field 'task'"),
+        ({"m": card(default="v1\n", weights={"v1": {"uri": "x", "sha256": SHA}})}, "field 'default'"),
+    ],
+)
 def test_names_and_hashes_are_matched_whole(raw, message):
     with pytest.raises(RegistryError, match=message):
         parse_registry({"models": raw}, file="<test>", plugin="p")

@@ -24,8 +24,9 @@ GOOD = """\
 
 def zoo_cli(site: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(site), **env}
-    return subprocess.run([sys.executable, "-m", "zoo", *args], env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args], env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture()
@@ -44,14 +45,19 @@ def assert_lists_everything_else(result: subprocess.CompletedProcess) -> None:
 
 @pytest.mark.parametrize("hook", ["register_models", "register_commands"])
 def test_system_exit_in_a_hook_is_contained(site, hook):
-    fake_distribution(site, "zoo-quitter", "quitter", f"""\
+    fake_distribution(
+        site,
+        "zoo-quitter",
+        "quitter",
+        f"""\
         import sys
         import zoo
 
         @zoo.hookimpl
         def {hook}():
             sys.exit(3)
-    """)
+    """,
+    )
     result = zoo_cli(site, "list")
     assert_lists_everything_else(result)
     assert f"plugin 'quitter' raised in {hook}: SystemExit: 3" in result.stderr
@@ -88,7 +94,11 @@ HOOK_RUN = {"register_models": ("list",), "register_commands": ("list",), "regis
 
 
 def plugin_whose_hook(site: Path, hook: str, body: str) -> None:
-    fake_distribution(site, "zoo-hooked", "hooked", f"""\
+    fake_distribution(
+        site,
+        "zoo-hooked",
+        "hooked",
+        f"""\
         import os
         import time
         import zoo
@@ -96,7 +106,8 @@ def plugin_whose_hook(site: Path, hook: str, body: str) -> None:
         @zoo.hookimpl
         def {hook}({HOOK_ARGS[hook]}):
             {body}
-    """)
+    """,
+    )
 
 
 def assert_ran_without_the_plugin(result: subprocess.CompletedProcess, args: tuple[str, ...]) -> None:
@@ -138,7 +149,11 @@ def test_a_hook_that_ends_the_process_does_not_end_zoo(site, hook):
 
 def test_a_plugin_whose_hooks_behave_still_loads_after_the_probe_ran_them(site):
     """The probe calls every hook in its child; a well-behaved plugin's models, commands and tasks are all there."""
-    fake_distribution(site, "zoo-complete", "complete", """\
+    fake_distribution(
+        site,
+        "zoo-complete",
+        "complete",
+        """\
         import click
         import zoo
 
@@ -155,7 +170,8 @@ def test_a_plugin_whose_hooks_behave_still_loads_after_the_probe_ran_them(site):
             @cli.command("complete-hello")
             def hello():
                 click.echo("hello from complete")
-    """)
+    """,
+    )
     listed = zoo_cli(site, "list")
     assert_lists_everything_else(listed)
     assert "complete-net" in listed.stdout and "plugin 'complete'" not in listed.stderr

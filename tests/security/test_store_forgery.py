@@ -117,8 +117,12 @@ def test_cache_poisoned_by_a_plugin_fails_verify_once_the_plugin_is_gone(tmp_pat
         from zoo.cli import cli
         print(CliRunner().invoke(cli, ["cache", "verify"]).output)
         """)
-    env = {**os.environ, "ZOO_HOME": str(zoo_home), "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "ZOO_HOME": str(zoo_home),
+        "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
+        "OMP_NUM_THREADS": "1",
+    }
     done = subprocess.run([sys.executable, "-c", poison], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "1 file verified." in done.stdout  # with the plugin: the forgery passes
@@ -127,8 +131,9 @@ def test_cache_poisoned_by_a_plugin_fails_verify_once_the_plugin_is_gone(tmp_pat
     assert_loaded(state)
 
 
-def test_a_cache_written_before_the_record_had_digests_is_migrated_not_refetched(tmp_path, monkeypatch, server,
-                                                                                  zoo_home):
+def test_a_cache_written_before_the_record_had_digests_is_migrated_not_refetched(
+    tmp_path, monkeypatch, server, zoo_home
+):
     """A stamp from before #20 (path, size, mtime only) still matching the file is zoo's own record: the first
     load records the digest instead of converting again; a file changed since is not accepted by it."""
     state = converted(tmp_path, monkeypatch, server)

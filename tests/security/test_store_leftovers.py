@@ -26,8 +26,12 @@ torch.set_num_threads(1)
 
 
 def child_env(tmp_path, zoo_home) -> dict[str, str]:
-    return {**os.environ, "ZOO_HOME": str(zoo_home), "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "ZOO_HOME": str(zoo_home),
+        "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def wait_for(path, proc, seconds: float = 60) -> None:
@@ -45,12 +49,18 @@ def test_lock_held_by_another_process_times_out_in_one_line(tmp_path, monkeypatc
     lock = zoo_home / "locks" / f"{hashlib.sha256(data).hexdigest()}.lock"
     lock.parent.mkdir()
     held = tmp_path / "held"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""\
         import pathlib, time, filelock
         with filelock.FileLock({str(lock)!r}):
             pathlib.Path({str(held)!r}).touch()
             time.sleep(60)
-        """)])
+        """),
+        ]
+    )
     try:
         wait_for(held, holder)
         monkeypatch.setenv("ZOO_LOCK_TIMEOUT", "0.5")
@@ -71,8 +81,9 @@ def test_safetensors_file_with_a_damaged_header_is_one_line(tmp_path, monkeypatc
         zoo.load("tiny-linear", device="cpu")
 
 
-def test_conversion_killed_with_sigkill_leaves_a_partial_that_ls_shows_and_rm_removes(tmp_path, monkeypatch,
-                                                                                    server, zoo_home):
+def test_conversion_killed_with_sigkill_leaves_a_partial_that_ls_shows_and_rm_removes(
+    tmp_path, monkeypatch, server, zoo_home
+):
     ckpt = tmp_path / "tiny.th"
     torch.save({"state_dict": tiny_state()}, ckpt)
     server.files["tiny.th"] = Behaviour(ckpt.read_bytes())

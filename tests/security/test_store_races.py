@@ -25,12 +25,18 @@ torch.set_num_threads(1)
 
 
 def child_env(tmp_path, zoo_home, **extra: str) -> dict[str, str]:
-    return {**os.environ, "ZOO_HOME": str(zoo_home), "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
-            "OMP_NUM_THREADS": "1", **extra}
+    return {
+        **os.environ,
+        "ZOO_HOME": str(zoo_home),
+        "ZOO_REGISTRY": str(tmp_path / "registry.yaml"),
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
 
 
-def test_a_load_in_another_process_never_finds_a_converted_file_without_its_record(tmp_path, monkeypatch, server,
-                                                                                     zoo_home):
+def test_a_load_in_another_process_never_finds_a_converted_file_without_its_record(
+    tmp_path, monkeypatch, server, zoo_home
+):
     """The moment a converted file is renamed into `weights/`, another process's `zoo.fetch` (whose first,
     unlocked check needs the record, since a converted file is not named by its own sha256) must take it as
     verified. Before: the record came after the rename, so that process called the fresh file corrupt, deleted
@@ -45,9 +51,15 @@ def test_a_load_in_another_process_never_finds_a_converted_file_without_its_reco
     def replace_then_let_another_process_load(src, dst):  # noqa: ANN001, ANN202
         replace(src, dst)
         if str(src).endswith(".partial") and str(dst).endswith(".safetensors") and not seen:
-            seen.append(subprocess.run([sys.executable, "-c", "import zoo; print(zoo.fetch('tiny-linear'))"],
-                                       env=child_env(tmp_path, zoo_home, ZOO_LOCK_TIMEOUT="3"),
-                                       capture_output=True, text=True, timeout=120))
+            seen.append(
+                subprocess.run(
+                    [sys.executable, "-c", "import zoo; print(zoo.fetch('tiny-linear'))"],
+                    env=child_env(tmp_path, zoo_home, ZOO_LOCK_TIMEOUT="3"),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+            )
 
     monkeypatch.setattr(zoo._store.os, "replace", replace_then_let_another_process_load)
     path = zoo.fetch("tiny-linear")
@@ -71,9 +83,15 @@ def test_two_cache_rm_of_the_same_model_at_once_are_not_a_traceback(tmp_path, mo
     def check_then_let_another_rm_run(path):  # noqa: ANN001, ANN202
         found = is_regular(path)
         if found and not raced:
-            raced.append(subprocess.run([sys.executable, "-m", "zoo", "cache", "rm", "tiny-linear"],
-                                        env=child_env(tmp_path, zoo_home), capture_output=True, text=True,
-                                        timeout=120))
+            raced.append(
+                subprocess.run(
+                    [sys.executable, "-m", "zoo", "cache", "rm", "tiny-linear"],
+                    env=child_env(tmp_path, zoo_home),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+            )
         return found
 
     monkeypatch.setattr(zoo._store, "_is_regular", check_then_let_another_rm_run)

@@ -39,8 +39,7 @@ def test_zoo_trust_allows_a_module(tmp_path, monkeypatch):
 
 
 def test_trust_key_in_the_home_registry(zoo_home, monkeypatch):
-    (zoo_home / "registry.yaml").write_text(
-        'trust: [os]\nmodels:\n  x-net: {task: classifier, builder: "os:getcwd"}\n')
+    (zoo_home / "registry.yaml").write_text('trust: [os]\nmodels:\n  x-net: {task: classifier, builder: "os:getcwd"}\n')
     reset_registry()
     with pytest.raises(ZooError, match="returned a str"):
         zoo.load("x-net", pretrained=False)
@@ -84,7 +83,8 @@ def test_third_party_plugin_card_cannot_name_a_foreign_module(tmp_path):
     marker = tmp_path / "pwned"
     fake_distribution(site, "zoo-shady", "shady", PLUGIN.replace("MARKER", str(marker)))
     code = "import zoo; zoo.load('shady-net', pretrained=False)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(site)})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}
+    )
     assert result.returncode != 0 and "is not trusted" in result.stderr
     assert not marker.exists()

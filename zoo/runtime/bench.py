@@ -53,13 +53,16 @@ def parse_batch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
         try:
             sizes = [int(p) for p in parts]
         except ValueError:
-            raise ZooError(f"--batch-sizes: expected positive integers separated by commas, like 1,8,32,64,128; "
-                           f"got {text!r}.") from None
+            raise ZooError(
+                f"--batch-sizes: expected positive integers separated by commas, like 1,8,32,64,128; got {text!r}."
+            ) from None
     else:
         sizes = [int(s) for s in text]
     if not sizes or any(s < 1 or s > MAX_BATCH for s in sizes):
-        raise ZooError(f"--batch-sizes: every size must be between 1 and {MAX_BATCH}, like 1,8,32,64,128; "
-                       f"got {text if isinstance(text, str) else ','.join(map(str, sizes))!r}.")
+        raise ZooError(
+            f"--batch-sizes: every size must be between 1 and {MAX_BATCH}, like 1,8,32,64,128; "
+            f"got {text if isinstance(text, str) else ','.join(map(str, sizes))!r}."
+        )
     return tuple(sorted(set(sizes)))
 
 
@@ -72,8 +75,10 @@ def check_benchable(name: str) -> Any:
     verbs = frozenset(getattr(task_class(card.task), "verbs", frozenset()))
     if "predict" not in verbs or "sample" in verbs:
         instead = f", which generates: time 'zoo sample {name}' instead" if "sample" in verbs else ""
-        raise ZooError(f"zoo bench measures models that predict on images (classifiers, detectors); {name!r} is a "
-                       f"{card.task} model{instead}.")
+        raise ZooError(
+            f"zoo bench measures models that predict on images (classifiers, detectors); {name!r} is a "
+            f"{card.task} model{instead}."
+        )
     return card
 
 
@@ -130,10 +135,17 @@ def _timed_calls(call: Callable[[], None], seconds: float, min_calls: int) -> li
     return times
 
 
-def bench_model(name: str, *, device: str | None = None, precision: str = "auto",
-                batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, seconds: float = DEFAULT_SECONDS,
-                pretrained: bool = True, image: str | Path | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def bench_model(
+    name: str,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    seconds: float = DEFAULT_SECONDS,
+    pretrained: bool = True,
+    image: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Latency (batch 1) and throughput (best of `batch_sizes`) of model `name`; see the module's docstring."""
     import torch
 
@@ -173,8 +185,13 @@ def bench_model(name: str, *, device: str | None = None, precision: str = "auto"
         call()
     times = _timed_calls(call, seconds, MIN_LATENCY_CALLS)
     ms = sorted(t * 1e3 for t in times)
-    latency = {"batch_size": 1, "median_ms": round(statistics.median(ms), 3), "min_ms": round(ms[0], 3),
-               "p90_ms": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 3), "calls": len(ms)}
+    latency = {
+        "batch_size": 1,
+        "median_ms": round(statistics.median(ms), 3),
+        "min_ms": round(ms[0], 3),
+        "p90_ms": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
+        "calls": len(ms),
+    }
     say(f"{name}: latency at batch 1 {latency['median_ms']:.2f} ms (median of {len(ms)})")
     by_size: dict[str, float] = {}
     skipped: list[int] = []
@@ -194,12 +211,13 @@ def bench_model(name: str, *, device: str | None = None, precision: str = "auto"
         by_size[str(size)] = round(size * len(sized) / sum(sized), 2)
         say(f"{name}: batch {size}: {by_size[str(size)]:.1f} images/s ({len(sized)} call{'s' * (len(sized) != 1)})")
     best = max(by_size, key=lambda k: by_size[k])
-    throughput: dict[str, Any] = {"images_per_second": by_size[best], "batch_size": int(best),
-                                  "by_batch_size": by_size}
+    throughput: dict[str, Any] = {"images_per_second": by_size[best], "batch_size": int(best), "by_batch_size": by_size}
     if skipped:
         throughput["skipped_batch_sizes"] = skipped
-        throughput["skipped_because"] = (f"a call took {typical_call:.2f} s (median), longer than "
-                                         f"seconds={seconds:g}; larger batches would take longer still")
+        throughput["skipped_because"] = (
+            f"a call took {typical_call:.2f} s (median), longer than "
+            f"seconds={seconds:g}; larger batches would take longer still"
+        )
     variant = card.variant()
     return {
         "name": name,
@@ -214,10 +232,17 @@ def bench_model(name: str, *, device: str | None = None, precision: str = "auto"
     }
 
 
-def bench(names: Sequence[str], *, device: str | None = None, precision: str = "auto",
-          batch_sizes: Sequence[int] | str = DEFAULT_BATCH_SIZES, seconds: float = DEFAULT_SECONDS,
-          pretrained: bool = True, image: str | Path | None = None,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def bench(
+    names: Sequence[str],
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    batch_sizes: Sequence[int] | str = DEFAULT_BATCH_SIZES,
+    seconds: float = DEFAULT_SECONDS,
+    pretrained: bool = True,
+    image: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Benchmark every model of `names` on this machine; one record: ``machine``, ``settings``, ``models``.
 
     Every name is checked (known, a task that predicts) before any model is built, so a typo in the third name
@@ -239,15 +264,31 @@ def bench(names: Sequence[str], *, device: str | None = None, precision: str = "
     for name in names:
         check_benchable(name)
     started = time.perf_counter()
-    models = [bench_model(name, device=device, precision=precision, batch_sizes=sizes, seconds=seconds,
-                          pretrained=pretrained, image=image, log=log) for name in names]
+    models = [
+        bench_model(
+            name,
+            device=device,
+            precision=precision,
+            batch_sizes=sizes,
+            seconds=seconds,
+            pretrained=pretrained,
+            image=image,
+            log=log,
+        )
+        for name in names
+    ]
     first = torch.device(models[0]["device"])
     return {
         "machine": machine(first, resolve_precision(precision, first)),
-        "settings": {"precision": precision, "batch_sizes": list(sizes), "seconds": seconds,
-                     "pretrained": pretrained, "warmup_calls": WARMUP_CALLS,
-                     "timed": "task prepare + model + task postprocess, inference_mode, BatchNorm folded, "
-                              "channels_last; decoding and resizing not timed"},
+        "settings": {
+            "precision": precision,
+            "batch_sizes": list(sizes),
+            "seconds": seconds,
+            "pretrained": pretrained,
+            "warmup_calls": WARMUP_CALLS,
+            "timed": "task prepare + model + task postprocess, inference_mode, BatchNorm folded, "
+            "channels_last; decoding and resizing not timed",
+        },
         "models": models,
         "seconds": round(time.perf_counter() - started, 2),
     }

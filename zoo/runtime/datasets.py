@@ -27,8 +27,17 @@ from .images import IMAGE_SUFFIXES, ImageError, decode_image
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DatasetError", "Geometry", "ImageDataset", "PixelWriter", "VariableImages", "content_key", "decoded",
-           "load_dataset", "read_pixels"]
+__all__ = [
+    "DatasetError",
+    "Geometry",
+    "ImageDataset",
+    "PixelWriter",
+    "VariableImages",
+    "content_key",
+    "decoded",
+    "load_dataset",
+    "read_pixels",
+]
 
 CACHE_VERSION: Final = "2"  # 2: pixels in one memory-mapped file + a JSON index
 
@@ -66,8 +75,11 @@ def _folder_items(root: Path) -> Iterator[Item]:
 
 def _zip_members(zf: zipfile.ZipFile) -> list[tuple[str, str]]:
     """(class, member) pairs: the class is the folder right under the archive's common root."""
-    names = [n for n in zf.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES
-             and "__MACOSX" not in n]
+    names = [
+        n
+        for n in zf.namelist()
+        if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES and "__MACOSX" not in n
+    ]
     if not names:
         return []
     parts = [n.split("/") for n in names]
@@ -106,14 +118,18 @@ def _zip_items(path: Path) -> Iterator[Item]:
         for label, name in _zip_members(zf):
             info = zf.getinfo(name)
             if max_bytes and info.file_size > max_bytes:
-                raise DatasetError(f"{path}: member {name!r} inflates to {info.file_size:,} bytes, over the limit of "
-                                   f"{max_bytes:,} for one image. Set ZOO_MAX_IMAGE_BYTES (0: no limit) if it is "
-                                   "genuine.")
+                raise DatasetError(
+                    f"{path}: member {name!r} inflates to {info.file_size:,} bytes, over the limit of "
+                    f"{max_bytes:,} for one image. Set ZOO_MAX_IMAGE_BYTES (0: no limit) if it is "
+                    "genuine."
+                )
             ratio = info.file_size / max(info.compress_size, 1)
             if max_ratio and info.file_size > (1 << 20) and ratio > max_ratio:
-                raise DatasetError(f"{path}: member {name!r} inflates from {info.compress_size:,} to "
-                                   f"{info.file_size:,} bytes ({ratio:.0f}x; a zip bomb?). Images barely compress; "
-                                   f"set ZOO_MAX_ZIP_RATIO above {max_ratio} (0: no limit) if it is genuine.")
+                raise DatasetError(
+                    f"{path}: member {name!r} inflates from {info.compress_size:,} to "
+                    f"{info.file_size:,} bytes ({ratio:.0f}x; a zip bomb?). Images barely compress; "
+                    f"set ZOO_MAX_ZIP_RATIO above {max_ratio} (0: no limit) if it is genuine."
+                )
             with zf.open(info) as member:
                 data = member.read(info.file_size + 1)  # zipfile stops at the declared size; belt and braces
             yield label, f"{path}:{name}", data
@@ -123,9 +139,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and builtin containers only: CIFAR batches need nothing else."""
 
     ALLOWED: Final = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -162,6 +182,7 @@ def _load_cifar(root: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
 
 
 # -- content key and cache ---------------------------------------------------------------------------
+
 
 def content_key(path: Path, geometry: str) -> str:
     """sha256 of every byte the dataset is made of, plus how it is decoded."""
@@ -214,7 +235,7 @@ class VariableImages:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         begin = self.offsets[index]
-        return self.flat[begin:self.offsets[index + 1]].view(self.shapes[index])
+        return self.flat[begin : self.offsets[index + 1]].view(self.shapes[index])
 
 
 def read_pixels(key: str) -> tuple[torch.Tensor | VariableImages, dict[str, Any]] | None:
@@ -249,8 +270,14 @@ def _read_cache(key: str, source: str) -> ImageDataset | None:
         return None
     images, meta = found
     # an ImageDataset's key names a fixed geometry, so its entry is never VariableImages
-    return ImageDataset(cast("torch.Tensor", images), torch.tensor(meta["targets"], dtype=torch.int64),
-                        tuple(meta["classes"]), source, skipped=meta.get("skipped", []), from_cache=True)
+    return ImageDataset(
+        cast("torch.Tensor", images),
+        torch.tensor(meta["targets"], dtype=torch.int64),
+        tuple(meta["classes"]),
+        source,
+        skipped=meta.get("skipped", []),
+        from_cache=True,
+    )
 
 
 class PixelWriter:
@@ -279,18 +306,24 @@ class PixelWriter:
         import torch
 
         meta = {"targets": targets, "classes": list(classes), "skipped": skipped, "source": source}
-        return ImageDataset(cast("torch.Tensor", self.publish(meta, source)),  # not variable: one tensor
-                            torch.tensor(targets, dtype=torch.int64), classes, source, skipped=skipped)
+        return ImageDataset(
+            cast("torch.Tensor", self.publish(meta, source)),  # not variable: one tensor
+            torch.tensor(targets, dtype=torch.int64),
+            classes,
+            source,
+            skipped=skipped,
+        )
 
-    def publish(self, meta: dict[str, Any], source: str,
-                variable: bool = False) -> torch.Tensor | VariableImages:
+    def publish(self, meta: dict[str, Any], source: str, variable: bool = False) -> torch.Tensor | VariableImages:
         """Close the file, write the index (`meta` plus the shape, or every image's shape when `variable`) and
         return the images, memory-mapped."""
         self.file.close()
         if len(set(self.shapes)) > 1 and not variable:
             self.path.unlink(missing_ok=True)
-            raise DatasetError(f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
-                               "give a geometry (the model card's preprocessing) so they are resized.")
+            raise DatasetError(
+                f"{source}: images have different sizes ({len(set(self.shapes))} kinds); "
+                "give a geometry (the model card's preprocessing) so they are resized."
+            )
         if variable:
             shape: tuple[int, ...] = (sum(math.prod(s) for s in self.shapes),)
             meta = {"shapes": [list(s) for s in self.shapes], **meta}
@@ -320,6 +353,7 @@ class PixelWriter:
 
 # -- the entry point ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Geometry:
     """The geometric half of a card's eval preprocessing, applied once at decode time (on uint8)."""
@@ -347,8 +381,9 @@ def _fit(image: torch.Tensor, geometry: Geometry | None) -> torch.Tensor:
 SMALL_FILE_BYTES: Final = 8192  # mean image file size below which decoding stays in one thread
 
 
-def decoded(items: Iterator[Item], geometry: Any, skip_bad: bool,
-            chunk: int = 512) -> Iterator[tuple[str, str, torch.Tensor | None]]:
+def decoded(
+    items: Iterator[Item], geometry: Any, skip_bad: bool, chunk: int = 512
+) -> Iterator[tuple[str, str, torch.Tensor | None]]:
     """(label, name, image or None when skipped) in reading order, decoded a chunk at a time, each chunk split
     between a few threads (libjpeg-turbo and libpng run outside the GIL), so decoding uses every core without
     holding more than one chunk of images in memory. One task per thread and chunk, not per image: for 32x32
@@ -388,12 +423,13 @@ def decoded(items: Iterator[Item], geometry: Any, skip_bad: bool,
                 yield from decode(batch)
                 continue
             step = -(-len(batch) // workers)
-            for part in pool.map(decode, [batch[i:i + step] for i in range(0, len(batch), step)]):
+            for part in pool.map(decode, [batch[i : i + step] for i in range(0, len(batch), step)]):
                 yield from part
 
 
-def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bool, source: str,
-                  key: str | None) -> ImageDataset:
+def _decode_items(
+    items: Iterator[Item], geometry: Geometry | None, skip_bad: bool, source: str, key: str | None
+) -> ImageDataset:
     writer = PixelWriter(key)
     labels: list[str] = []
     skipped: list[str] = []
@@ -405,8 +441,10 @@ def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bo
             writer.add(image)
             labels.append(label)
         if not labels:
-            raise DatasetError(f"{source}: no readable images found. Expected an ImageFolder layout "
-                               "(<root>/<class>/<image>.jpg), a .zip of one, or CIFAR-10 python batches.")
+            raise DatasetError(
+                f"{source}: no readable images found. Expected an ImageFolder layout "
+                "(<root>/<class>/<image>.jpg), a .zip of one, or CIFAR-10 python batches."
+            )
     except BaseException:
         writer.abort()
         raise
@@ -415,8 +453,9 @@ def _decode_items(items: Iterator[Item], geometry: Geometry | None, skip_bad: bo
     return writer.finish([index[c] for c in labels], classes, source, skipped)
 
 
-def load_dataset(path: str | Path, *, geometry: Geometry | None = None, skip_bad: bool = False,
-                 cache: bool = True) -> ImageDataset:
+def load_dataset(
+    path: str | Path, *, geometry: Geometry | None = None, skip_bad: bool = False, cache: bool = True
+) -> ImageDataset:
     """Read a labelled dataset, decoding each image once per content (cached in ZOO_HOME).
 
     Args:

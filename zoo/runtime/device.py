@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PRECISIONS", "autocast", "available_devices", "check_device", "fuse_for_inference", "native_bf16",
-           "resolve_precision", "tune_malloc"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "available_devices",
+    "check_device",
+    "fuse_for_inference",
+    "native_bf16",
+    "resolve_precision",
+    "tune_malloc",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -131,12 +139,13 @@ def check_device(device: str | torch.device | None) -> None:
         return
     have = available_devices()
     if wanted is not None:
-        if wanted.type == "cuda" and (f"cuda:{wanted.index}" in have if wanted.index is not None
-                                      else "cuda:0" in have):
+        if wanted.type == "cuda" and (f"cuda:{wanted.index}" in have if wanted.index is not None else "cuda:0" in have):
             return
         if wanted.type in ("mps", "xpu") and wanted.type in have:
             return
     problem = "is not available here" if wanted is not None else "is not a device"
     other = " (or another of those)" if len(have) > 1 else ""
-    raise ZooError(f"Device {str(device)!r} {problem} (this machine has: {', '.join(have)}). "
-                   f"Use --device cpu{other} or leave it out.")
+    raise ZooError(
+        f"Device {str(device)!r} {problem} (this machine has: {', '.join(have)}). "
+        f"Use --device cpu{other} or leave it out."
+    )

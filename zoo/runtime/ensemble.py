@@ -27,8 +27,16 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["ENSEMBLE_BUILDER", "PREFIX", "build_ensemble", "ensemble_card", "evaluate_ensemble", "is_ensemble",
-           "members_of", "parse_name"]
+__all__ = [
+    "ENSEMBLE_BUILDER",
+    "PREFIX",
+    "build_ensemble",
+    "ensemble_card",
+    "evaluate_ensemble",
+    "is_ensemble",
+    "members_of",
+    "parse_name",
+]
 
 PREFIX: Final = "ensemble:"
 ENSEMBLE_BUILDER: Final = "zoo.runtime.ensemble:build_ensemble"
@@ -36,7 +44,7 @@ ENSEMBLE_BUILDER: Final = "zoo.runtime.ensemble:build_ensemble"
 
 def parse_name(name: str) -> list[str]:
     """The members of ``ensemble:a+b[+c...]`` (each ``name``, ``name.tag`` or ``plugin/name[.tag]``)."""
-    members = [m.strip() for m in name[len(PREFIX):].split("+")]
+    members = [m.strip() for m in name[len(PREFIX) :].split("+")]
     if any(not m for m in members) or len(members) < 2:
         raise ZooError(f"Bad ensemble name {name!r}: write ensemble:NAME+NAME[+NAME...] (two members at least).")
     return members
@@ -53,8 +61,9 @@ def members_of(card: ModelCard) -> list[str]:
     """The member names of an ensemble card (synthesised or saved)."""
     members = card.kwargs.get("members")
     if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and m for m in members):
-        raise ZooError(f"Ensemble card {card.name!r} ({card.origin}): kwargs.members must list two model names at "
-                       "least.")
+        raise ZooError(
+            f"Ensemble card {card.name!r} ({card.origin}): kwargs.members must list two model names at least."
+        )
     return list(members)
 
 
@@ -88,13 +97,17 @@ def member_cards(members: list[str]) -> list[ModelCard]:
             else:
                 only = [x for x in card.labels if x not in first.labels][:3]
                 lacks = [x for x in first.labels if x not in card.labels][:3]
-                why = (f"{len(first.labels)} vs {len(card.labels)} labels"
-                       + (f"; {member!r} has {only}" if only else "")
-                       + (f"; {member!r} lacks {lacks}" if lacks else ""))
+                why = (
+                    f"{len(first.labels)} vs {len(card.labels)} labels"
+                    + (f"; {member!r} has {only}" if only else "")
+                    + (f"; {member!r} lacks {lacks}" if lacks else "")
+                )
             raise ZooError(f"Cannot ensemble {name0!r} and {member!r}: their labels differ ({why}).")
         if _geometry(card) != _geometry(first):
-            raise ZooError(f"Cannot ensemble {name0!r} and {member!r}: their input geometry differs "
-                           f"({_geometry(first)} vs {_geometry(card)}).")
+            raise ZooError(
+                f"Cannot ensemble {name0!r} and {member!r}: their input geometry differs "
+                f"({_geometry(first)} vs {_geometry(card)})."
+            )
     return cards
 
 
@@ -137,8 +150,9 @@ def _module_class() -> type:
         The input is normalised with the first member's mean and std; a member whose card normalises
         differently gets it re-normalised on the way in (``x * scale + shift``)."""
 
-        def __init__(self, members: list[nn.Module], names: list[str],
-                     renorm: list[tuple[list[float], list[float]] | None]) -> None:
+        def __init__(
+            self, members: list[nn.Module], names: list[str], renorm: list[tuple[list[float], list[float]] | None]
+        ) -> None:
             super().__init__()
             self.members = nn.ModuleList(members)
             self.member_names = tuple(names)
@@ -184,8 +198,13 @@ def assemble(members: list[str], modules: list[nn.Module]) -> nn.Module:
     return model.eval()
 
 
-def build_ensemble(*, members: list[str], pretrained: bool = True, device: str | torch.device | None = None,
-                   dtype: str | torch.dtype | None = None) -> nn.Module:
+def build_ensemble(
+    *,
+    members: list[str],
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> nn.Module:
     """Load every member (with its own verified weights) and return the ensemble module, in eval mode."""
     from .._api import load
 
@@ -193,8 +212,9 @@ def build_ensemble(*, members: list[str], pretrained: bool = True, device: str |
     return assemble(members, [load(m, pretrained=pretrained, device=device, dtype=dtype) for m in members])
 
 
-def evaluate_ensemble(name: str, data: str | Path, *, device: str | None = None,
-                      **options: Any) -> tuple[Any, dict[str, Any]]:
+def evaluate_ensemble(
+    name: str, data: str | Path, *, device: str | None = None, **options: Any
+) -> tuple[Any, dict[str, Any]]:
     """Evaluate ensemble `name` (``ensemble:a+b`` or a saved ensemble card) and each of its members on `data`,
     with the same options. Returns the ensemble's EvalResult and ``{"members": [{"model", "<headline>"}],
     "best_member", "metric", "ensemble", "gain"}``: the gain is the ensemble's headline figure over the best
@@ -214,8 +234,13 @@ def evaluate_ensemble(name: str, data: str | Path, *, device: str | None = None,
     best = (max if higher else min)(rows, key=lambda r: r[metric])
     ensemble_figure = result.metrics[metric]
     gain = ensemble_figure - best[metric] if higher else best[metric] - ensemble_figure
-    return result, {"metric": metric, "members": rows, "best_member": best["model"], "ensemble": ensemble_figure,
-                    "gain": round(gain, 4)}
+    return result, {
+        "metric": metric,
+        "members": rows,
+        "best_member": best["model"],
+        "ensemble": ensemble_figure,
+        "gain": round(gain, 4),
+    }
 
 
 def saved_entry(card: ModelCard, description: str | None = None) -> dict[str, Any]:

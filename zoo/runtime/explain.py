@@ -57,6 +57,7 @@ def explainable_task(card: Any) -> Any:
 
 # -- the layer ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Seen:
     name: str
@@ -72,13 +73,13 @@ def _survey(model: nn.Module, x: torch.Tensor) -> dict[str, _Seen]:
 
     seen: dict[str, _Seen] = {}
     returned = itertools.count()
-    has_conv = {name: any(isinstance(m, nn.Conv2d) for m in module.modules())
-                for name, module in model.named_modules()}
+    has_conv = {name: any(isinstance(m, nn.Conv2d) for m in module.modules()) for name, module in model.named_modules()}
 
     def hook(name: str):  # noqa: ANN202
         def record(_module: nn.Module, _args: Any, output: Any) -> None:
             if isinstance(output, torch.Tensor):  # a module called twice keeps its last call
                 seen[name] = _Seen(name, tuple(output.shape), next(returned), has_conv[name])
+
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules() if name]
@@ -115,8 +116,10 @@ def find_layer(model: nn.Module, x: torch.Tensor) -> str:
     """
     found = [s for s in sorted(_survey(model, x).values(), key=lambda s: s.order) if s.has_conv and _spatial(s)]
     if not found:
-        raise ZooError("Found no convolutional layer that returns a feature map (N x C x H x W) to explain; name "
-                       "one with --layer MODULE.PATH (zoo.explain(..., layer=...)).")
+        raise ZooError(
+            "Found no convolutional layer that returns a feature map (N x C x H x W) to explain; name "
+            "one with --layer MODULE.PATH (zoo.explain(..., layer=...))."
+        )
     large = [s for s in found if min(s.shape[2], s.shape[3]) >= MIN_SIDE]
     return (large or found)[-1].name
 
@@ -143,17 +146,22 @@ def _resolve_layer(model: nn.Module, x: torch.Tensor, path: str, where: str) -> 
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ZooError(f"{where} {path!r} is not a module of the model{hint}; layers to explain include: {listed}.")
     if path not in survey:
-        raise ZooError(f"{where} {path!r} does not run in the model's forward pass (or returns no single tensor); "
-                       f"layers to explain include: {listed}.")
+        raise ZooError(
+            f"{where} {path!r} does not run in the model's forward pass (or returns no single tensor); "
+            f"layers to explain include: {listed}."
+        )
     shape = survey[path].shape
     if not _spatial(survey[path]):
         shown = " x ".join(["N", *map(str, shape[1:])])
-        raise ZooError(f"{where} {path!r} returns {shown}, not a feature map (N x C x H x W); Grad-CAM needs a "
-                       f"convolutional layer: {listed}.")
+        raise ZooError(
+            f"{where} {path!r} returns {shown}, not a feature map (N x C x H x W); Grad-CAM needs a "
+            f"convolutional layer: {listed}."
+        )
     return path
 
 
 # -- mapping back onto the picture ---------------------------------------------------------------------------
+
 
 def _view(height: int, width: int, geometry: Geometry) -> tuple[int, int, int, int, int, int]:
     """Where the model's input lies in the image after the card's resize: (resized height, width, crop top, left,
@@ -181,7 +189,7 @@ def _to_image(cam: torch.Tensor, height: int, width: int, geometry: Geometry) ->
     rh, rw, top, left, ch, cw = _view(height, width, geometry)
     canvas = torch.zeros(2, rh, rw)
     y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + ch, rh), min(left + cw, rw)
-    canvas[0, y0:y1, x0:x1] = cam[y0 - top:y1 - top, x0 - left:x1 - left]
+    canvas[0, y0:y1, x0:x1] = cam[y0 - top : y1 - top, x0 - left : x1 - left]
     canvas[1, y0:y1, x0:x1] = 1.0
     if (rh, rw) != (height, width):
         canvas = F.interpolate(canvas[None], size=(height, width), mode="bilinear", align_corners=False)[0]
@@ -226,6 +234,7 @@ def _file_name(image: str, label: str, taken: set[str]) -> str:
 
 # -- the whole job ------------------------------------------------------------------------------------------
 
+
 def _targets(card: Any, target: Any, n: int) -> list[int | None]:
     """Class indices per image (None: that image's top-1), from names or indices as ``zoo sample --class``."""
     from .sample import _class_index
@@ -248,9 +257,17 @@ def _targets(card: Any, target: Any, n: int) -> list[int | None]:
     return out
 
 
-def explain(name: str, images: str | Path | list[str | Path], target: Any = None, *, layer: str | None = None,
-            method: str = "gradcam", out: str | Path | None = None, device: str | None = None,
-            batch_size: int = 32) -> list[dict[str, Any]]:
+def explain(
+    name: str,
+    images: str | Path | list[str | Path],
+    target: Any = None,
+    *,
+    layer: str | None = None,
+    method: str = "gradcam",
+    out: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
     """Grad-CAM for classifier `name` on `images`: one record per image.
 
     A record: ``image``, ``class`` / ``index`` / ``probability`` (the class explained), ``top1`` (label, index,
@@ -317,8 +334,8 @@ def explain(name: str, images: str | Path | list[str | Path], target: Any = None
     geometry = task.geometry() if callable(getattr(task, "geometry", None)) else card_geometry(card)
     records: list[dict[str, Any]] = []
     for begin in range(0, len(paths), batch_size):
-        names = [str(p) for p in paths[begin:begin + batch_size]]
-        batch = task.predict_batch(decoded[begin:begin + batch_size], names)
+        names = [str(p) for p in paths[begin : begin + batch_size]]
+        batch = task.predict_batch(decoded[begin : begin + batch_size], names)
         x = task.prepare(batch.images.to(place)).float()
 
         def scores(inputs: torch.Tensor, batch: Any = batch) -> torch.Tensor:
@@ -330,10 +347,11 @@ def explain(name: str, images: str | Path | list[str | Path], target: Any = None
         with torch.no_grad():
             probs = scores(x).float().softmax(dim=1)
         top = probs.argmax(dim=1)
-        wanted = [int(t) if c is None else c for t, c in zip(top, classes[begin:begin + len(names)], strict=True)]
+        wanted = [int(t) if c is None else c for t, c in zip(top, classes[begin : begin + len(names)], strict=True)]
         if any(c >= probs.shape[1] for c in wanted):
-            raise ZooError(f"Class index {max(wanted)} is out of range: model {card.name!r} scores "
-                           f"{probs.shape[1]} classes.")
+            raise ZooError(
+                f"Class index {max(wanted)} is out of range: model {card.name!r} scores {probs.shape[1]} classes."
+            )
         try:
             with warnings.catch_warnings(), torch.enable_grad():
                 warnings.simplefilter("ignore")
@@ -352,15 +370,27 @@ def explain(name: str, images: str | Path | list[str | Path], target: Any = None
             image = decoded[begin + i]
             heat, seen = _to_image(normed, int(image.shape[1]), int(image.shape[2]), geometry)
             c, t = wanted[i], int(top[i])
-            records.append({
-                "image": image_name,
-                "class": labels[c] if c < len(labels) else str(c), "index": c,
-                "probability": round(float(probs[i, c]), 4),
-                "top1": {"label": labels[t] if t < len(labels) else str(t), "index": t,
-                         "probability": round(float(probs[i, t]), 4)},
-                "method": method, "layer": chosen, "layer_from": layer_from, "map_size": map_size,
-                "size": [int(image.shape[1]), int(image.shape[2])], "evidence": peak > 0,
-                "heatmap": heat, "_seen": seen})
+            records.append(
+                {
+                    "image": image_name,
+                    "class": labels[c] if c < len(labels) else str(c),
+                    "index": c,
+                    "probability": round(float(probs[i, c]), 4),
+                    "top1": {
+                        "label": labels[t] if t < len(labels) else str(t),
+                        "index": t,
+                        "probability": round(float(probs[i, t]), 4),
+                    },
+                    "method": method,
+                    "layer": chosen,
+                    "layer_from": layer_from,
+                    "map_size": map_size,
+                    "size": [int(image.shape[1]), int(image.shape[2])],
+                    "evidence": peak > 0,
+                    "heatmap": heat,
+                    "_seen": seen,
+                }
+            )
 
     taken: set[str] = set()
     for record, image in zip(records, decoded, strict=True):

@@ -43,8 +43,7 @@ FORMATS = {"onnx": ".onnx", "exported-program": ".pt2"}
 EXAMPLE_IMAGES = Path(__file__).resolve().parents[2] / "examples" / "images"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # The exporter's own chatter (opset conversion attempts, with tracebacks, deprecations): zoo says the outcome.
-_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript",
-                  "onnx_ir")
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript", "onnx_ir")
 
 
 @dataclass
@@ -104,22 +103,28 @@ def _check_destination(path: Path) -> None:
 def _check_onnx_packages(opset: int | None) -> None:
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ZooError(f"ONNX export needs the packages onnx and onnxscript (torch's exporter) and onnxruntime (the "
-                       f"check); missing: {', '.join(missing)}. Install them: pip install {' '.join(missing)}")
+        raise ZooError(
+            f"ONNX export needs the packages onnx and onnxscript (torch's exporter) and onnxruntime (the "
+            f"check); missing: {', '.join(missing)}. Install them: pip install {' '.join(missing)}"
+        )
     if opset is not None:
         import onnx
 
         newest = onnx.defs.onnx_opset_version()
         if not 1 <= opset <= newest:
-            raise ZooError(f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets 1 to {newest}; "
-                           "torch's exporter writes 18 and later (default: its own choice).")
+            raise ZooError(
+                f"--opset {opset}: the installed onnx {onnx.__version__} knows opsets 1 to {newest}; "
+                "torch's exporter writes 18 and later (default: its own choice)."
+            )
 
 
 def _image_files(images: str | Path | list[str | Path] | None) -> list[Path]:
     if images is None:
         if not EXAMPLE_IMAGES.is_dir():
-            raise ZooError("No images to check the export on: this installation has no examples/images; name some "
-                           "with --images PATH (zoo.export(..., images=[...])).")
+            raise ZooError(
+                "No images to check the export on: this installation has no examples/images; name some "
+                "with --images PATH (zoo.export(..., images=[...]))."
+            )
         images = [EXAMPLE_IMAGES]
     if isinstance(images, (str, Path)):
         images = [images]
@@ -218,9 +223,16 @@ def _runner(fmt: str, file: Path) -> tuple[Any, str]:
     return run_program, f"torch.export.load (torch {torch.__version__})"
 
 
-def export(name: str, path: str | Path, format: str | None = None, *, dynamic_batch: bool = False,
-           opset: int | None = None, images: str | Path | list[str | Path] | None = None,
-           tolerance: float | None = None) -> ExportResult:
+def export(
+    name: str,
+    path: str | Path,
+    format: str | None = None,
+    *,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    images: str | Path | list[str | Path] | None = None,
+    tolerance: float | None = None,
+) -> ExportResult:
     """Export model `name`'s network (what its task's ``export_module`` names) to `path`.
 
     Args:
@@ -269,7 +281,7 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
         raise ZooError(f"Model {card.name!r} takes images of varying sizes; 'zoo export' needs a fixed input size.")
     x = x.float().contiguous()
     with torch.no_grad():
-        single = [_as_tuple(module(x[i:i + 1])) for i in range(len(x))]
+        single = [_as_tuple(module(x[i : i + 1])) for i in range(len(x))]
         whole = _as_tuple(module(x)) if dynamic_batch and len(x) > 1 else None
     if len(single[0]) != len(spec.outputs):
         raise ZooError(f"The {card.task} task names {len(spec.outputs)} outputs, the module returns {len(single[0])}.")
@@ -285,8 +297,13 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
         hint = " (try without --dynamic-batch)" if dynamic_batch else ""
         raise ZooError(f"torch.export cannot capture {card.name!r}'s network{hint}: {_first_line(exc)}") from exc
 
-    metadata = {"zoo.model": card.name, "zoo.task": card.task, "zoo.input": spec.input,
-                "zoo.outputs": json.dumps(list(spec.outputs)), "zoo.labels": json.dumps(list(card.labels))}
+    metadata = {
+        "zoo.model": card.name,
+        "zoo.task": card.task,
+        "zoo.input": spec.input,
+        "zoo.outputs": json.dumps(list(spec.outputs)),
+        "zoo.labels": json.dumps(list(card.labels)),
+    }
     tag = (resolved.tag or card.default_tag) if resolved.variant is not None else None
     if resolved.variant is not None:
         metadata["zoo.weights"] = f"{tag} sha256:{resolved.variant.sha256 or resolved.variant.sha256_prefix}"
@@ -304,19 +321,29 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
             versions.update(onnx=onnx.__version__, onnxscript=onnxscript.__version__)
             try:
                 with _quiet() as log:
-                    onnx_program = torch.onnx.export(program, (example,), dynamo=True, opset_version=opset,
-                                                     input_names=["images"], output_names=list(spec.outputs),
-                                                     verbose=False)
+                    onnx_program = torch.onnx.export(
+                        program,
+                        (example,),
+                        dynamo=True,
+                        opset_version=opset,
+                        input_names=["images"],
+                        output_names=list(spec.outputs),
+                        verbose=False,
+                    )
             except Exception as exc:  # noqa: BLE001
-                raise ZooError(f"torch.onnx cannot convert {card.name!r}'s network"
-                               f"{f' at opset {opset}' if opset else ''}: {_first_line(exc)}") from exc
+                raise ZooError(
+                    f"torch.onnx cannot convert {card.name!r}'s network"
+                    f"{f' at opset {opset}' if opset else ''}: {_first_line(exc)}"
+                ) from exc
             assert onnx_program is not None  # dynamo=True always returns the program
             written_opset = int(onnx_program.model.opset_imports.get("", 0))
             if opset is not None and written_opset != opset:
                 why = f": {_first_line(log.errors[-1])}" if log.errors else ""
-                raise ZooError(f"--opset {opset}: torch's exporter cannot write {card.name!r} at opset {opset} "
-                               f"(it writes {written_opset}; onnx's opset converter failed{why}); use --opset "
-                               f"{written_opset} or later, or leave --opset out.")
+                raise ZooError(
+                    f"--opset {opset}: torch's exporter cannot write {card.name!r} at opset {opset} "
+                    f"(it writes {written_opset}; onnx's opset converter failed{why}); use --opset "
+                    f"{written_opset} or later, or leave --opset out."
+                )
             onnx_program.model.metadata_props.update(metadata)
         try:
             if fmt == "onnx":
@@ -340,7 +367,7 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
             import onnxruntime
 
             versions["onnxruntime"] = onnxruntime.__version__
-        pairs = [(x[i:i + 1], single[i]) for i in range(len(x))]
+        pairs = [(x[i : i + 1], single[i]) for i in range(len(x))]
         if whole is not None:
             pairs.insert(0, (x, whole))
         elif dynamic_batch:  # one image: still run a batch of two through the dynamic graph
@@ -352,8 +379,10 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
                     got = run(inputs)
                     for g, e in zip(got, expected, strict=True):
                         if tuple(g.shape) != tuple(e.shape):
-                            raise ZooError(f"The exported graph returned shape {tuple(g.shape)} where eager PyTorch "
-                                           f"returns {tuple(e.shape)}.")
+                            raise ZooError(
+                                f"The exported graph returned shape {tuple(g.shape)} where eager PyTorch "
+                                f"returns {tuple(e.shape)}."
+                            )
                         difference = max(difference, float((g.float() - e.float()).abs().max()))
                         magnitude = max(magnitude, float(e.float().abs().max()))
         except ZooError:
@@ -362,8 +391,10 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
             raise ZooError(f"The exported file does not run in {runtime}: {_first_line(exc)}") from exc
         allowed = tolerance if tolerance is not None else 1e-3 * max(1.0, magnitude)
         if not difference <= allowed:  # NaN fails too
-            raise ZooError(f"The export differs from eager PyTorch by {difference:.3g} (tolerance {allowed:.3g}) on "
-                           f"{len(files)} images; nothing written.")
+            raise ZooError(
+                f"The export differs from eager PyTorch by {difference:.3g} (tolerance {allowed:.3g}) on "
+                f"{len(files)} images; nothing written."
+            )
 
         # publish: weights beside the graph (only for >2 GB ONNX models) first, the named file last
         produced = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
@@ -379,12 +410,28 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
 
     batch_dim: Any = "batch" if dynamic_batch else 1
     return ExportResult(
-        model=card.name, weights=tag, format=fmt, path=str(path), files=[str(p) for p in published],
-        bytes=sum(p.stat().st_size for p in published), opset=written_opset, dynamic_batch=dynamic_batch,
+        model=card.name,
+        weights=tag,
+        format=fmt,
+        path=str(path),
+        files=[str(p) for p in published],
+        bytes=sum(p.stat().st_size for p in published),
+        opset=written_opset,
+        dynamic_batch=dynamic_batch,
         input={"name": "images", "shape": [batch_dim, *x.shape[1:]], "dtype": "float32", "expects": spec.input},
-        outputs=[{"name": n, "shape": [batch_dim, *t.shape[1:]], "dtype": str(t.dtype).removeprefix("torch.")}
-                 for n, t in zip(spec.outputs, single[0], strict=True)],
+        outputs=[
+            {"name": n, "shape": [batch_dim, *t.shape[1:]], "dtype": str(t.dtype).removeprefix("torch.")}
+            for n, t in zip(spec.outputs, single[0], strict=True)
+        ],
         leaves_out=spec.leaves_out,
-        check={"runtime": runtime, "images": [str(f) for f in files], "batch_sizes": [len(p[0]) for p in pairs],
-               "max_abs_diff": difference, "tolerance": allowed, "max_abs_output": magnitude},
-        seconds=round(time.perf_counter() - started, 2), versions=versions)
+        check={
+            "runtime": runtime,
+            "images": [str(f) for f in files],
+            "batch_sizes": [len(p[0]) for p in pairs],
+            "max_abs_diff": difference,
+            "tolerance": allowed,
+            "max_abs_output": magnitude,
+        },
+        seconds=round(time.perf_counter() - started, 2),
+        versions=versions,
+    )

@@ -39,8 +39,9 @@ class ReferenceImages:
     """Real images as the reference set of an evaluation: the held-out part (``--val-split``) or all of the data,
     and the rest of the data, from which the real-vs-real floor is drawn."""
 
-    def __init__(self, dataset: ImageDataset, reference: torch.Tensor, others: torch.Tensor | None,
-                 description: str, key: str) -> None:
+    def __init__(
+        self, dataset: ImageDataset, reference: torch.Tensor, others: torch.Tensor | None, description: str, key: str
+    ) -> None:
         self.source, self.skipped, self.from_cache = dataset.source, dataset.skipped, dataset.from_cache
         self.dataset, self.reference, self.others = dataset, reference, others
         self.description, self.key = description, key
@@ -50,13 +51,14 @@ class ReferenceImages:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for begin in range(0, len(self.reference), batch_size):
-            idx = self.reference[begin:begin + batch_size]
+            idx = self.reference[begin : begin + batch_size]
             yield Batch(self.dataset.images[idx], self.dataset.targets[idx])
 
     def image_batches(self, indices: torch.Tensor, batch_size: int) -> Callable[[], Iterator[torch.Tensor]]:
         def batches() -> Iterator[torch.Tensor]:
             for begin in range(0, len(indices), batch_size):
-                yield self.dataset.images[indices[begin:begin + batch_size]]
+                yield self.dataset.images[indices[begin : begin + batch_size]]
+
         return batches
 
 
@@ -67,25 +69,32 @@ class GenerativeTrainData:
 
     def __init__(self, task: SamplingTask, dataset: ImageDataset, config: Any) -> None:
         if config.augment not in ("flip", "none"):
-            raise ZooError(f"Unknown augmentation preset {config.augment!r} for {task.card.task} models; use flip "
-                           "or none.")
+            raise ZooError(
+                f"Unknown augmentation preset {config.augment!r} for {task.card.task} models; use flip or none."
+            )
         if config.balance != "none":
-            raise ZooError(f"--balance applies to classifiers; a conditional {task.card.task} model already trains "
-                           "on every class.")
+            raise ZooError(
+                f"--balance applies to classifiers; a conditional {task.card.task} model already trains on every class."
+            )
         if config.freeze != "none":
-            raise ZooError(f"--freeze {config.freeze}: a {task.card.task} model has no head to train alone; use "
-                           "--freeze none.")
+            raise ZooError(
+                f"--freeze {config.freeze}: a {task.card.task} model has no head to train alone; use --freeze none."
+            )
         self.task, self.dataset = task, dataset
         self.classes, self.targets = task.align(dataset.classes, dataset.targets)
         self.train_idx, self.val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
         if len(self.train_idx) == 0:
             raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")
-        self.validation = (f"{len(self.val_idx)} real images held out (stratified by class) by --val-split "
-                           f"{config.val_split} (seed {config.seed}) as the reference set")
+        self.validation = (
+            f"{len(self.val_idx)} real images held out (stratified by class) by --val-split "
+            f"{config.val_split} (seed {config.seed}) as the reference set"
+        )
         # what measures the validation figure again: the same held-out images, as many samples, same precision
-        self.eval_args = (f"--val-split {config.val_split} --seed {config.seed} --samples "
-                          f"{task.config.get('val_samples', 5000)} --precision {'bf16' if config.bf16 else 'fp32'}"
-                          + task.validation_eval_args())
+        self.eval_args = (
+            f"--val-split {config.val_split} --seed {config.seed} --samples "
+            f"{task.config.get('val_samples', 5000)} --precision {'bf16' if config.bf16 else 'fp32'}"
+            + task.validation_eval_args()
+        )
         self.key = content_key(Path(dataset.source), f"gan|{task.geometry()}|{config.val_split}|{config.seed}")
 
     def __len__(self) -> int:
@@ -139,17 +148,26 @@ class SamplingTask:
     def eval_options(cls) -> list[click.Option]:
         """``zoo eval``'s options for every sampling task."""
         return [
-            click.Option(["--samples"], type=click.IntRange(min=1), default=None,
-                         help="How many samples to draw (default: the card's, 10,000)."),
-            click.Option(["--features"], default=None,
-                         help=f"The classifier card whose penultimate features FID/KID use (default: "
-                              f"{STANDARD_FEATURES} when its weights are cached, else the card's, e.g. "
-                              "resnet56-cifar)."),
-            click.Option(["--judge"], default=None,
-                         help="Conditional models: the classifier that labels the samples (default: the card's, "
-                              "resnet56-cifar)."),
-            click.Option(["--sample-seed"], type=int, default=0, show_default=True,
-                         help="The seed of the samples."),
+            click.Option(
+                ["--samples"],
+                type=click.IntRange(min=1),
+                default=None,
+                help="How many samples to draw (default: the card's, 10,000).",
+            ),
+            click.Option(
+                ["--features"],
+                default=None,
+                help=f"The classifier card whose penultimate features FID/KID use (default: "
+                f"{STANDARD_FEATURES} when its weights are cached, else the card's, e.g. "
+                "resnet56-cifar).",
+            ),
+            click.Option(
+                ["--judge"],
+                default=None,
+                help="Conditional models: the classifier that labels the samples (default: the card's, "
+                "resnet56-cifar).",
+            ),
+            click.Option(["--sample-seed"], type=int, default=0, show_default=True, help="The seed of the samples."),
         ]
 
     @classmethod
@@ -164,20 +182,39 @@ class SamplingTask:
     def geometry(self) -> Geometry:
         return card_geometry(self.card)
 
-    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
-                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> ReferenceImages:
+    def eval_data(
+        self,
+        source: str | Path,
+        *,
+        split: str | None = None,
+        val_split: float | None = None,
+        seed: int = 0,
+        cache: bool = True,
+        skip_bad: bool = False,
+    ) -> ReferenceImages:
         if split is not None:
-            raise ZooError(f"--split {split!r}: image folders carry no named splits; use --val-split, or point "
-                           "--data at the split's folder.")
+            raise ZooError(
+                f"--split {split!r}: image folders carry no named splits; use --val-split, or point "
+                "--data at the split's folder."
+            )
         dataset = load_dataset(source, geometry=self.geometry(), skip_bad=skip_bad, cache=cache)
         if val_split is None:
             everything = torch.arange(len(dataset))
-            return ReferenceImages(dataset, everything, None, f"all {len(dataset)} images of {source}",
-                                   content_key(Path(source), f"gan|{self.geometry()}|all"))
+            return ReferenceImages(
+                dataset,
+                everything,
+                None,
+                f"all {len(dataset)} images of {source}",
+                content_key(Path(source), f"gan|{self.geometry()}|all"),
+            )
         others, held_out = stratified_split(dataset.targets, val_split, seed)
-        return ReferenceImages(dataset, held_out, others,
-                               f"the {len(held_out)} images held out by --val-split {val_split} --seed {seed}",
-                               content_key(Path(source), f"gan|{self.geometry()}|{val_split}|{seed}"))
+        return ReferenceImages(
+            dataset,
+            held_out,
+            others,
+            f"the {len(held_out)} images held out by --val-split {val_split} --seed {seed}",
+            content_key(Path(source), f"gan|{self.geometry()}|{val_split}|{seed}"),
+        )
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.card.preprocess)
@@ -201,8 +238,10 @@ class SamplingTask:
             return tuple(self.card.labels), targets
         labels = tuple(self.card.labels)
         if set(classes) != set(labels):
-            raise ZooError(f"{self.card.name!r} generates the classes {', '.join(labels)}; the data's class folders "
-                           f"are {', '.join(classes[:10])}. Continue training on data with the same class folders.")
+            raise ZooError(
+                f"{self.card.name!r} generates the classes {', '.join(labels)}; the data's class folders "
+                f"are {', '.join(classes[:10])}. Continue training on data with the same class folders."
+            )
         index = torch.tensor([labels.index(c) for c in classes])
         return labels, index[targets]
 
@@ -245,13 +284,24 @@ class SamplingTask:
             raise ZooError(f"--judge {name!r} is a {judge_card.task}, not a classifier.")
         index = self.label_index(tuple(judge_card.labels))
         if index is None:
-            raise ZooError(f"The judge {name!r} does not know all of {self.card.name!r}'s classes; pick a "
-                           "classifier over the same labels with --judge.")
+            raise ZooError(
+                f"The judge {name!r} does not know all of {self.card.name!r}'s classes; pick a "
+                "classifier over the same labels with --judge."
+            )
         return name, load(name, device=device).eval(), index, get_task(judge_card)
 
-    def measure(self, model: Any, data: ReferenceImages, context: Any, samples: int | None = None,
-                features: str | None = None, judge: str | None = None, sample_seed: int = 0,
-                validation: bool = False, **sample_options: Any) -> dict[str, Any]:
+    def measure(
+        self,
+        model: Any,
+        data: ReferenceImages,
+        context: Any,
+        samples: int | None = None,
+        features: str | None = None,
+        judge: str | None = None,
+        sample_seed: int = 0,
+        validation: bool = False,
+        **sample_options: Any,
+    ) -> dict[str, Any]:
         """FID and KID (in the feature space of a classifier card) of `samples` generated images against the
         reference images, improved precision/recall, the judge's accuracy on conditional samples, and the
         real-vs-real floor: the same statistics for real images that are not in the reference set.
@@ -263,9 +313,11 @@ class SamplingTask:
         net = gm.feature_extractor(features, context.device)
         gm.check_sample_size(n, net.dim, "FID")
         if len(data.reference) < 2 * net.dim:
-            raise ZooError(f"The reference set has {len(data.reference)} images ({data.description}); FID in "
-                           f"{net.name}'s {net.dim}-dimensional features needs at least {2 * net.dim}: give more "
-                           "data or hold out a larger --val-split.")
+            raise ZooError(
+                f"The reference set has {len(data.reference)} images ({data.description}); FID in "
+                f"{net.name}'s {net.dim}-dimensional features needs at least {2 * net.dim}: give more "
+                "data or hold out a larger --val-split."
+            )
         reference = gm.reference_features(data.key, net, data.image_batches(data.reference, context.batch_size))
         judged = None if validation and not self.validate_judge else self._judge(judge, context.device)
         fake, correct = self._generate(model, net, n, sample_seed, context, judged, sample_options)
@@ -278,20 +330,39 @@ class SamplingTask:
             return summary
         kid, kid_std = gm.kernel_inception_distance(reference, fake)
         precision, recall = gm.precision_recall(reference, fake)
-        summary.update({f"kid[{space}]": round(kid, 5), f"kid_std[{space}]": round(kid_std, 5),
-                        "precision": round(precision, 4), "recall": round(recall, 4)})
+        summary.update(
+            {
+                f"kid[{space}]": round(kid, 5),
+                f"kid_std[{space}]": round(kid_std, 5),
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+            }
+        )
         summary["floor"] = self._floor(data, net, reference, n, context.batch_size)
-        summary.update({"samples": n, "sample_seed": sample_seed, "features": space, "feature_dim": net.dim,
-                        "reference": {"images": len(data.reference), "set": data.description,
-                                      "source": data.source}})
+        summary.update(
+            {
+                "samples": n,
+                "sample_seed": sample_seed,
+                "features": space,
+                "feature_dim": net.dim,
+                "reference": {"images": len(data.reference), "set": data.description, "source": data.source},
+            }
+        )
         return summary
 
     #: whether validation during training also reports the judge's accuracy (costs a judge forward per sample)
     validate_judge = False
 
-    def _generate(self, model: Any, net: Any, n: int, seed: int, context: Any,
-                  judged: tuple[str, Any, torch.Tensor, Any] | None,
-                  sample_options: dict[str, Any]) -> tuple[torch.Tensor, int | None]:
+    def _generate(
+        self,
+        model: Any,
+        net: Any,
+        n: int,
+        seed: int,
+        context: Any,
+        judged: tuple[str, Any, torch.Tensor, Any] | None,
+        sample_options: dict[str, Any],
+    ) -> tuple[torch.Tensor, int | None]:
         """Features of `n` samples (quantised to uint8, as the PNG ``zoo sample`` writes holds them) and, for a
         conditional model, how many of them the judge labels with the class they were asked for. Classes are
         balanced: sample i is of class i mod K. Under torchrun each rank draws every world_size-th call and the
@@ -307,10 +378,21 @@ class SamplingTask:
         show = context.show_progress and context.env.rank == 0
         steps = getattr(self, "sample_steps", None)
         unit_per_call = steps(**sample_options) if steps else micro
-        bar = progress(-(-n // micro) * unit_per_call, f"sample {self.card.name}", show,
-                       unit="step" if steps else "img")
-        calls = sample_calls(self, model, seed, n, (lambda i: i % classes) if classes else None, micro, device,
-                             sample_options, mine=context.mine, on_step=None if bar is None else bar.update)
+        bar = progress(
+            -(-n // micro) * unit_per_call, f"sample {self.card.name}", show, unit="step" if steps else "img"
+        )
+        calls = sample_calls(
+            self,
+            model,
+            seed,
+            n,
+            (lambda i: i % classes) if classes else None,
+            micro,
+            device,
+            sample_options,
+            mine=context.mine,
+            on_step=None if bar is None else bar.update,
+        )
         for c, keep, images, labels in calls:
             pixels = (images * 255).round().to(torch.uint8)
             parts.append((c, net(pixels).cpu()[:keep]))
@@ -322,8 +404,7 @@ class SamplingTask:
                     seen = torch.nn.functional.interpolate(seen.float(), size=size, mode="bilinear").round()
                 logits = judge(judge_task.prepare(seen)).float()[:keep]
                 # judged: a conditional model, so its calls carry labels
-                correct += int((logits.argmax(1).cpu()
-                                == judge_index[labels[:keep].cpu()]).sum())  # type: ignore[index]
+                correct += int((logits.argmax(1).cpu() == judge_index[labels[:keep].cpu()]).sum())  # type: ignore[index]
             if bar is not None and not steps:
                 bar.update(keep * context.env.world_size)
         if bar is not None:
@@ -338,8 +419,9 @@ class SamplingTask:
         fake = torch.cat([f for _, f in sorted(parts, key=lambda p: p[0])])
         return fake, (correct if judged is not None else None)
 
-    def _floor(self, data: ReferenceImages, net: Any, reference: torch.Tensor, n: int,
-               batch_size: int) -> dict[str, Any]:
+    def _floor(
+        self, data: ReferenceImages, net: Any, reference: torch.Tensor, n: int, batch_size: int
+    ) -> dict[str, Any]:
         """FID/KID of real images against the reference set: what a perfect generator would score with this many
         samples. From the images outside the reference set (the training part) when there are any, else from one
         half of the reference set against the other."""
@@ -355,8 +437,13 @@ class SamplingTask:
             real, against = reference[:half], reference[half:]
             count, described = half, "one half of the reference set vs the other"
         kid, kid_std = gm.kernel_inception_distance(against, real)
-        return {f"fid[{net.name}]": round(gm.frechet_distance(against, real), 3), f"kid[{net.name}]": round(kid, 5),
-                f"kid_std[{net.name}]": round(kid_std, 5), "images": count, "set": described}
+        return {
+            f"fid[{net.name}]": round(gm.frechet_distance(against, real), 3),
+            f"kid[{net.name}]": round(kid, 5),
+            f"kid_std[{net.name}]": round(kid_std, 5),
+            "images": count,
+            "set": described,
+        }
 
     def evaluator(self, **options: Any) -> Any:
         raise ZooError(f"{self.card.task} models are measured by sampling (Task.measure), not batch by batch.")
@@ -367,20 +454,27 @@ class SamplingTask:
         lines = [head]
         if f"kid[{space}]" in summary:
             kid, kid_std = 1000 * summary[f"kid[{space}]"], 1000 * summary[f"kid_std[{space}]"]
-            lines.append(f"kid[{space}] {kid:.2f} ± {kid_std:.2f} (x1e-3)  precision {summary['precision']:.3f}  "
-                         f"recall {summary['recall']:.3f}")
+            lines.append(
+                f"kid[{space}] {kid:.2f} ± {kid_std:.2f} (x1e-3)  precision {summary['precision']:.3f}  "
+                f"recall {summary['recall']:.3f}"
+            )
         if "judge_accuracy" in summary:
-            lines.append(f"judge accuracy {summary['judge_accuracy']:.2f}% ({summary['judge']} labels the samples "
-                         "with the class they were asked for)")
+            lines.append(
+                f"judge accuracy {summary['judge_accuracy']:.2f}% ({summary['judge']} labels the samples "
+                "with the class they were asked for)"
+            )
         floor = summary.get("floor")
         if floor:
-            lines.append(f"real-vs-real floor: fid[{space}] {floor[f'fid[{space}]']:.2f}, kid[{space}] "
-                         f"{1000 * floor[f'kid[{space}]']:.2f} (x1e-3) ({floor['set']})")
+            lines.append(
+                f"real-vs-real floor: fid[{space}] {floor[f'fid[{space}]']:.2f}, kid[{space}] "
+                f"{1000 * floor[f'kid[{space}]']:.2f} (x1e-3) ({floor['set']})"
+            )
         if "samples" in summary:
-            lines.append(f"{summary['samples']} samples (seed {summary['sample_seed']}) vs "
-                         f"{summary['reference']['set']}; features: {space} ({summary['feature_dim']}-d)"
-                         + ("" if space == STANDARD_FEATURES else
-                            " - not comparable with published Inception FIDs"))
+            lines.append(
+                f"{summary['samples']} samples (seed {summary['sample_seed']}) vs "
+                f"{summary['reference']['set']}; features: {space} ({summary['feature_dim']}-d)"
+                + ("" if space == STANDARD_FEATURES else " - not comparable with published Inception FIDs")
+            )
         return lines
 
     def write_report(self, record: dict[str, Any], directory: Path) -> list[Path]:

@@ -44,15 +44,26 @@ class FeatureNet:
     changed card, weights file or preprocessing never reuses stale statistics.
     """
 
-    def __init__(self, name: str, model: nn.Module, head: nn.Module, *, sha256: str,
-                 size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...],
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        head: nn.Module,
+        *,
+        sha256: str,
+        size: tuple[int, int],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+    ) -> None:
         self.name: Final = name
         self.sha256: Final = sha256
         self.device: Final = device
-        self.preprocess_desc: Final = (f"[0,1] -> bilinear resize to {size[0]}x{size[1]} if needed "
-                                       "(antialias=False, align_corners=False) -> "
-                                       f"(x - {list(mean)}) / {list(std)}")
+        self.preprocess_desc: Final = (
+            f"[0,1] -> bilinear resize to {size[0]}x{size[1]} if needed "
+            "(antialias=False, align_corners=False) -> "
+            f"(x - {list(mean)}) / {list(std)}"
+        )
         self._model = model
         self._size = size
         self._dtype = next(model.parameters()).dtype
@@ -69,8 +80,10 @@ class FeatureNet:
     def __call__(self, images: Tensor) -> Tensor:
         """N x D float64 features (on the CPU, so a long run can accumulate them off the device)."""
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ZooError(f"Feature network {self.name!r} takes N x 3 x H x W images, got shape "
-                           f"{tuple(images.shape)}; add a batch dimension or convert to RGB.")
+            raise ZooError(
+                f"Feature network {self.name!r} takes N x 3 x H x W images, got shape "
+                f"{tuple(images.shape)}; add a batch dimension or convert to RGB."
+            )
         if not (images.dtype == torch.uint8 or images.is_floating_point()):
             raise ZooError(f"Feature network {self.name!r} takes uint8 or float images, got {images.dtype}.")
         self._captured.clear()
@@ -79,17 +92,20 @@ class FeatureNet:
                 x = images.to(self.device, self._dtype) / 255.0
             else:
                 if images.numel() and (images.min() < 0 or images.max() > 1):
-                    raise ZooError(f"Feature network {self.name!r} takes float images in [0, 1], got values in "
-                                   f"[{images.min().item():.3g}, {images.max().item():.3g}]; map a generator's "
-                                   "[-1, 1] output with (x + 1) / 2 first.")
+                    raise ZooError(
+                        f"Feature network {self.name!r} takes float images in [0, 1], got values in "
+                        f"[{images.min().item():.3g}, {images.max().item():.3g}]; map a generator's "
+                        "[-1, 1] output with (x + 1) / 2 first."
+                    )
                 x = images.to(self.device, self._dtype)
             if tuple(x.shape[-2:]) != self._size:
-                x = nn.functional.interpolate(x, size=self._size, mode="bilinear", align_corners=False,
-                                              antialias=False)
+                x = nn.functional.interpolate(x, size=self._size, mode="bilinear", align_corners=False, antialias=False)
             self._model((x - self._mean) / self._std)
         if len(self._captured) != 1:
-            raise ZooError(f"The head of {self.name!r} ran {len(self._captured)} times in one forward pass; "
-                           "its features are ambiguous. Use a card whose head runs once.")
+            raise ZooError(
+                f"The head of {self.name!r} ran {len(self._captured)} times in one forward pass; "
+                "its features are ambiguous. Use a card whose head runs once."
+            )
         features = self._captured.pop().flatten(1)
         return features.to("cpu", torch.float64)
 
@@ -103,11 +119,14 @@ def feature_extractor(name: str, device: str | torch.device | None) -> FeatureNe
     resolved = get_registry().resolve(name)
     card = resolved.card
     if card.task != "classifier":
-        raise ZooError(f"'{name}' is a {card.task}, not a classifier: --features needs a classifier card "
-                       "(e.g. resnet56-cifar)")
+        raise ZooError(
+            f"'{name}' is a {card.task}, not a classifier: --features needs a classifier card (e.g. resnet56-cifar)"
+        )
     if not card.head or card.preprocess is None or len(card.input_shape) != 3:
-        raise ZooError(f"Classifier card {name!r} lacks head, input.shape or preprocess, which the features "
-                       "need; add them to the card.")
+        raise ZooError(
+            f"Classifier card {name!r} lacks head, input.shape or preprocess, which the features "
+            "need; add them to the card."
+        )
     model = _api.load(name, device=device)
     variant = resolved.variant
     sha256 = Store().known_sha256(variant) if variant is not None else None
@@ -115,27 +134,40 @@ def feature_extractor(name: str, device: str | torch.device | None) -> FeatureNe
         raise ZooError(f"The weights of {name!r} have no recorded sha256 after loading; run the command again.")
     head = model.get_submodule(card.head)
     device_of = next(model.parameters()).device
-    return FeatureNet(name, model, head, sha256=sha256, size=(card.input_shape[1], card.input_shape[2]),
-                      mean=card.preprocess.mean, std=card.preprocess.std, device=device_of)
+    return FeatureNet(
+        name,
+        model,
+        head,
+        sha256=sha256,
+        size=(card.input_shape[1], card.input_shape[2]),
+        mean=card.preprocess.mean,
+        std=card.preprocess.std,
+        device=device_of,
+    )
 
 
 # -- metrics on feature matrices ------------------------------------------------------------------------
+
 
 def check_sample_size(n: int, dim: int, what: str) -> None:
     """Refuse an estimate whose covariance would be rank-deficient: `what` (e.g. "FID") from `n` samples of
     `dim`-d features. Below 2 x dim, FID is dominated by the estimator's bias, not the model."""
     if n < 2 * dim:
-        raise ZooError(f"{what} with {n} samples in a {dim}-dimensional feature space is not a usable estimate: "
-                       f"the covariance needs well over {dim} samples (use --samples {2 * dim} or more)")
+        raise ZooError(
+            f"{what} with {n} samples in a {dim}-dimensional feature space is not a usable estimate: "
+            f"the covariance needs well over {dim} samples (use --samples {2 * dim} or more)"
+        )
 
 
 def _check_pair(real: Tensor, fake: Tensor, what: str, least: int) -> tuple[Tensor, Tensor]:
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ZooError(f"{what} needs two N x D feature matrices of the same D, got {tuple(real.shape)} and "
-                       f"{tuple(fake.shape)}.")
+        raise ZooError(
+            f"{what} needs two N x D feature matrices of the same D, got {tuple(real.shape)} and {tuple(fake.shape)}."
+        )
     if min(len(real), len(fake)) < least:
-        raise ZooError(f"{what} needs at least {least} samples in each set, got {len(real)} real and "
-                       f"{len(fake)} generated.")
+        raise ZooError(
+            f"{what} needs at least {least} samples in each set, got {len(real)} real and {len(fake)} generated."
+        )
     return real.to(torch.float64), fake.to(torch.float64)
 
 
@@ -166,8 +198,9 @@ def _poly_mmd(x: Tensor, y: Tensor) -> Tensor:
     return within / (m * (m - 1)) - 2 * k_xy.sum() / m**2
 
 
-def kernel_inception_distance(real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    real: Tensor, fake: Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: (mean, population std) of the unbiased polynomial-kernel MMD^2 over random equal-size subsets.
 
     Subsets are drawn without replacement from a generator seeded with `seed` (real, then generated, per
@@ -189,8 +222,8 @@ def _inside_any_ball(query: Tensor, points: Tensor, radii: Tensor) -> Tensor:
     """For each query row: is it within radii[j] of some points[j] (on or inside a k-NN ball)?"""
     inside = torch.empty(len(query), dtype=torch.bool, device=query.device)
     for start in range(0, len(query), _CDIST_ROWS):
-        distances = torch.cdist(query[start:start + _CDIST_ROWS], points)
-        inside[start:start + _CDIST_ROWS] = (distances <= radii.unsqueeze(0)).any(dim=1)
+        distances = torch.cdist(query[start : start + _CDIST_ROWS], points)
+        inside[start : start + _CDIST_ROWS] = (distances <= radii.unsqueeze(0)).any(dim=1)
     return inside
 
 
@@ -198,8 +231,8 @@ def _knn_radii(points: Tensor, k: int) -> Tensor:
     """Distance from each point to its k-th nearest other point (the point itself is at distance 0)."""
     radii = torch.empty(len(points), dtype=points.dtype, device=points.device)
     for start in range(0, len(points), _CDIST_ROWS):
-        distances = torch.cdist(points[start:start + _CDIST_ROWS], points)
-        radii[start:start + _CDIST_ROWS] = distances.topk(k + 1, dim=1, largest=False).values[:, k]
+        distances = torch.cdist(points[start : start + _CDIST_ROWS], points)
+        radii[start : start + _CDIST_ROWS] = distances.topk(k + 1, dim=1, largest=False).values[:, k]
     return radii
 
 
@@ -214,6 +247,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
 
 
 # -- the real set's features, cached ---------------------------------------------------------------------
+
 
 def _reference_key(data_key: str, feature: FeatureNet) -> str:
     fields = [data_key, feature.name, feature.sha256, feature.preprocess_desc]
@@ -261,8 +295,11 @@ def reference_features(data_key: str, feature: FeatureNet, batches: Callable[[],
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        save_file({"features": features.contiguous()}, os.fspath(tmp),
-                  metadata={"key": key, "data": data_key, "features": feature.name})
+        save_file(
+            {"features": features.contiguous()},
+            os.fspath(tmp),
+            metadata={"key": key, "data": data_key, "features": feature.name},
+        )
         os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
     finally:
         tmp.unlink(missing_ok=True)

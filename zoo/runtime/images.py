@@ -16,8 +16,9 @@ __all__ = ["IMAGE_SUFFIXES", "ImageError", "decode_image", "read_image", "to_rgb
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they remain the fastest installed option
 # here (libjpeg-turbo), and the PIL fallback below keeps working when they go. Decision: docs/architecture.md.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
 
 IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Pillow's own default (Image.MAX_IMAGE_PIXELS): about 0.25 GiB as RGB uint8. A 20000x20000 PNG of a few hundred
@@ -74,8 +75,10 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
 
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", reason)
-        raise ImageError(f"Cannot read image {name}: not a decodable image ({reason}). "
-                         f"Remove it, or pass --skip-bad to skip unreadable files.") from None
+        raise ImageError(
+            f"Cannot read image {name}: not a decodable image ({reason}). "
+            f"Remove it, or pass --skip-bad to skip unreadable files."
+        ) from None
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -115,9 +118,11 @@ def max_pixels() -> int:
 
 def _refuse_pixels(width: int, height: int, name: str, limit: int) -> None:
     if limit and width * height > limit:
-        raise ImageError(f"Cannot read image {name}: {width}x{height} = {width * height:,} pixels, over the limit of "
-                         f"{limit:,} (a decompression bomb?). Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
-                         "limit) if the image is genuine.")
+        raise ImageError(
+            f"Cannot read image {name}: {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,} (a decompression bomb?). Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
+            "limit) if the image is genuine."
+        )
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
@@ -138,9 +143,9 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
             if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
                 i += 2
                 continue
-            (length,) = struct.unpack(">H", data[i + 2:i + 4])
+            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
-                height, width = struct.unpack(">HH", data[i + 5:i + 9])
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
                 return width, height
             i += 2 + length
     return None
@@ -163,8 +168,10 @@ def _check_pixels(data: bytes, name: str, limit: int) -> None:
                 with Image.open(io.BytesIO(data)) as im:
                     size = im.size
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"Cannot read image {name}: {exc} Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
-                             "limit) if the image is genuine.") from None
+            raise ImageError(
+                f"Cannot read image {name}: {exc} Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
+                "limit) if the image is genuine."
+            ) from None
         except Exception:  # noqa: BLE001 - not for us to judge here: the decoders below report it
             return
     _refuse_pixels(size[0], size[1], name, limit)

@@ -18,9 +18,19 @@ if TYPE_CHECKING:
 __all__ = ["predict"]
 
 
-def predict(name: str, images: list[str | Path], *, model: nn.Module | None = None, device: str | None = None,
-            skip_bad: bool = False, batch_size: int = 64, bf16: bool = False, out: str | Path | None = None,
-            precision: str | None = None, **options: Any) -> list[dict[str, Any]]:
+def predict(
+    name: str,
+    images: list[str | Path],
+    *,
+    model: nn.Module | None = None,
+    device: str | None = None,
+    skip_bad: bool = False,
+    batch_size: int = 64,
+    bf16: bool = False,
+    out: str | Path | None = None,
+    precision: str | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
     """One record per image: ``{"image": path, ...}`` with the task's fields (classes for a classifier, boxes
     for a detector). `options` are the task's own (``topk=3``; ``conf=0.5, iou=0.45, max_det=100``).
 
@@ -55,7 +65,7 @@ def predict(name: str, images: list[str | Path], *, model: nn.Module | None = No
         directory.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode(), autocast(target, bf16):
         for begin in range(0, len(decoded), batch_size):
-            chunk = decoded[begin:begin + batch_size]
+            chunk = decoded[begin : begin + batch_size]
             batch = task.predict_batch([image for _, image in chunk], [records[i]["image"] for i, _ in chunk])
             outputs = forward(task, model, batch, target, channels_last=False, **options)
             for (index, image), fields in zip(chunk, task.records(outputs, batch, **options), strict=True):

@@ -19,8 +19,15 @@ __all__ = ["LineProgress", "progress"]
 class LineProgress:
     """tqdm's ``update``/``set_postfix``/``close`` interface, printing one line every `interval` seconds."""
 
-    def __init__(self, total: int, desc: str, initial: int = 0, interval: float = 60.0,
-                 file: IO[str] | None = None, unit: str = "img") -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        initial: int = 0,
+        interval: float = 60.0,
+        file: IO[str] | None = None,
+        unit: str = "img",
+    ) -> None:
         self.total, self.desc, self.n, self.interval, self.unit = total, desc, initial, interval, unit
         self.file = file or sys.stderr
         self.postfix: dict[str, Any] = {}
@@ -43,8 +50,11 @@ class LineProgress:
     def _emit(self, now: float) -> None:
         rate = (self.n - self._initial) / max(now - self._start, 1e-9)
         eta = (self.total - self.n) / rate if rate > 0 else float("inf")
-        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / max(self.total, 1):.0f}%)",
-                 f"{rate:.1f} {self.unit}/s", f"eta {_duration(eta)}"]
+        parts = [
+            f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / max(self.total, 1):.0f}%)",
+            f"{rate:.1f} {self.unit}/s",
+            f"eta {_duration(eta)}",
+        ]
         parts += [f"{k} {v}" for k, v in self.postfix.items()]
         print("  ".join(parts), file=self.file, flush=True)
 
@@ -57,8 +67,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def progress(total: int, desc: str, enabled: bool = True, initial: int = 0,  # noqa: ANN201 - tqdm-like or None
-             unit: str = "img"):
+def progress(
+    total: int,
+    desc: str,
+    enabled: bool = True,
+    initial: int = 0,  # noqa: ANN201 - tqdm-like or None
+    unit: str = "img",
+):
     """A tqdm bar on a terminal, a line a minute elsewhere; None when disabled or `ZOO_NO_PROGRESS=1`."""
     if not enabled or not _config.show_progress():
         return None

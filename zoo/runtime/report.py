@@ -36,8 +36,7 @@ def confusion_png(matrix: list[list[int]], labels: list[str], path: Path, title:
             x0, y0 = margin_left + j * cell, margin_top + i * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=color, outline=(220, 220, 220))
             if cell >= 28:
-                draw.text((x0 + 3, y0 + cell // 2 - 5), str(count), fill="black" if share < 0.6 else "white",
-                          font=font)
+                draw.text((x0 + 3, y0 + cell // 2 - 5), str(count), fill="black" if share < 0.6 else "white", font=font)
     for i, label in enumerate(labels):
         draw.text((6, margin_top + i * cell + cell // 2 - 5), label, fill="black", font=font)
         # column labels, written vertically letter by letter (no rotation needed)
@@ -73,16 +72,22 @@ def curves_png(history: list[dict[str, Any]], path: Path) -> None:
     losses = [row["train_loss"] for row in history]
     series = [("train_loss", losses, (200, 60, 60), max(losses) * 1.1 or 1.0)]
     # percent figures: a classifier's train/val top-1, a detector's val mAP...
-    percent = [k for k in dict.fromkeys(k for row in history for k in row)
-               if k.startswith(("train_", "val_")) and k != "train_loss"]
+    percent = [
+        k
+        for k in dict.fromkeys(k for row in history for k in row)
+        if k.startswith(("train_", "val_")) and k != "train_loss"
+    ]
     colors = [(60, 60, 200), (40, 150, 40), (150, 90, 30), (120, 40, 160)]
     for key, color in zip(percent, colors, strict=False):
         values = [row[key] for row in history if key in row]
         if values:
             series.append((key, values, color, 100.0))
     plot_w, plot_h = width - left - right, height - top - bottom
-    x_of = (lambda e: left + plot_w * (e - epochs[0]) / (epochs[-1] - epochs[0])) if len(epochs) > 1 else (
-        lambda e: left + plot_w / 2)
+    x_of = (
+        (lambda e: left + plot_w * (e - epochs[0]) / (epochs[-1] - epochs[0]))
+        if len(epochs) > 1
+        else (lambda e: left + plot_w / 2)
+    )
     draw.rectangle([left, top, left + plot_w, top + plot_h], outline="gray")
     for i, (name, values, color, scale) in enumerate(series):
         points = [(x_of(e), top + plot_h * (1 - v / scale)) for e, v in zip(epochs, values, strict=False)]

@@ -30,9 +30,24 @@ if TYPE_CHECKING:
 
     from .._card import ModelCard
 
-__all__ = ["CLASS_RULE", "MICRO_BATCH", "SEED_RULE", "Noise", "Samples", "check_output", "class_seed", "draw",
-           "micro_batch", "sample", "sample_calls", "sample_seed", "save_grid", "save_images", "to_uint8",
-           "write_manifest"]
+__all__ = [
+    "CLASS_RULE",
+    "MICRO_BATCH",
+    "SEED_RULE",
+    "Noise",
+    "Samples",
+    "check_output",
+    "class_seed",
+    "draw",
+    "micro_batch",
+    "sample",
+    "sample_calls",
+    "sample_seed",
+    "save_grid",
+    "save_images",
+    "to_uint8",
+    "write_manifest",
+]
 
 #: How sample i's generator is seeded, as the manifest states it (:func:`sample_seed`).
 SEED_RULE = "blake2b(seed:index)"
@@ -65,10 +80,18 @@ def micro_batch(device: torch.device, task: Any = None) -> int:
     return MICRO_BATCH.get(device.type, _MICRO_BATCH_ELSEWHERE)
 
 
-def sample_calls(task: Any, model: Any, seed: int, n: int, label_of: Callable[[int], int] | None, micro: int,
-                 device: torch.device, options: dict[str, Any], mine: Callable[[int], bool] | None = None,
-                 on_step: Callable[[int], Any] | None = None,
-                 ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
+def sample_calls(
+    task: Any,
+    model: Any,
+    seed: int,
+    n: int,
+    label_of: Callable[[int], int] | None,
+    micro: int,
+    device: torch.device,
+    options: dict[str, Any],
+    mine: Callable[[int], bool] | None = None,
+    on_step: Callable[[int], Any] | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
     """The calls of ``task.sample`` that draw samples 0..n-1: (call index, how many of its images to keep,
     images in [0, 1] as float32, class indices or None), `micro` rows per call, the last call padded with the
     next indices' seeds. Both ``zoo sample`` (:func:`draw`) and the evaluations that sample go through here, so
@@ -81,13 +104,15 @@ def sample_calls(task: Any, model: Any, seed: int, n: int, label_of: Callable[[i
         if mine is not None and not mine(c):
             continue
         span = range(first, first + micro)
-        labels = (None if label_of is None else
-                  torch.tensor([label_of(i) for i in span], dtype=torch.long, device=device))
+        labels = (
+            None if label_of is None else torch.tensor([label_of(i) for i in span], dtype=torch.long, device=device)
+        )
         images = task.sample(model, Noise([sample_seed(seed, i) for i in span], device), labels, **options, **extra)
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) != micro:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ZooError(f"The {task.card.task} task's sample() returned {shape} for {micro} samples; "
-                           "expected N x C x H x W.")
+            raise ZooError(
+                f"The {task.card.task} task's sample() returned {shape} for {micro} samples; expected N x C x H x W."
+            )
         yield c, min(micro, n - first), images.float().clamp_(0, 1), labels
 
 
@@ -143,6 +168,7 @@ class Noise:
 
 # -- labels -------------------------------------------------------------------------------------------------
 
+
 def _class_list(classes: Sequence[str], limit: int = 20) -> str:
     shown = ", ".join(classes[:limit])
     return shown + (f", ... ({len(classes)} in all)" if len(classes) > limit else "")
@@ -154,8 +180,10 @@ def _class_index(card: ModelCard, label: str | int) -> int:
         raise ZooError(f"A class is a name or an index, not {type(label).__name__} {label!r}.")
     if isinstance(label, int):
         if not 0 <= label < len(classes):
-            raise ZooError(f"Class index {label} is out of range for model {card.name!r}: it has {len(classes)} "
-                           f"classes (0-{len(classes) - 1}: {_class_list(classes)}).")
+            raise ZooError(
+                f"Class index {label} is out of range for model {card.name!r}: it has {len(classes)} "
+                f"classes (0-{len(classes) - 1}: {_class_list(classes)})."
+            )
         return label
     if label in classes:
         return classes.index(label)
@@ -166,8 +194,9 @@ def _class_index(card: ModelCard, label: str | int) -> int:
     raise ZooError(f"Unknown class {label!r} for model {card.name!r}; its classes: {_class_list(classes)}.{hint}")
 
 
-def resolve_labels(card: ModelCard, conditional: bool, n: int, seed: int,
-                   labels: str | int | Sequence[str | int] | None) -> tuple[list[int] | None, bool]:
+def resolve_labels(
+    card: ModelCard, conditional: bool, n: int, seed: int, labels: str | int | Sequence[str | int] | None
+) -> tuple[list[int] | None, bool]:
     """Class indices for samples 0..n-1 (None for an unconditional model) and whether they were drawn.
 
     `labels`: None, one class (a name or an index: every sample), or one per sample. A conditional model given
@@ -180,12 +209,15 @@ def resolve_labels(card: ModelCard, conditional: bool, n: int, seed: int,
             raise ZooError(f"{card.name!r} is unconditional: it takes no --class.")
         return None, False
     if not card.labels:
-        raise ZooError(f"Model {card.name!r} is class-conditional but its card lists no labels (its 'labels' "
-                       "field names the classes it draws).")
+        raise ZooError(
+            f"Model {card.name!r} is class-conditional but its card lists no labels (its 'labels' "
+            "field names the classes it draws)."
+        )
     if labels is None:
         k = len(card.labels)
-        drawn = [int(torch.randint(k, (1,), generator=torch.Generator().manual_seed(class_seed(seed, i))))
-                 for i in range(n)]
+        drawn = [
+            int(torch.randint(k, (1,), generator=torch.Generator().manual_seed(class_seed(seed, i)))) for i in range(n)
+        ]
         return drawn, True
     if isinstance(labels, (str, int)):
         return [_class_index(card, labels)] * n, False
@@ -193,12 +225,12 @@ def resolve_labels(card: ModelCard, conditional: bool, n: int, seed: int,
     if len(given) == 1:
         return [_class_index(card, given[0])] * n, False
     if len(given) != n:
-        raise ZooError(f"{len(given)} classes for {n} samples: give one class (for every sample) or one per "
-                       "sample.")
+        raise ZooError(f"{len(given)} classes for {n} samples: give one class (for every sample) or one per sample.")
     return [_class_index(card, label) for label in given], False
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Samples:
@@ -231,14 +263,27 @@ class Samples:
         import zoo
 
         record: dict[str, Any] = {
-            "model": self.model, "weights": self.weights, "seed": self.seed, "n": self.n, "labels": self.labels}
+            "model": self.model,
+            "weights": self.weights,
+            "seed": self.seed,
+            "n": self.n,
+            "labels": self.labels,
+        }
         if self.labels_drawn:
             record["labels_drawn"] = CLASS_RULE
-        record.update({
-            "sample_seeds": SEED_RULE, "options": self.options, "precision": self.precision, "device": self.device,
-            "zoo": zoo.__version__, "torch": torch.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "images_per_second": round(self.images_per_second, 1), "outputs": [str(p) for p in outputs]})
+        record.update(
+            {
+                "sample_seeds": SEED_RULE,
+                "options": self.options,
+                "precision": self.precision,
+                "device": self.device,
+                "zoo": zoo.__version__,
+                "torch": torch.__version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "images_per_second": round(self.images_per_second, 1),
+                "outputs": [str(p) for p in outputs],
+            }
+        )
         return record
 
 
@@ -246,9 +291,19 @@ def _json_safe(value: Any) -> Any:
     return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
 
 
-def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | int] | None = None, *,
-         batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
-         model: nn.Module | None = None, show_progress: bool = False, **options: Any) -> Samples:
+def draw(
+    name: str,
+    n: int,
+    seed: int = 0,
+    labels: str | int | Sequence[str | int] | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    model: nn.Module | None = None,
+    show_progress: bool = False,
+    **options: Any,
+) -> Samples:
     """Draw `n` samples from model `name`, with how they were made (:class:`Samples`); :func:`sample` returns
     the images only. Arguments as :func:`sample`'s; `model` is an already-loaded model of that card;
     `show_progress`: a bar over the images (over the model calls, for a task with ``sample_steps``)."""
@@ -262,8 +317,7 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ZooError(f"The number of samples must be at least 1, not {n!r} (-n).")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size < 1):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ZooError(f"The batch size must be at least 1, not {batch_size!r}.")
     resolved = get_registry().resolve(name)
     card, variant = resolved.card, resolved.variant
@@ -299,8 +353,9 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
     start = time.perf_counter()
     try:
         with torch.inference_mode(), autocast(target, precision == "bf16"):
-            for c, keep, images, _ in sample_calls(task, model, seed, n, label_of, micro, target, options,
-                                                   on_step=None if bar is None else bar.update):
+            for c, keep, images, _ in sample_calls(
+                task, model, seed, n, label_of, micro, target, options, on_step=None if bar is None else bar.update
+            ):
                 pending.append(images[:keep])
                 if (c + 1) * micro % step == 0 or (c + 1) * micro >= n:
                     chunks.append(torch.cat(pending).cpu())  # one device-to-host copy (and sync) per step
@@ -318,15 +373,31 @@ def draw(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | in
     if variant is not None:
         weights = {"variant": variant.tag, "sha256": Store().known_sha256(variant)}
     return Samples(
-        images=torch.cat(chunks), model=card.qualified_name, name=card.name, seed=seed,
-        labels=None if indices is None else [card.labels[i] for i in indices], labels_drawn=drawn,
-        options={k: _json_safe(v) for k, v in recorded.items()}, precision=precision, device=str(target),
-        seconds=seconds, weights=weights)
+        images=torch.cat(chunks),
+        model=card.qualified_name,
+        name=card.name,
+        seed=seed,
+        labels=None if indices is None else [card.labels[i] for i in indices],
+        labels_drawn=drawn,
+        options={k: _json_safe(v) for k, v in recorded.items()},
+        precision=precision,
+        device=str(target),
+        seconds=seconds,
+        weights=weights,
+    )
 
 
-def sample(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | int] | None = None, *,
-           batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
-           **task_options: Any) -> torch.Tensor:
+def sample(
+    name: str,
+    n: int,
+    seed: int = 0,
+    labels: str | int | Sequence[str | int] | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    **task_options: Any,
+) -> torch.Tensor:
     """`n` new images from generative model `name`: float32 N x C x H x W in [0, 1], on the CPU.
 
     Sample i is drawn from its own generator, seeded ``blake2b(seed:index)`` (:func:`sample_seed`), and the
@@ -352,11 +423,11 @@ def sample(name: str, n: int, seed: int = 0, labels: str | int | Sequence[str | 
         >>> images.shape
         torch.Size([16, 3, 32, 32])
     """
-    return draw(name, n, seed, labels, batch_size=batch_size, device=device, precision=precision,
-                **task_options).images
+    return draw(name, n, seed, labels, batch_size=batch_size, device=device, precision=precision, **task_options).images
 
 
 # -- files ----------------------------------------------------------------------------------------------------
+
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Floats in [0, 1] -> uint8, rounded as torchvision's ``save_image`` rounds."""

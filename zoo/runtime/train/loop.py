@@ -37,7 +37,7 @@ def epoch_order(n: int, weights: torch.Tensor | None, seed: int, epoch: int) -> 
 
 
 def _batches(indices: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    return [indices[begin:begin + batch_size] for begin in range(0, len(indices), batch_size)]
+    return [indices[begin : begin + batch_size] for begin in range(0, len(indices), batch_size)]
 
 
 def _total_steps(scheduler: Any) -> int:
@@ -53,8 +53,14 @@ class Steps:
     accumulation (``stepping``), so a task writes the same code with or without ``--accumulate``.
     """
 
-    def __init__(self, optimizers: dict[str, Any], schedulers: dict[str, Any], accumulate: int,
-                 env: distributed.Env | None = None, clip_grad: float | None = None) -> None:
+    def __init__(
+        self,
+        optimizers: dict[str, Any],
+        schedulers: dict[str, Any],
+        accumulate: int,
+        env: distributed.Env | None = None,
+        clip_grad: float | None = None,
+    ) -> None:
         self.optimizers, self.schedulers, self.accumulate = optimizers, schedulers, accumulate
         self.clip_grad = clip_grad  # max total gradient norm per optimizer (after DDP's averaging), or None
         self.env = env  # set when the task steps its groups itself under torchrun: gradients are averaged here
@@ -121,9 +127,13 @@ class Loop:
         self.model.train()
         order = epoch_order(len(self.data), self.data.sample_weights(config), config.seed, position.epoch)
         # each rank its shard; resolve() filled the batch size
-        batches = _batches(order[env.rank::env.world_size], cast(int, config.batch_size))
-        bar = progress(sum(len(b) for b in batches), f"epoch {position.epoch + 1}/{config.epochs}",
-                       self.show_progress and env.rank == 0, initial=position.seen)
+        batches = _batches(order[env.rank :: env.world_size], cast(int, config.batch_size))
+        bar = progress(
+            sum(len(b) for b in batches),
+            f"epoch {position.epoch + 1}/{config.epochs}",
+            self.show_progress and env.rank == 0,
+            initial=position.seen,
+        )
         start, last_save = time.perf_counter() - position.seconds, time.monotonic()
         self.steps.zero_grad()
         stepping_task = hasattr(self.task, "optimizer_groups")  # it steps its named optimizers itself
@@ -174,7 +184,10 @@ class Loop:
         totals = distributed.all_sum([position.seen, position.loss_sum, *(position.sums[k] for k in keys)], env)
         seen = max(totals[0], 1)
         seconds = position.seconds
-        return {"train_loss": round(totals[1] / seen, 4),
-                **self.task.train_metrics(dict(zip(keys, totals[2:], strict=True)), seen),
-                "lr": self.steps.lr(), "seconds": round(seconds, 1),
-                "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0}
+        return {
+            "train_loss": round(totals[1] / seen, 4),
+            **self.task.train_metrics(dict(zip(keys, totals[2:], strict=True)), seen),
+            "lr": self.steps.lr(),
+            "seconds": round(seconds, 1),
+            "images_per_second": round(totals[0] / seconds, 1) if seconds else 0.0,
+        }
