@@ -23,15 +23,18 @@ ZOO_ENV = (
     "ZOO_DOWNLOAD_TIMEOUT",
     "ZOO_LOCK_TIMEOUT",
 )
+# the Hugging Face settings zoo honours for hf:// weights: none leaks in from the machine running the tests
+HF_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 
 
 @pytest.fixture(autouse=True)
 def zoo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache root per test, no inherited ZOO_* settings, and a fresh registry."""
-    for var in ZOO_ENV:
+    for var in ZOO_ENV + HF_ENV:
         monkeypatch.delenv(var, raising=False)
     home = tmp_path_factory.mktemp("zoo_home")
     monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home.parent / f"{home.name}-hf-cache"))  # never the user's own
     zoo._registry.reset_registry()
     yield home
     zoo._registry.reset_registry()
@@ -44,6 +47,20 @@ def server():  # noqa: ANN201 - yields the server's state
 
     state = FileServer()
     httpd = start(state)
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture()
+def hub(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the hub's state
+    """A real HTTP server on 127.0.0.1 answering like the Hugging Face hub (tests/hubserver.py), set as
+    HF_ENDPOINT; HF_HUB_CACHE is the test's own empty directory."""
+    from tests.hubserver import Hub, start
+
+    state = Hub()
+    httpd = start(state)
+    monkeypatch.setenv("HF_ENDPOINT", state.endpoint)
     yield state
     httpd.shutdown()
     httpd.server_close()

@@ -47,6 +47,10 @@ class Metric:
     reference: str | None = None
     command: str | None = None
     note: str | None = None
+    # Whether the weights (epoch, recipe) were chosen by their score on these images: True for a fine-tuning
+    # run's validation figure, False for a test figure nothing selected on, None where the card does not say
+    # (docs/evaluation-protocol.md).
+    selected_on: bool | None = None
 
     def label(self) -> str:
         star = "*" if self.source == "published" else ""
@@ -68,7 +72,7 @@ class WeightsVariant:
 
     tag: str
     uri: str
-    sha256: str | None  # the full sha256; None when the publisher gives only a prefix
+    sha256: str | None  # the full sha256; None when the publisher gives only a prefix, or for hf:// the hub's
     format: str = "safetensors"
     size: int | None = None
     dtype: str = "float32"
@@ -79,6 +83,12 @@ class WeightsVariant:
     # Publishers such as torchvision give only the first hex digits of a file's sha256 (in its file name). Such a
     # variant is pinned by the prefix until its first verified download, then by the full sha256 recorded then.
     sha256_prefix: str | None = None
+
+    @property
+    def hub_pinned(self) -> bool:
+        """An hf:// file with no hash on the card: verified against the sha256 the hub publishes, recorded on the
+        first verified fetch and enforced from then on (zoo/_hf.py)."""
+        return self.sha256 is None and self.sha256_prefix is None and self.uri.lower().startswith("hf://")
 
     @property
     def file_name(self) -> str:
@@ -197,6 +207,10 @@ def _opt_str(ctx: _Ctx, name: str, value: Any) -> str | None:
     return None if value is None else _str(ctx, name, value)
 
 
+def _opt_bool(ctx: _Ctx, name: str, value: Any) -> bool | None:
+    return None if value is None else _expect(ctx, name, value, bool, "true or false")
+
+
 def _number(ctx: _Ctx, name: str, value: Any) -> float:
     """A finite float: YAML ints have no size limit and `.nan`/`.inf` are floats, neither is a measurement."""
     _expect(ctx, name, value, (int, float), "a number")
@@ -255,12 +269,36 @@ def _positive_int(ctx: _Ctx, name: str, value: Any) -> int:
 
 
 _CARD_FIELDS = {
-    "task", "plugin", "builder", "kwargs", "input", "preprocess", "labels", "head", "params",
-    "license", "source", "citation", "description", "weights", "default", "task_config",
+    "task",
+    "plugin",
+    "builder",
+    "kwargs",
+    "input",
+    "preprocess",
+    "labels",
+    "head",
+    "params",
+    "license",
+    "source",
+    "citation",
+    "description",
+    "weights",
+    "default",
+    "task_config",
 }
-_WEIGHTS_FIELDS = {"uri", "sha256", "sha256_prefix", "size", "format", "dtype", "license", "convert", "metrics",
-                   "notes"}
-_METRIC_FIELDS = {"name", "value", "dataset", "split", "source", "reference", "command", "note"}
+_WEIGHTS_FIELDS = {
+    "uri",
+    "sha256",
+    "sha256_prefix",
+    "size",
+    "format",
+    "dtype",
+    "license",
+    "convert",
+    "metrics",
+    "notes",
+}
+_METRIC_FIELDS = {"name", "value", "dataset", "split", "source", "reference", "command", "note", "selected_on"}
 _PREPROCESS_FIELDS = {"resize", "crop", "interpolation", "mean", "std"}
 _CONVERT_FIELDS = {"key", "strip_prefix", "rename"}
 _INPUT_FIELDS = {"shape"}
@@ -281,6 +319,7 @@ def _parse_metric(ctx: _Ctx, where: str, raw: Any) -> Metric:
         reference=_opt_str(ctx, f"{where}.reference", raw.get("reference")),
         command=_opt_str(ctx, f"{where}.command", raw.get("command")),
         note=_opt_str(ctx, f"{where}.note", raw.get("note")),
+        selected_on=_opt_bool(ctx, f"{where}.selected_on", raw.get("selected_on")),
     )
     # Honest metrics: a published figure says where it was published, a measured one how to re-run it.
     if source == "published" and not metric.reference:
@@ -312,26 +351,48 @@ def _parse_convert(ctx: _Ctx, where: str, raw: Any) -> ConvertSpec:
 
 
 def _parse_pin(ctx: _Ctx, where: str, raw: dict) -> tuple[str | None, str | None]:
-    """The variant's hash pin: (full sha256, None) or (None, the publisher's sha256 prefix); exactly one."""
+    """The variant's hash pin: (full sha256, None) or (None, the publisher's sha256 prefix); exactly one, except
+    that an ``hf://`` file may give neither: it is pinned by the sha256 the hub publishes (zoo/_hf.py)."""
     given = [key for key in ("sha256", "sha256_prefix") if raw.get(key) is not None]
+    hub = isinstance(raw.get("uri"), str) and raw["uri"].lower().startswith("hf://")
+    if hub and "sha256_prefix" in given:
+        raise ctx.error(
+            f"{where}.sha256_prefix",
+            "an hf:// file is pinned by the full sha256 the hub publishes; give 'sha256' to pin it yourself, or "
+            "neither",
+        )
+    if not given and hub:
+        return None, None
     if not given:
-        raise ctx.error(f"{where}.sha256", "missing required field (or 'sha256_prefix' where the publisher gives "
-                        "only the first hex digits of the hash)")
+        raise ctx.error(
+            f"{where}.sha256",
+            "missing required field (or 'sha256_prefix' where the publisher gives "
+            "only the first hex digits of the hash)",
+        )
     if len(given) == 2:
-        raise ctx.error(f"{where}.sha256_prefix", "give either 'sha256' (the full hash) or 'sha256_prefix', not "
-                        "both; with the full hash the prefix says nothing more")
+        raise ctx.error(
+            f"{where}.sha256_prefix",
+            "give either 'sha256' (the full hash) or 'sha256_prefix', not "
+            "both; with the full hash the prefix says nothing more",
+        )
     if given == ["sha256"]:
         sha = _str(ctx, f"{where}.sha256", raw["sha256"])
         if not SHA256_RE.fullmatch(sha):
             raise ctx.error(f"{where}.sha256", "expected the full sha256: 64 lower-case hex digits")
         return sha, None
     if isinstance(raw["sha256_prefix"], int) and not isinstance(raw["sha256_prefix"], bool):
-        raise ctx.error(f"{where}.sha256_prefix", f"expected a string, got int {raw['sha256_prefix']!r}: hex digits "
-                        "that are all decimal read as a number in YAML; put them in quotes")
+        raise ctx.error(
+            f"{where}.sha256_prefix",
+            f"expected a string, got int {raw['sha256_prefix']!r}: hex digits "
+            "that are all decimal read as a number in YAML; put them in quotes",
+        )
     prefix = _str(ctx, f"{where}.sha256_prefix", raw["sha256_prefix"])
     if not SHA256_PREFIX_RE.fullmatch(prefix):
-        raise ctx.error(f"{where}.sha256_prefix", "expected the first 8 to 63 lower-case hex digits of the sha256 "
-                        f"(the full 64 go in 'sha256'), got {_short(prefix)}")
+        raise ctx.error(
+            f"{where}.sha256_prefix",
+            "expected the first 8 to 63 lower-case hex digits of the sha256 "
+            f"(the full 64 go in 'sha256'), got {_short(prefix)}",
+        )
     return None, prefix
 
 
@@ -355,9 +416,12 @@ def _parse_weights(ctx: _Ctx, tag: Any, raw: Any) -> WeightsVariant:
     if problem:
         raise ctx.error(f"{where}.uri", problem)
     if prefix is not None and fmt == "safetensors" and parse_uri(uri).scheme in ("pkg", "file", "path"):
-        raise ctx.error(f"{where}.sha256_prefix", "a local safetensors file is used in place and needs the full "
-                        "'sha256' (sha256sum prints it); 'sha256_prefix' is for downloads whose publisher gives "
-                        "only a prefix")
+        raise ctx.error(
+            f"{where}.sha256_prefix",
+            "a local safetensors file is used in place and needs the full "
+            "'sha256' (sha256sum prints it); 'sha256_prefix' is for downloads whose publisher gives "
+            "only a prefix",
+        )
     if parse_uri(uri).scheme == "path" and not Path(uri).is_absolute() and Path(ctx.file).is_file():
         uri = str(Path(ctx.file).resolve().parent / uri)  # relative to the registry file, not the cwd
     convert = _parse_convert(ctx, f"{where}.convert", raw["convert"]) if raw.get("convert") else None
@@ -385,8 +449,9 @@ def _parse_preprocess(ctx: _Ctx, raw: Any) -> Preprocess:
     _check_keys(ctx, "preprocess", raw, _PREPROCESS_FIELDS, {"mean", "std"})
     interpolation = raw.get("interpolation", "bilinear")
     if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
-        raise ctx.error("preprocess.interpolation",
-                        f"expected one of {', '.join(INTERPOLATIONS)}, got {_short(interpolation)}")
+        raise ctx.error(
+            "preprocess.interpolation", f"expected one of {', '.join(INTERPOLATIONS)}, got {_short(interpolation)}"
+        )
     mean = _floats(ctx, "preprocess.mean", raw["mean"])
     std = _floats(ctx, "preprocess.std", raw["std"], len(mean))
     if any(s <= 0 for s in std):
@@ -424,7 +489,10 @@ def _parse_card(ctx: _Ctx, name: str, raw: Any, plugin: str | None) -> ModelCard
         input_shape = tuple(_positive_int(ctx, f"input.shape[{i}]", d) for i, d in enumerate(shape))
     labels_raw = raw.get("labels") or []
     _expect(ctx, "labels", labels_raw, list, "a list of class names")
-    labels = tuple(_str(ctx, f"labels[{i}]", v) for i, v in enumerate(labels_raw))
+    if all(type(v) is str and v.strip() for v in labels_raw):  # one pass: a timm index holds ~3M labels
+        labels = tuple(labels_raw)
+    else:  # find the first bad one, with its message
+        labels = tuple(_str(ctx, f"labels[{i}]", v) for i, v in enumerate(labels_raw))
     weights_raw = raw.get("weights") or {}
     _expect(ctx, "weights", weights_raw, dict, "a mapping of tag: weights")
     weights = {tag: _parse_weights(ctx, tag, w) for tag, w in weights_raw.items()}
@@ -471,8 +539,9 @@ def parse_registry(data: Any, *, file: str, plugin: str | None = None) -> list[M
     except RegistryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a safety net: the parser raises only RegistryError, on any input (#20)
-        raise RegistryError(f"cannot be read as a registry ({type(exc).__name__}: {_short(str(exc))})",
-                            file=file) from None
+        raise RegistryError(
+            f"cannot be read as a registry ({type(exc).__name__}: {_short(str(exc))})", file=file
+        ) from None
 
 
 def parse_trust(data: Any, *, file: str) -> set[str]:
@@ -495,8 +564,9 @@ def _parse_registry(data: Any, *, file: str, plugin: str | None) -> list[ModelCa
     _check_keys(ctx, "", data, {"schema", "models"}, {"models"})
     schema = data.get("schema", SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
-        raise ctx.error("schema", f"this zoo reads schema {SCHEMA_VERSION}, the file says {_short(schema)}; "
-                        "upgrade zoo")
+        raise ctx.error(
+            "schema", f"this zoo reads schema {SCHEMA_VERSION}, the file says {_short(schema)}; upgrade zoo"
+        )
     models = data["models"] or {}
     _expect(ctx, "models", models, dict, "a mapping of name: card")
     cards = []

@@ -41,8 +41,14 @@ RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER: Final = 300.0  # seconds; a longer Retry-After is waited for only up to the deadline
 # Errors after which a retry with `Range: bytes=<have>-` can pick up where the file stopped. HTTPException
 # covers a malformed status line (BadStatusLine), which urllib does not wrap.
-_TRANSIENT = (http.client.IncompleteRead, http.client.HTTPException, ConnectionError, socket.timeout,
-              TimeoutError, urllib.error.URLError)
+_TRANSIENT = (
+    http.client.IncompleteRead,
+    http.client.HTTPException,
+    ConnectionError,
+    socket.timeout,
+    TimeoutError,
+    urllib.error.URLError,
+)
 
 
 class _Retryable(Exception):
@@ -65,7 +71,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -79,8 +85,16 @@ def _progress(total: int | None, initial: int, desc: str):  # noqa: ANN202 - tqd
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
 def _size_on_disk(path: Path) -> int:
@@ -90,8 +104,10 @@ def _size_on_disk(path: Path) -> int:
     except FileNotFoundError:
         return 0
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-        raise WeightsError(f"{path} is a symbolic link or not a regular file; zoo never writes through a link "
-                           f"in its cache. Remove it (it was not created by zoo) and try again.")
+        raise WeightsError(
+            f"{path} is a symbolic link or not a regular file; zoo never writes through a link "
+            f"in its cache. Remove it (it was not created by zoo) and try again."
+        )
     return st.st_size
 
 
@@ -103,8 +119,10 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
         scheme = urlsplit(urljoin(req.full_url, newurl)).scheme.lower()
         if scheme not in ("http", "https"):
-            raise WeightsError(f"Download of {req.full_url} failed: the server redirected it to {newurl!r}; "
-                               "zoo follows redirects to http(s) only.")
+            raise WeightsError(
+                f"Download of {req.full_url} failed: the server redirected it to {newurl!r}; "
+                "zoo follows redirects to http(s) only."
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -133,8 +151,10 @@ def _retry_after(value: str | None) -> float | None:
 def _check_free_space(directory: Path, needed: int, url: str) -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise WeightsError(f"Download of {url} needs {needed} bytes but only {free} are free in {directory}. "
-                           "Free some space or point ZOO_HOME at a larger disk.")
+        raise WeightsError(
+            f"Download of {url} needs {needed} bytes but only {free} are free in {directory}. "
+            "Free some space or point ZOO_HOME at a larger disk."
+        )
 
 
 def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, deadline: float) -> None:
@@ -144,7 +164,7 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, dead
     if expected_size is not None and have > expected_size:
         partial.unlink()
         have = 0
-    request = urllib.request.Request(url, headers={"User-Agent": _user_agent()})
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent()})
     if have:
         request.add_header("Range", f"bytes={have}-")
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
@@ -168,8 +188,10 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, dead
         length = int(length) if length and length.strip().isdigit() else None
         total = have + length if length is not None else expected_size
         if expected_size is not None and length is not None and have + length > expected_size:
-            raise WeightsError(f"Download of {url} refused: the server announces {have + length} bytes, the card "
-                               f"says the file has {expected_size}. Nothing was written.")
+            raise WeightsError(
+                f"Download of {url} refused: the server announces {have + length} bytes, the card "
+                f"says the file has {expected_size}. Nothing was written."
+            )
         needed = (expected_size - have) if expected_size is not None else (length or 0)
         _check_free_space(partial.parent, needed, url)
         limit = expected_size - have if expected_size is not None else None
@@ -183,7 +205,8 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, dead
                         raise WeightsError(
                             f"Download of {url} stopped: it took longer than ZOO_DOWNLOAD_DEADLINE="
                             f"{_config.download_deadline():g} s; {have + written} bytes kept in {partial}, run "
-                            "the command again to resume (or raise the deadline).")
+                            "the command again to resume (or raise the deadline)."
+                        )
                     chunk = response.read1(CHUNK)
                     if not chunk:
                         break
@@ -192,7 +215,8 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, dead
                         partial.unlink(missing_ok=True)
                         raise WeightsError(
                             f"Download of {url} refused: the server sent more than the {expected_size} bytes the "
-                            "card gives as the file's size (wrong file or a hostile server); nothing was kept.")
+                            "card gives as the file's size (wrong file or a hostile server); nothing was kept."
+                        )
                     out.write(chunk)
                     written += len(chunk)
                     if bar is not None:
@@ -201,9 +225,11 @@ def _attempt(url: str, partial: Path, expected_size: int | None, desc: str, dead
                 os.fsync(out.fileno())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise WeightsError(f"Download of {url} stopped: {os.strerror(exc.errno)} while writing {partial} "
-                                   "(disk full or file size limit). Free some space or point ZOO_HOME at a "
-                                   "larger disk, then run the command again to resume.") from None
+                raise WeightsError(
+                    f"Download of {url} stopped: {os.strerror(exc.errno)} while writing {partial} "
+                    "(disk full or file size limit). Free some space or point ZOO_HOME at a "
+                    "larger disk, then run the command again to resume."
+                ) from None
             raise
         finally:
             if bar is not None:
@@ -234,11 +260,13 @@ def download(url: str, partial: Path, *, expected_size: int | None = None, desc:
             out_of_time = time.monotonic() + wait > deadline
             if attempt == retries or out_of_time:
                 have = partial.stat().st_size if partial.is_file() and not partial.is_symlink() else 0
-                kept = (f"{have} bytes kept in {partial}, run the command again to resume" if have
-                        else "nothing was received; check the network or use ZOO_MIRROR")
+                kept = (
+                    f"{have} bytes kept in {partial}, run the command again to resume"
+                    if have
+                    else "nothing was received; check the network or use ZOO_MIRROR"
+                )
                 tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
                 why = " (ZOO_DOWNLOAD_DEADLINE reached)" if out_of_time and attempt < retries else ""
-                raise WeightsError(f"Download of {url} failed after {tries}{why} ({_describe(exc)}); "
-                                   f"{kept}.") from None
+                raise WeightsError(f"Download of {url} failed after {tries}{why} ({_describe(exc)}); {kept}.") from None
             time.sleep(wait)
             delay = min(delay * 2, 5.0)

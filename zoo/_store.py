@@ -82,6 +82,24 @@ def _warn(message: str, *args: object) -> None:
     logging.getLogger("zoo").warning(message, *args)
 
 
+def _prefix(variant: WeightsVariant) -> str:
+    """What a pinned-on-first-use variant's full sha256 must start with: the publisher's prefix; for an ``hf://``
+    file pinned by the hub's own sha256, anything (the hub gave the full hash); never-matching otherwise."""
+    if variant.sha256_prefix:
+        return variant.sha256_prefix
+    return "" if parse_uri(variant.uri).scheme == "hf" else "-"
+
+
+def _copy_origin(source: Path, parsed: ParsedUri) -> str:
+    """How a pin record names a file zoo did not download itself: a mirror's, or the Hugging Face cache's."""
+    if parsed.scheme == "hf":
+        from . import _hf
+
+        if source.is_relative_to(_hf.cache_dir().resolve()) or source.is_relative_to(_hf.cache_dir()):
+            return f"Hugging Face cache {source}"
+    return f"mirror {source}"
+
+
 def _is_link(path: Path) -> bool:
     return os.path.islink(path)
 
@@ -126,15 +144,21 @@ def _os_error(exc: OSError, root: Path, model: str) -> WeightsError:
     """One line for what the OS refused while filling the cache (read-only home, full disk, a planted link)."""
     where = exc.filename or root
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return WeightsError(f"Cannot write the weights cache for {model!r}: {where} is not writable "
-                            f"({os.strerror(exc.errno)}). Set ZOO_HOME to a writable directory (now: {root}).")
+        return WeightsError(
+            f"Cannot write the weights cache for {model!r}: {where} is not writable "
+            f"({os.strerror(exc.errno)}). Set ZOO_HOME to a writable directory (now: {root})."
+        )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return WeightsError(f"Cannot write the weights cache for {model!r}: {os.strerror(exc.errno)} while writing "
-                            f"{where} (disk full or file size limit). Free some space or point ZOO_HOME at a larger "
-                            "disk, then try again; nothing half-written was kept.")
+        return WeightsError(
+            f"Cannot write the weights cache for {model!r}: {os.strerror(exc.errno)} while writing "
+            f"{where} (disk full or file size limit). Free some space or point ZOO_HOME at a larger "
+            "disk, then try again; nothing half-written was kept."
+        )
     if exc.errno == errno.ELOOP:
-        return WeightsError(f"{where} is a symbolic link; zoo never reads or writes through a link in its cache. "
-                            "Remove it (zoo did not create it) and try again.")
+        return WeightsError(
+            f"{where} is a symbolic link; zoo never reads or writes through a link in its cache. "
+            "Remove it (zoo did not create it) and try again."
+        )
     return WeightsError(f"Cannot use the weights cache for {model!r} at {where}: {exc.strerror or exc}.")
 
 
@@ -164,10 +188,14 @@ def _examine(store: Store, entry: CacheEntry) -> tuple[str | None, str | None]:
         return "not a readable safetensors file (damaged header or truncated)", actual
     if converted:
         assert record is not None
-        return (f"sha256 {actual}, but zoo recorded {record.get('sha256')} when it converted the source "
-                f"{entry.sha256[:12]}... (changed since)"), actual
-    return (f"sha256 {actual}, expected {entry.sha256}, and zoo has no record of converting it "
-            f"({store.verified_dir / (entry.sha256 + '.json')})"), actual
+        return (
+            f"sha256 {actual}, but zoo recorded {record.get('sha256')} when it converted the source "
+            f"{entry.sha256[:12]}... (changed since)"
+        ), actual
+    return (
+        f"sha256 {actual}, expected {entry.sha256}, and zoo has no record of converting it "
+        f"({store.verified_dir / (entry.sha256 + '.json')})"
+    ), actual
 
 
 def _zoo_version() -> str:
@@ -265,14 +293,18 @@ class Store:
         parsed = parse_uri(variant.uri)
         if self.is_local(variant):
             if variant.sha256 is None:  # the card parser refuses this; a variant built in code may not
-                raise WeightsError(f"Local weights file {variant.uri} for {model!r} is used in place and needs the "
-                                   "full sha256 on the card, not a prefix.")
+                raise WeightsError(
+                    f"Local weights file {variant.uri} for {model!r} is used in place and needs the "
+                    "full sha256 on the card, not a prefix."
+                )
             path = self._local_path(parsed)
             if not path.is_file():
                 raise WeightsError(f"Weights file for {model!r} not found: {path} (from {variant.uri}).")
             self._verify_local(path, variant, model)
             return path
         if variant.sha256 is None:
+            if variant.sha256_prefix is None and parsed.scheme != "hf":  # the card parser refuses this too
+                raise WeightsError(f"Weights {variant.uri} for {model!r} have no sha256 on the card; not fetched.")
             return self._resolve_prefix_pinned(variant, parsed, model)
         target = self.weights_dir / f"{variant.sha256}.safetensors"
         if self._trusted(target, variant.sha256, model):
@@ -297,7 +329,7 @@ class Store:
                     return target
             source, owned, sha = self._acquire(variant, parsed, model, pin=pin)
             size = source.stat().st_size
-            origin = f"mirror {source}" if not owned and parsed.scheme not in LOCAL_SCHEMES else variant.uri
+            origin = variant.uri if owned or parsed.scheme in LOCAL_SCHEMES else _copy_origin(source, parsed)
             target = self.weights_dir / f"{sha}.safetensors"
             # The full hash now names the file, so a card that pins the same bytes by their full sha256 shares it.
             with self._lock(sha):
@@ -314,8 +346,10 @@ class Store:
         """Create a directory of the store; one that is a link (to anywhere) is refused, not followed."""
         path.mkdir(parents=True, exist_ok=True)
         if _is_link(path):
-            raise WeightsError(f"{path} is a symbolic link; zoo keeps its cache in real directories so that "
-                               f"nothing is written outside {self.root}. Remove the link and try again.")
+            raise WeightsError(
+                f"{path} is a symbolic link; zoo keeps its cache in real directories so that "
+                f"nothing is written outside {self.root}. Remove the link and try again."
+            )
         return path
 
     @contextmanager
@@ -338,8 +372,9 @@ class Store:
         finally:
             lock.release()
 
-    def _install(self, source: Path, owned: bool, variant: WeightsVariant, sha: str, parsed: ParsedUri,
-                 target: Path) -> None:
+    def _install(
+        self, source: Path, owned: bool, variant: WeightsVariant, sha: str, parsed: ParsedUri, target: Path
+    ) -> None:
         """Put hash-checked `source` (sha256 `sha`) into the cache as `target`, converting a pickle first.
 
         The record written beside it (verified/<sha>.json) holds the sha256 of what was installed: for a
@@ -361,12 +396,18 @@ class Store:
                 from ._hashing import sha256_file
 
                 # the card parser gives every non-safetensors variant a ConvertSpec
-                convert_checkpoint(source, tmp, variant.convert, metadata={  # type: ignore[arg-type]
-                    "source_uri": variant.uri,
-                    "source_sha256": sha,
-                    "source_format": variant.format,
-                    "zoo_version": _zoo_version(),
-                }, name=parsed.file_name)
+                convert_checkpoint(
+                    source,
+                    tmp,
+                    variant.convert,  # type: ignore[arg-type]
+                    metadata={
+                        "source_uri": variant.uri,
+                        "source_sha256": sha,
+                        "source_format": variant.format,
+                        "zoo_version": _zoo_version(),
+                    },
+                    name=parsed.file_name,
+                )
                 kind, digest = "converted", sha256_file(tmp, follow_symlinks=False)
             # The record before the file: a rename keeps size and mtime, so it already describes `target`. Written
             # after, another process's unlocked check could find a converted file without its record in between,
@@ -383,8 +424,10 @@ class Store:
         """Copy a mirror/local file into the cache, creating the copy without following links."""
         import shutil
 
-        with open(source, "rb") as src, os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL),
-                                                  "wb") as dst:
+        with (
+            open(source, "rb") as src,
+            os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst, 1 << 20)
             dst.flush()
             os.fsync(dst.fileno())
@@ -399,12 +442,16 @@ class Store:
                 pass
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ValueError...: all "not readable"
             if not os.path.lexists(path):  # not a damaged file: a concurrent `zoo cache rm` took it (the soak)
-                raise WeightsError(f"Weights file {path} for {model!r} was removed by another process (a concurrent "
-                                   "'zoo cache rm'?) before it could be installed; nothing was loaded. Run the "
-                                   "command again.") from None
-            raise WeightsError(f"Weights file {path} for {model!r} matches the card's sha256 but is not a readable "
-                               f"safetensors file ({type(exc).__name__}: {str(exc)[:120]}); the card pins a damaged "
-                               "file. It was not loaded.") from None
+                raise WeightsError(
+                    f"Weights file {path} for {model!r} was removed by another process (a concurrent "
+                    "'zoo cache rm'?) before it could be installed; nothing was loaded. Run the "
+                    "command again."
+                ) from None
+            raise WeightsError(
+                f"Weights file {path} for {model!r} matches the card's sha256 but is not a readable "
+                f"safetensors file ({type(exc).__name__}: {str(exc)[:120]}); the card pins a damaged "
+                "file. It was not loaded."
+            ) from None
 
     def _trusted(self, target: Path, sha256: str, model: str) -> bool:
         """True if `target` is the verified file; a cached file that changed since is re-checked.
@@ -414,8 +461,11 @@ class Store:
         stat. A file that fails the full re-check is removed (and fetched again by the caller).
         """
         if _is_link(target):
-            _warn("zoo: cached weights for %r are a symbolic link (%s), not a file zoo wrote; removed, fetching "
-                  "again", model, target)
+            _warn(
+                "zoo: cached weights for %r are a symbolic link (%s), not a file zoo wrote; removed, fetching again",
+                model,
+                target,
+            )
             target.unlink(missing_ok=True)
             return False
         if not _is_regular(target):
@@ -426,17 +476,21 @@ class Store:
         # that patched `verify` while loaded cannot get a forged file stamped as trusted for later loads (#20).
         problem, digest = _examine(self, CacheEntry(target, sha256, target.stat().st_size, "cached"))
         if problem is None:
-            self._write_stamp(target, sha256, digest=str(digest),
-                              kind="downloaded" if digest == sha256 else "converted")
+            self._write_stamp(
+                target, sha256, digest=str(digest), kind="downloaded" if digest == sha256 else "converted"
+            )
             return True
         _warn("zoo: cached weights for %r are corrupt (%s); removed, fetching again", model, problem)
         target.unlink(missing_ok=True)
         return False
 
     # -- sources -----------------------------------------------------------------------------------
-    def _acquire(self, variant: WeightsVariant, parsed: ParsedUri, model: str,
-                 pin: Pin | None = None) -> tuple[Path, bool, str]:
+    def _acquire(
+        self, variant: WeightsVariant, parsed: ParsedUri, model: str, pin: Pin | None = None
+    ) -> tuple[Path, bool, str]:
         """A local file whose sha256 matched, whether the store owns it (may move/delete it), and its sha256."""
+        if parsed.scheme == "hf":
+            return self._acquire_hf(variant, parsed, model, pin)
         if parsed.scheme in LOCAL_SCHEMES:
             path = self._local_path(parsed)
             if not path.is_file():
@@ -450,7 +504,8 @@ class Store:
             raise WeightsError(
                 f"Weights for {model!r} ({parsed.file_name}) are not cached and ZOO_OFFLINE=1 forbids "
                 f"downloading {variant.uri}. Put {parsed.file_name} in a ZOO_MIRROR directory "
-                f"(now: {mirrors}) or run 'zoo fetch {model}' with network access.")
+                f"(now: {mirrors}) or run 'zoo fetch {model}' with network access."
+            )
         from ._download import download
 
         partial = self._dir(self.downloads_dir) / f"{self._key(variant)}-{parsed.file_name}.partial"
@@ -465,8 +520,73 @@ class Store:
             raise
         return partial, True, sha
 
-    def _from_mirror(self, variant: WeightsVariant, parsed: ParsedUri, model: str,
-                     pin: Pin | None = None) -> tuple[Path, str] | None:
+    def _acquire_hf(
+        self, variant: WeightsVariant, parsed: ParsedUri, model: str, pin: Pin | None
+    ) -> tuple[Path, bool, str]:
+        """An ``hf://`` file (zoo/_hf.py): the Hugging Face cache, a mirror, then the hub, every copy checked
+        against the expected sha256: the card's, else the one recorded on first use, else the one the hub publishes
+        (asked once; offline, the name the Hugging Face cache gave the blob)."""
+        from . import _hf
+        from ._uri import parse_hf
+
+        file = parse_hf(variant.uri)
+        no_network = _config.offline() or _hf.offline()
+        expected = variant.sha256 or (pin.sha256 if pin else None)
+        hub = None
+        if expected is None and not no_network:
+            hub = _hf.hub_file(file, model=model)
+            expected = hub.sha256  # set: hub_file refuses a file without one here
+        found = _hf.cached_blob(file, expected)
+        if found is not None:
+            try:
+                return found[0], False, self._check_hash(found[0], variant, model, pin=pin, expected=found[1])
+            except WeightsError as exc:
+                _warn("zoo: not using the Hugging Face cache's copy: %s", exc)
+        mirrored = self._from_mirror(variant, parsed, model, pin, expected=expected) if expected else None
+        if mirrored is not None:
+            return mirrored[0], False, mirrored[1]
+        if no_network:
+            switch = "ZOO_OFFLINE=1" if _config.offline() else "HF_HUB_OFFLINE=1"
+            raise WeightsError(
+                f"Weights for {model!r} ({file.path} from {file.repo_id}) are in neither zoo's cache nor the Hugging "
+                f"Face cache ({_hf.cache_dir()}), and {switch} forbids asking {_hf.endpoint()}. Run 'zoo fetch "
+                f"{model}' with network access, or put the file in a ZOO_MIRROR directory."
+            )
+        if hub is None:
+            hub = _hf.hub_file(file, model=model, need_sha256=variant.sha256 is None)
+        if hub.sha256 is not None and hub.sha256 != expected:
+            recorded = f"zoo recorded on its first download ({pin.recorded if pin else '?'})"
+            whose = "the card pins" if variant.sha256 else recorded
+            raise WeightsError(
+                f"Weights for {model!r}: the hub now publishes sha256 {hub.sha256} for {file.path} in "
+                f"{file.repo_id}@{file.revision}, but {whose} {expected}. The file was replaced upstream; nothing "
+                f"was downloaded. Pin a revision (hf://{file.repo_id}@<commit>/{file.path}), or if you trust the "
+                f"new file, 'zoo cache rm {model}' and fetch again."
+            )
+        from ._download import download
+
+        partial = self._dir(self.downloads_dir) / f"{self._key(variant)}-{parsed.file_name}.partial"
+        if _is_link(partial):
+            _warn("zoo: removed %s, a symbolic link zoo did not create (it is never written through)", partial)
+            partial.unlink()
+        size = variant.size if variant.size is not None else hub.size
+        download(hub.location, partial, expected_size=size, desc=f"{model} {parsed.file_name}")
+        try:
+            sha = self._check_hash(partial, variant, model, pin=pin, expected=expected)
+        except WeightsError:
+            partial.unlink(missing_ok=True)
+            raise
+        return partial, True, sha
+
+    def _from_mirror(
+        self,
+        variant: WeightsVariant,
+        parsed: ParsedUri,
+        model: str,
+        pin: Pin | None = None,
+        *,
+        expected: str | None = None,
+    ) -> tuple[Path, str] | None:
         if not safe_file_name(parsed.file_name):
             return None
         for directory in _config.mirror_dirs():
@@ -474,7 +594,7 @@ class Store:
             if not candidate.is_file():
                 continue
             try:
-                sha = self._check_hash(candidate, variant, model, pin=pin)
+                sha = self._check_hash(candidate, variant, model, pin=pin, expected=expected)
             except WeightsError as exc:
                 _warn("zoo: ignoring mirror copy: %s", exc)
                 continue
@@ -482,25 +602,44 @@ class Store:
         return None
 
     # -- verification ------------------------------------------------------------------------------
-    def _check_hash(self, path: Path, variant: WeightsVariant, model: str, *, local: bool = False,
-                    pin: Pin | None = None) -> str:
+    def _check_hash(
+        self,
+        path: Path,
+        variant: WeightsVariant,
+        model: str,
+        *,
+        local: bool = False,
+        pin: Pin | None = None,
+        expected: str | None = None,
+    ) -> str:
         """The file's sha256, if it is the card's file: the full sha256 on the card, else the one recorded
-        for the card's prefix (`pin`), else (first download) any hash that starts with the prefix."""
+        for the card's prefix (`pin`), else (first download) any hash that starts with the prefix. `expected`:
+        the full sha256 a source vouches for (the hub's, for hf://), which the bytes must have as well."""
         from ._hashing import sha256_file
 
-        expected = variant.sha256 or (pin.sha256 if pin else f"{variant.sha256_prefix}...")
+        wanted = variant.sha256 or (pin.sha256 if pin else expected or f"{variant.sha256_prefix}...")
         size = path.stat().st_size
         if variant.size is not None and size != variant.size:
             raise WeightsError(
                 f"Weights file {path} for {model!r} has {size} bytes, the card expects {variant.size} "
-                f"(truncated or wrong file; sha256 expected {expected}).")
+                f"(truncated or wrong file; sha256 expected {wanted})."
+            )
         actual = sha256_file(path)
-        if variant.sha256 is not None and actual != variant.sha256:
-            fix = ("if you changed the file on purpose, put its new sha256 on the card" if local
-                   else "delete it or fetch it again")
+        if expected is not None and actual != expected:
             raise WeightsError(
                 f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual}, "
-                f"expected {variant.sha256}. It was not loaded; {fix}.")
+                f"expected {expected}. It was not used."
+            )
+        if variant.sha256 is not None and actual != variant.sha256:
+            fix = (
+                "if you changed the file on purpose, put its new sha256 on the card"
+                if local
+                else "delete it or fetch it again"
+            )
+            raise WeightsError(
+                f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual}, "
+                f"expected {variant.sha256}. It was not loaded; {fix}."
+            )
         if variant.sha256 is None and pin is not None and actual != pin.sha256:
             shares = "also starts" if actual.startswith(pin.sha256_prefix) else "does not even start"
             raise WeightsError(
@@ -508,12 +647,14 @@ class Store:
                 f"{pin.sha256} on its first verified download ({pin.recorded}); the new hash {shares} with the "
                 f"publisher's prefix {pin.sha256_prefix}. The publisher changed the file, or it was tampered "
                 f"with; it was not loaded. If you trust the new file, reset the pin with 'zoo cache rm {model}' "
-                f"and fetch again (record: {pin.path}).")
-        if variant.sha256 is None and pin is None and not actual.startswith(variant.sha256_prefix or "-"):
+                f"and fetch again (record: {pin.path})."
+            )
+        if variant.sha256 is None and pin is None and expected is None and not actual.startswith(_prefix(variant)):
             raise WeightsError(
                 f"Weights file {path} for {model!r} is corrupt or not the expected file: sha256 {actual} does not "
                 f"start with the publisher's prefix {variant.sha256_prefix}. It was not loaded; delete it or "
-                "fetch it again.")
+                "fetch it again."
+            )
         return actual
 
     # -- pins (prefix-pinned variants) ---------------------------------------------------------------
@@ -544,17 +685,26 @@ class Store:
             problem = f"it records {raw.get('uri')!r} with prefix {raw.get('sha256_prefix')!r}"
         else:
             sha = raw.get("sha256")
-            if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX
-                    and sha.startswith(variant.sha256_prefix or "-")):
-                problem = f"its sha256 {sha!r} is not a full sha256 starting with {variant.sha256_prefix}"
+            if not (
+                isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_HEX and sha.startswith(_prefix(variant))
+            ):
+                problem = f"its sha256 {sha!r} is not a full sha256 starting with {_prefix(variant) or '(any)'}"
         if problem is not None:
             raise WeightsError(
                 f"Pin record {path} for {model!r} is damaged or not this card's ({problem}); without it the "
                 f"publisher's file cannot be told from another, so nothing was loaded. Reset it with "
-                f"'zoo cache rm {model}' and fetch again.")
+                f"'zoo cache rm {model}' and fetch again."
+            )
         size = raw.get("size")
-        return Pin(path, variant.uri, str(variant.sha256_prefix), raw["sha256"], size if isinstance(size, int) else 0,
-                   str(raw.get("recorded", "?")), str(raw.get("source", "?")))
+        return Pin(
+            path,
+            variant.uri,
+            str(variant.sha256_prefix),
+            raw["sha256"],
+            size if isinstance(size, int) else 0,
+            str(raw.get("recorded", "?")),
+            str(raw.get("source", "?")),
+        )
 
     def _write_pin(self, variant: WeightsVariant, sha256: str, size: int, *, source: str) -> None:
         """Record the full sha256 of the first verified file for a prefix pin (atomically, synced)."""
@@ -674,9 +824,12 @@ class Store:
     def remove(self, sha256: str) -> list[Path]:
         """Delete every cache file of one weights identity (the partial download included)."""
         removed = []
-        candidates = [self.weights_dir / f"{sha256}.safetensors", self.verified_dir / f"{sha256}.json",
-                      *self.downloads_dir.glob(f"{sha256}-*.partial"),
-                      *self.weights_dir.glob(f"{sha256}.safetensors.*.partial")]
+        candidates = [
+            self.weights_dir / f"{sha256}.safetensors",
+            self.verified_dir / f"{sha256}.json",
+            *self.downloads_dir.glob(f"{sha256}-*.partial"),
+            *self.weights_dir.glob(f"{sha256}.safetensors.*.partial"),
+        ]
         for path in candidates:
             # A link is removed itself, never what it points at. Another `zoo cache rm` may take a file between
             # the check and the unlink (the soak saw a FileNotFoundError): it is gone either way.

@@ -11,17 +11,54 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["ParsedUri", "check_uri", "parse_uri", "safe_file_name"]
+__all__ = ["HfFile", "ParsedUri", "check_uri", "parse_hf", "parse_uri", "safe_file_name"]
 
-SCHEMES: Final = ("https", "http", "file", "pkg")
+SCHEMES: Final = ("https", "http", "hf", "file", "pkg")
 _SAFE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
+# the Hugging Face hub's repo ids: "<namespace>/<name>", letters, digits, '-', '_', '.' (no '--' or '..')
+_HF_PART: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+_HF_REVISION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 
 @dataclass(frozen=True)
 class ParsedUri:
-    scheme: str  # "https", "http", "file", "pkg" or "path"
-    location: str  # the URL for http(s); the path for file/path; "<package>/<path>" for pkg
+    scheme: str  # "https", "http", "hf", "file", "pkg" or "path"
+    location: str  # the URL for http(s); the path for file/path; "<package>/<path>" for pkg; see HfFile for hf
     file_name: str
+
+
+@dataclass(frozen=True)
+class HfFile:
+    """A file on the Hugging Face hub: ``hf://<namespace>/<name>[@<revision>]/<path in the repo>``.
+
+    The form is the one ``huggingface_hub``'s ``HfFileSystem`` reads; a revision that contains '/' (``refs/pr/1``)
+    is written URL-quoted (``@refs%2Fpr%2F1``).
+    """
+
+    repo_id: str
+    revision: str  # "main" when the URI names none
+    path: str
+
+
+def parse_hf(uri: str) -> HfFile:
+    """Split an ``hf://`` URI; ValueError with the reason when it is not one zoo reads."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "hf" or parts.query or parts.fragment:
+        raise ValueError("is not hf://<namespace>/<repo>[@<revision>]/<file> (no query or fragment)")
+    namespace = parts.netloc
+    repo_rev, *rest = parts.path.lstrip("/").split("/")
+    name, _, revision = repo_rev.partition("@")
+    revision = unquote(revision) if revision else "main"
+    if not (_HF_PART.match(namespace) and _HF_PART.match(name)) or "--" in namespace + name or ".." in namespace + name:
+        raise ValueError("needs a repo id: hf://<namespace>/<repo>[@<revision>]/<file>")
+    if not _HF_REVISION.match(revision) or ".." in revision:
+        raise ValueError(f"has revision {revision!r}, which is not a branch, tag or commit name")
+    segments = [unquote(seg) for seg in rest]
+    if not segments or any(seg in ("", ".", "..") or "\\" in seg for seg in segments):
+        raise ValueError("needs a file path inside the repo (no '..', no empty segments)")
+    if not safe_file_name(segments[-1]):
+        raise ValueError(f"ends in {segments[-1]!r}, which is not a plain file name")
+    return HfFile(f"{namespace}/{name}", revision, "/".join(segments))
 
 
 def safe_file_name(name: str) -> bool:
@@ -45,6 +82,9 @@ def parse_uri(uri: str) -> ParsedUri:
         if not safe_file_name(name):
             raise ValueError(f"ends in {name!r}, which is not a plain file name")
         return ParsedUri(scheme, uri, name)
+    if scheme == "hf":
+        hf = parse_hf(uri)
+        return ParsedUri("hf", uri, hf.path.rsplit("/", 1)[-1])
     if scheme == "pkg":
         package = parts.netloc
         rel = unquote(parts.path).lstrip("/")
@@ -58,8 +98,10 @@ def parse_uri(uri: str) -> ParsedUri:
         return ParsedUri("pkg", f"{package}/{rel}", segments[-1])
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"names host {parts.netloc!r}; a file URI needs an absolute path: file:///abs/path "
-                             "(or write a plain path, relative to the registry file)")
+            raise ValueError(
+                f"names host {parts.netloc!r}; a file URI needs an absolute path: file:///abs/path "
+                "(or write a plain path, relative to the registry file)"
+            )
         path = unquote(parts.path)
         return ParsedUri("file", path, Path(path).name)
     if scheme and len(scheme) > 1:  # "c:" is a Windows drive, not a scheme
