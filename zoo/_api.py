@@ -15,8 +15,21 @@ if TYPE_CHECKING:
     from torch import nn
     from torchvision.transforms import v2
 
-__all__ = ["card", "ensemble", "evaluate", "explain", "export", "fetch", "finetune", "list_models", "load", "predict",
-           "register", "sample", "transforms"]
+__all__ = [
+    "card",
+    "ensemble",
+    "evaluate",
+    "explain",
+    "export",
+    "fetch",
+    "finetune",
+    "list_models",
+    "load",
+    "predict",
+    "register",
+    "sample",
+    "transforms",
+]
 
 
 def card(name: str) -> ModelCard:
@@ -35,9 +48,17 @@ def card(name: str) -> ModelCard:
     return get_registry().card(name)
 
 
-def list_models(pattern: str | None = None, *, task: str | None = None, plugin: str | None = None,
-                pretrained: bool = False, sort: str | None = None, max_params: int | str | None = None,
-                dataset: str | None = None, license: str | None = None) -> list[str]:
+def list_models(
+    pattern: str | None = None,
+    *,
+    task: str | None = None,
+    plugin: str | None = None,
+    pretrained: bool = False,
+    sort: str | None = None,
+    max_params: int | str | None = None,
+    dataset: str | None = None,
+    license: str | None = None,
+) -> list[str]:
     """Names of the registered models, sorted by name; `pattern` is a glob (fnmatch) on the name.
 
     The choices of ``zoo list``: `sort` = ``"name"``, ``"params"`` (smallest first), ``"task"`` or a metric of
@@ -52,10 +73,19 @@ def list_models(pattern: str | None = None, *, task: str | None = None, plugin: 
         'resnet56-cifar'
     """
     registry = get_registry()
-    return [registry.display_name(c) for c in registry.select(pattern, task=task, plugin=plugin,
-                                                               pretrained=pretrained, sort=sort,
-                                                               max_params=max_params, dataset=dataset,
-                                                               license=license)]
+    return [
+        registry.display_name(c)
+        for c in registry.select(
+            pattern,
+            task=task,
+            plugin=plugin,
+            pretrained=pretrained,
+            sort=sort,
+            max_params=max_params,
+            dataset=dataset,
+            license=license,
+        )
+    ]
 
 
 def fetch(name: str) -> Path:
@@ -71,13 +101,20 @@ def fetch(name: str) -> Path:
 def _fetch_resolved(resolved: Resolved) -> Path:
     variant = resolved.variant
     if variant is None:
-        raise WeightsError(f"Model {resolved.card.name!r} has no pretrained weights; "
-                           f"use zoo.load({resolved.card.name!r}, pretrained=False) for random init.")
+        raise WeightsError(
+            f"Model {resolved.card.name!r} has no pretrained weights; "
+            f"use zoo.load({resolved.card.name!r}, pretrained=False) for random init."
+        )
     return Store().resolve(variant, model=resolved.card.name)
 
 
-def load(name: str, pretrained: bool = True, device: str | torch.device | None = None,
-         dtype: str | torch.dtype | None = None, **overrides: Any) -> nn.Module:
+def load(
+    name: str,
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """Build a model by name, with verified weights, on the best device, in eval mode.
 
     Args:
@@ -109,10 +146,13 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
     check_device(device)  # before fetching weights: "cuda" on a CPU-only machine is one line, not a traceback
     if ensemble.is_ensemble(card_):
         if overrides:
-            raise ZooError(f"Ensemble {name!r} takes no builder overrides (got {', '.join(sorted(overrides))}); "
-                           "load its members for that.")
-        return ensemble.build_ensemble(members=ensemble.members_of(card_), pretrained=pretrained, device=device,
-                                       dtype=dtype)
+            raise ZooError(
+                f"Ensemble {name!r} takes no builder overrides (got {', '.join(sorted(overrides))}); "
+                "load its members for that."
+            )
+        return ensemble.build_ensemble(
+            members=ensemble.members_of(card_), pretrained=pretrained, device=device, dtype=dtype
+        )
     assert resolved is not None
     features_only = bool(overrides.pop("features_only", False))
     pooled = "num_classes" in overrides and overrides["num_classes"] == 0
@@ -130,8 +170,14 @@ def load(name: str, pretrained: bool = True, device: str | torch.device | None =
     return model
 
 
-def _load_resolved(resolved: Resolved, name: str, pretrained: bool, device: str | torch.device | None,
-                   dtype: str | torch.dtype | None, overrides: dict[str, Any]) -> nn.Module:
+def _load_resolved(
+    resolved: Resolved,
+    name: str,
+    pretrained: bool,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    overrides: dict[str, Any],
+) -> nn.Module:
     from ._builder import build_model
 
     for attempt in range(2):
@@ -144,8 +190,10 @@ def _load_resolved(resolved: Resolved, name: str, pretrained: bool, device: str 
             if path is None or path.exists():
                 raise
             if attempt == 1:
-                raise WeightsError(f"The weights of {name!r} were removed from the cache while loading (another "
-                                   "process ran 'zoo cache rm'?); run the command again.") from None
+                raise WeightsError(
+                    f"The weights of {name!r} were removed from the cache while loading (another "
+                    "process ran 'zoo cache rm'?); run the command again."
+                ) from None
     raise AssertionError("unreachable")
 
 
@@ -158,8 +206,10 @@ def _without_head(model: nn.Module, card_: ModelCard) -> nn.Module:
         model.reset_classifier(0)  # type: ignore[operator]  # timm's method, checked callable above
         return model
     if not card_.head:
-        raise ZooError(f"Model {card_.name!r} names no head on its card ('head:'), so num_classes=0 cannot take it "
-                       "off; load it whole.")
+        raise ZooError(
+            f"Model {card_.name!r} names no head on its card ('head:'), so num_classes=0 cannot take it "
+            "off; load it whole."
+        )
     parent_name, _, attr = card_.head.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, nn.Identity())
@@ -184,9 +234,11 @@ def _feature_stages(card_: ModelCard) -> tuple[str, ...]:
         return own
     registry = get_registry()
     able = sorted(registry.display_name(c) for c in registry.cards if c.builder != card_.builder and stages(c))
-    raise ZooError(f"Model {card_.name!r} does not support features_only=True (its builder declares no "
-                   f"feature_stages); the models that do: {', '.join(able) or 'none'}. "
-                   "num_classes=0 gives pooled features for any model with a head.")
+    raise ZooError(
+        f"Model {card_.name!r} does not support features_only=True (its builder declares no "
+        f"feature_stages); the models that do: {', '.join(able) or 'none'}. "
+        "num_classes=0 gives pooled features for any model with a head."
+    )
 
 
 def _features(model: nn.Module, card_: ModelCard) -> nn.Module:
@@ -237,10 +289,11 @@ def predict(name: str, images: str | Path | list[str | Path], **options: Any) ->
 
 def evaluate(name: str, data: str | Path, **options: Any) -> dict[str, Any]:
     """Evaluate model `name` on a dataset of its task, as ``zoo eval --json`` does; returns that record (metrics
-    under ``"metrics"``, the headline named under ``"headline"``). Options: ``split``, ``val_split``, ``seed``,
-    ``precision``, ``device``, ``batch_size`` and the task's own. For an ensemble (``ensemble:a+b`` or a saved
-    one) the record also holds ``"ensemble"``: each member's headline figure on the same images, the best member
-    and the ensemble's gain over it."""
+    under ``"metrics"``, the headline named under ``"headline"``). Options: ``split``, ``val_split``, ``test_split``
+    (with ``val_split``: only the test images ``zoo finetune`` held out), ``seed``, ``precision``, ``device``,
+    ``batch_size`` and the task's own. For an ensemble (``ensemble:a+b`` or a saved one) the record also holds
+    ``"ensemble"``: each member's headline figure on the same images, the best member and the ensemble's gain
+    over it."""
     from .runtime.ensemble import evaluate_ensemble, is_ensemble
     from .runtime.evaluate import evaluate as run_evaluate
 
@@ -252,9 +305,16 @@ def evaluate(name: str, data: str | Path, **options: Any) -> dict[str, Any]:
     return run_evaluate(name, data, **options).as_dict()
 
 
-def export(name: str, path: str | Path, format: str | None = None, *, dynamic_batch: bool = False,
-           opset: int | None = None, images: list[str | Path] | None = None,
-           tolerance: float | None = None) -> dict[str, Any]:
+def export(
+    name: str,
+    path: str | Path,
+    format: str | None = None,
+    *,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    images: list[str | Path] | None = None,
+    tolerance: float | None = None,
+) -> dict[str, Any]:
     """Export model `name`'s network to `path` as ONNX (``format="onnx"``) or a torch.export ExportedProgram
     (``"exported-program"``; default: from the suffix, ``.pt2``, else ONNX), as ``zoo export --json`` does; returns
     that record: files, opset, input and outputs, what the graph leaves out (a detector's decoding and NMS), and
@@ -269,13 +329,21 @@ def export(name: str, path: str | Path, format: str | None = None, *, dynamic_ba
     """
     from .runtime.export import export as run_export
 
-    return run_export(name, path, format, dynamic_batch=dynamic_batch, opset=opset, images=images,
-                      tolerance=tolerance).as_dict()
+    return run_export(
+        name, path, format, dynamic_batch=dynamic_batch, opset=opset, images=images, tolerance=tolerance
+    ).as_dict()
 
 
-def explain(name: str, images: str | Path | list[str | Path], target: str | int | list[str | int] | None = None, *,
-            layer: str | None = None, method: str = "gradcam", out: str | Path | None = None,
-            device: str | torch.device | None = None) -> list[dict[str, Any]]:
+def explain(
+    name: str,
+    images: str | Path | list[str | Path],
+    target: str | int | list[str | int] | None = None,
+    *,
+    layer: str | None = None,
+    method: str = "gradcam",
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> list[dict[str, Any]]:
     """Grad-CAM for classifier `name` on `images`, as ``zoo explain`` computes it: one record per image with the
     class explained (``class``, ``index``, ``probability``; `target` a name or an index, one per image or one for
     all, default each image's top-1), ``top1``, the ``layer`` used and ``heatmap``: a float32 H x W tensor in
@@ -290,13 +358,22 @@ def explain(name: str, images: str | Path | list[str | Path], target: str | int 
     """
     from .runtime.explain import explain as run_explain
 
-    return run_explain(name, images, target, layer=layer, method=method, out=out,
-                       device=str(device) if device is not None else None)
+    return run_explain(
+        name, images, target, layer=layer, method=method, out=out, device=str(device) if device is not None else None
+    )
 
 
-def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int] | None = None, *,
-           batch_size: int | None = None, device: str | torch.device | None = None, precision: str = "auto",
-           **task_options: Any) -> torch.Tensor:
+def sample(
+    name: str,
+    n: int,
+    seed: int = 0,
+    labels: str | int | list[str | int] | None = None,
+    *,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    **task_options: Any,
+) -> torch.Tensor:
     """`n` new images from generative model `name` (a GAN, a VAE...): float32 N x C x H x W in [0, 1], on the
     CPU, as ``zoo sample`` draws them. Sample i comes from its own generator, seeded ``blake2b(seed:index)``: the
     same seed gives the same images whatever `batch_size`. `labels` (class-conditional models): None (drawn
@@ -309,13 +386,14 @@ def sample(name: str, n: int, seed: int = 0, labels: str | int | list[str | int]
     """
     from .runtime.sample import sample as run_sample
 
-    return run_sample(name, n, seed, labels, batch_size=batch_size, device=device, precision=precision,
-                      **task_options)
+    return run_sample(name, n, seed, labels, batch_size=batch_size, device=device, precision=precision, **task_options)
 
 
 def finetune(name: str, data: str | Path, out: str | Path, **recipe: Any) -> Any:
     """Fine-tune model `name` on `data` as ``zoo finetune`` does; `recipe` holds FinetuneConfig's fields
-    (``epochs=30``, ``batch_size=16``...). The result loads as ``zoo.load(Path(out).name)``."""
+    (``epochs=30``, ``batch_size=16``, ``val_split=0.1, test_split=0.1``...). The result loads as
+    ``zoo.load(Path(out).name)``; with ``test_split`` its ``test_value`` (and its card) holds the chosen weights'
+    figure on test images nothing selected on."""
     from .runtime.device import check_device
     from .runtime.finetune import FinetuneConfig
     from .runtime.finetune import finetune as run_finetune
@@ -325,9 +403,15 @@ def finetune(name: str, data: str | Path, out: str | Path, **recipe: Any) -> Any
     return run_finetune(name, data, out, config=FinetuneConfig(**recipe), **runtime)
 
 
-def ensemble(members: list[str], *, save_as: str | None = None, description: str | None = None,
-             pretrained: bool = True, device: str | torch.device | None = None,
-             dtype: str | torch.dtype | None = None) -> nn.Module:
+def ensemble(
+    members: list[str],
+    *,
+    save_as: str | None = None,
+    description: str | None = None,
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> nn.Module:
     """The ensemble of classifiers `members`: a module whose output is ``log(mean of the members' softmax
     probabilities)``, valid logits for everything the classifier task does (a softmax of them gives back the mean
     probabilities). Same as ``zoo.load("ensemble:a+b")``. The members must share labels (same order) and input
@@ -348,8 +432,16 @@ def ensemble(members: list[str], *, save_as: str | None = None, description: str
     return load(name, pretrained=pretrained, device=device, dtype=dtype)
 
 
-def register(name: str, from_: str, weights: str | Path | None = None, *, labels: list[str] | None = None,
-             description: str | None = None, copy: bool = False, overwrite: bool = False) -> ModelCard:
+def register(
+    name: str,
+    from_: str,
+    weights: str | Path | None = None,
+    *,
+    labels: list[str] | None = None,
+    description: str | None = None,
+    copy: bool = False,
+    overwrite: bool = False,
+) -> ModelCard:
     """Add card `name` to your registry ($ZOO_HOME/registry.yaml), as ``zoo register`` does; returns it.
 
     `from_` names the card whose builder, preprocessing and task the new one takes. `weights`: a safetensors
@@ -375,13 +467,17 @@ def register(name: str, from_: str, weights: str | Path | None = None, *, labels
     source = card(from_)
     if ens.is_ensemble(source):
         if weights is not None or labels:
-            raise ZooError(f"{from_!r} is an ensemble: its members bring their own weights and labels; register it "
-                           "without --weights and --labels.")
+            raise ZooError(
+                f"{from_!r} is an ensemble: its members bring their own weights and labels; register it "
+                "without --weights and --labels."
+            )
         add_user_entry(name, ens.saved_entry(source, description), by="zoo register")
     else:
         if weights is None:
-            raise ZooError(f"Registering a model from {from_!r} needs --weights FILE.safetensors (only an ensemble: "
-                           "source needs none).")
+            raise ZooError(
+                f"Registering a model from {from_!r} needs --weights FILE.safetensors (only an ensemble: "
+                "source needs none)."
+            )
         entry = _registered_entry(name, source, Path(weights), labels, description, copy)
         try:
             add_user_entry(name, entry, by="zoo register")
@@ -393,8 +489,9 @@ def register(name: str, from_: str, weights: str | Path | None = None, *, labels
     return get_registry().card(f"user/{name}")
 
 
-def _registered_entry(name: str, source: ModelCard, weights: Path, labels: list[str] | None,
-                      description: str | None, copy: bool) -> dict[str, Any]:
+def _registered_entry(
+    name: str, source: ModelCard, weights: Path, labels: list[str] | None, description: str | None, copy: bool
+) -> dict[str, Any]:
     """The user-registry entry for `weights` in `source`'s architecture, after checking that they load into it;
     with `copy`, the file is copied into ZOO_HOME (and removed again if anything fails)."""
     import dataclasses
@@ -414,8 +511,10 @@ def _registered_entry(name: str, source: ModelCard, weights: Path, labels: list[
         with safe_open(str(weights), framework="pt") as f:
             dtypes = {str(f.get_slice(k).get_dtype()).lower() for k in f.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for anything but a header
-        raise ZooError(f"{weights} is not a safetensors file ({str(exc).splitlines()[0][:120]}); convert a "
-                       "checkpoint with 'zoo convert CHECKPOINT OUT.safetensors'.") from None
+        raise ZooError(
+            f"{weights} is not a safetensors file ({str(exc).splitlines()[0][:120]}); convert a "
+            "checkpoint with 'zoo convert CHECKPOINT OUT.safetensors'."
+        ) from None
     new_labels = tuple(labels) if labels else source.labels
     if labels and len(set(labels)) != len(labels):
         raise ZooError(f"--labels names a class twice: {', '.join(labels)}.")
@@ -425,13 +524,17 @@ def _registered_entry(name: str, source: ModelCard, weights: Path, labels: list[
             raise ZooError(f"Model {source.name!r} has no num_classes to set for --labels; register it without.")
         kwargs["num_classes"] = len(labels)
     dtype = "bfloat16" if "bf16" in dtypes else "float16" if "f16" in dtypes else "float32"
-    candidate = dataclasses.replace(source, name=name, plugin="user", kwargs=kwargs, labels=new_labels, weights={},
-                                    default_tag=None)
+    candidate = dataclasses.replace(
+        source, name=name, plugin="user", kwargs=kwargs, labels=new_labels, weights={}, default_tag=None
+    )
     try:
         model = build_model(candidate, weights, device="cpu")
     except ZooError as exc:
-        hint = (" Its head has another size than the card's labels: pass --labels a,b,c."
-                if "shape differs" in str(exc) and not labels else "")
+        hint = (
+            " Its head has another size than the card's labels: pass --labels a,b,c."
+            if "shape differs" in str(exc) and not labels
+            else ""
+        )
         raise ZooError(f"{exc}{hint} No card written.") from None
     params = sum(p.numel() for p in model.parameters())
     del model
@@ -451,8 +554,7 @@ def _registered_entry(name: str, source: ModelCard, weights: Path, labels: list[
         "task": source.task,
         "builder": source.builder,
         "kwargs": kwargs or None,
-        "description": description or f"{source.name}'s architecture with the weights {weights.name} "
-                                      "(zoo register).",
+        "description": description or f"{source.name}'s architecture with the weights {weights.name} (zoo register).",
         "input": {"shape": list(source.input_shape)} if source.input_shape else None,
         "preprocess": _plain(dataclasses.asdict(pre)) if pre else None,
         "labels": list(new_labels) or None,
@@ -461,8 +563,15 @@ def _registered_entry(name: str, source: ModelCard, weights: Path, labels: list[
         "params": params,
         "license": source.license,
         "source": f"zoo register from {source.qualified_name}",
-        "weights": {"local": {"uri": weights_uri(path, registry), "sha256": digest, "size": path.stat().st_size,
-                              "format": "safetensors", "dtype": dtype,
-                              "notes": f"registered from {path if copied is None else weights.resolve()}"}},
+        "weights": {
+            "local": {
+                "uri": weights_uri(path, registry),
+                "sha256": digest,
+                "size": path.stat().st_size,
+                "format": "safetensors",
+                "dtype": dtype,
+                "notes": f"registered from {path if copied is None else weights.resolve()}",
+            }
+        },
     }
     return {k: v for k, v in entry.items() if v is not None}

@@ -15,7 +15,7 @@ from zoo._card import ModelCard
 from zoo.errors import ZooError
 from zoo.runtime.datasets import Geometry, ImageDataset, load_dataset
 from zoo.runtime.preprocess import card_geometry, normalize
-from zoo.runtime.splits import stratified_split
+from zoo.runtime.splits import stratified_split, stratified_test_split
 from zoo.runtime.tasks import Batch, Exportable, task_config
 
 __all__ = ["AUGMENT_PRESETS", "ClassificationData", "ClassifierEvaluator", "ClassifierTask"]
@@ -43,7 +43,7 @@ class ClassificationData:
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for begin in range(0, len(self), batch_size):
-            yield Batch(self.images[begin:begin + batch_size], self.targets[begin:begin + batch_size])
+            yield Batch(self.images[begin : begin + batch_size], self.targets[begin : begin + batch_size])
 
 
 class ClassifierEvaluator:
@@ -71,8 +71,11 @@ class ClassifierEvaluator:
         if "top5" in computed:
             summary["top5"] = round(100.0 * float(computed["top5"]), 2)
         support = computed["confusion"].sum(1)
-        summary["per_class"] = {label: round(100.0 * float(v), 2) for label, v, n in
-                                zip(labels, computed["per_class"], support, strict=True) if n > 0}
+        summary["per_class"] = {
+            label: round(100.0 * float(v), 2)
+            for label, v, n in zip(labels, computed["per_class"], support, strict=True)
+            if n > 0
+        }
         summary["confusion"] = computed["confusion"].tolist()
         summary["labels"] = list(labels)
         return summary
@@ -89,12 +92,15 @@ def _memory_budget() -> int:
 
 
 class ClassificationTrainData:
-    """The training part of a labelled dataset and its stratified validation part (the task's TrainData)."""
+    """The training part of a labelled dataset, its stratified validation part and, with ``--test-split``, its
+    stratified test part (the task's TrainData)."""
 
     def __init__(self, task: ClassifierTask, dataset: ImageDataset, config: Any) -> None:
         if config.augment not in AUGMENT_PRESETS:
-            raise ZooError(f"Unknown augmentation preset {config.augment!r} for classifiers; use one of: "
-                           f"{', '.join(AUGMENT_PRESETS)}.")
+            raise ZooError(
+                f"Unknown augmentation preset {config.augment!r} for classifiers; use one of: "
+                f"{', '.join(AUGMENT_PRESETS)}."
+            )
         if config.balance not in ("none", "sampler", "loss"):
             raise ZooError(f"Unknown --balance {config.balance!r}; use none, sampler or loss.")
         self.task, self.dataset, self.classes = task, dataset, dataset.classes
@@ -102,15 +108,28 @@ class ClassificationTrainData:
             # training gathers random images every step: from anonymous memory that ran ~7% faster than from the
             # memory-mapped cache (4 of 5 interleaved runs, resnet20-cifar, bf16); datasets larger than a quarter
             # of RAM stay mapped
-            dataset = ImageDataset(dataset.images.clone(), dataset.targets, dataset.classes, dataset.source,
-                                   dataset.skipped, dataset.from_cache)
+            dataset = ImageDataset(
+                dataset.images.clone(),
+                dataset.targets,
+                dataset.classes,
+                dataset.source,
+                dataset.skipped,
+                dataset.from_cache,
+            )
             self.dataset = dataset
-        self.train_idx, self.val_idx = stratified_split(dataset.targets, config.val_split, config.seed)
+        self.train_idx, self.val_idx, self.test_idx = _three_parts(dataset, config)
         if len(self.train_idx) == 0:
             raise ZooError(f"{dataset.source}: no training images left after --val-split {config.val_split}.")
-        self.validation = (f"{len(self.val_idx)} images held out (stratified by class) by --val-split "
-                           f"{config.val_split} (seed {config.seed})")
+        self.validation = (
+            f"{len(self.val_idx)} images held out (stratified by class) by --val-split "
+            f"{config.val_split} (seed {config.seed})"
+        )
         self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"  # what selects them again
+        self.testing = (
+            f"{len(self.test_idx)} images held out (stratified by class) by --test-split {config.test_split} "
+            f"(seed {config.seed}), after the validation split"
+        )
+        self.test_eval_args = f"--val-split {config.val_split} --test-split {config.test_split} --seed {config.seed}"
         self.class_weights = None
         if config.balance == "loss":
             counts = torch.bincount(dataset.targets[self.train_idx], minlength=len(self.classes)).float().clamp(min=1)
@@ -135,6 +154,20 @@ class ClassificationTrainData:
             return None
         return ClassificationData(self.dataset, self.dataset.targets, self.val_idx)
 
+    def test_data(self) -> ClassificationData | None:
+        if len(self.test_idx) == 0:
+            return None
+        return ClassificationData(self.dataset, self.dataset.targets, self.test_idx)
+
+
+def _three_parts(dataset: ImageDataset, config: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, validation, test) indices; the test part is empty without ``--test-split``, and the validation part
+    is the same either way (zoo.runtime.splits)."""
+    if config.test_split is None:
+        train, val = stratified_split(dataset.targets, config.val_split, config.seed)
+        return train, val, train[:0]
+    return stratified_test_split(dataset.targets, config.val_split, config.test_split, config.seed, dataset.classes)
+
 
 class ClassifierTask:
     """Task behaviour for image classifiers (the contract: zoo.runtime.tasks.Task)."""
@@ -150,22 +183,48 @@ class ClassifierTask:
     @classmethod
     def options(cls, verb: str) -> list[click.Option]:
         if verb == "predict":
-            return [click.Option(["--topk"], type=click.IntRange(min=1), default=5, show_default=True,
-                                 help="How many classes to show per image.")]
+            return [
+                click.Option(
+                    ["--topk"],
+                    type=click.IntRange(min=1),
+                    default=5,
+                    show_default=True,
+                    help="How many classes to show per image.",
+                )
+            ]
         return []
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
         return card_geometry(self.card)
 
-    def eval_data(self, source: str | Path, *, split: str | None = None, val_split: float | None = None,
-                  seed: int = 0, cache: bool = True, skip_bad: bool = False) -> ClassificationData:
+    def eval_data(
+        self,
+        source: str | Path,
+        *,
+        split: str | None = None,
+        val_split: float | None = None,
+        seed: int = 0,
+        cache: bool = True,
+        skip_bad: bool = False,
+        test_split: float | None = None,
+    ) -> ClassificationData:
+        """The dataset, or only the part ``zoo finetune`` held out with the same fractions and seed: the validation
+        part with `val_split`, the test part with `test_split` too."""
         if split is not None:
-            raise ZooError(f"--split {split!r}: classification datasets (ImageFolder, CIFAR batches) carry no named "
-                           "splits; point --data at the split's folder, or use --val-split.")
+            raise ZooError(
+                f"--split {split!r}: classification datasets (ImageFolder, CIFAR batches) carry no named "
+                "splits; point --data at the split's folder, or use --val-split."
+            )
         dataset = load_dataset(source, geometry=self.geometry(), skip_bad=skip_bad, cache=cache)
         targets = self.align_targets(dataset.classes)[dataset.targets]
-        keep = None if val_split is None else stratified_split(dataset.targets, val_split, seed)[1]
+        keep = None
+        if test_split is not None:
+            if val_split is None:  # the runtime checks this first; an API caller may not go through it
+                raise ZooError("--test-split needs the run's --val-split too (0 for a run that held none out).")
+            keep = stratified_test_split(dataset.targets, val_split, test_split, seed, dataset.classes)[2]
+        elif val_split is not None:
+            keep = stratified_split(dataset.targets, val_split, seed)[1]
         return ClassificationData(dataset, targets, keep)
 
     def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
@@ -182,7 +241,8 @@ class ClassifierTask:
         if missing:
             raise ZooError(
                 f"Dataset classes {missing[:5]} are not labels of model {card.name!r} "
-                f"({', '.join(card.labels[:10])}). Fine-tune it on this data with 'zoo finetune' instead.")
+                f"({', '.join(card.labels[:10])}). Fine-tune it on this data with 'zoo finetune' instead."
+            )
         return torch.tensor([index[c] for c in classes])
 
     # -- around the forward pass ----------------------------------------------------------------------
@@ -197,12 +257,16 @@ class ClassifierTask:
         pre = self.card.preprocess
         if pre is None:
             raise ZooError(f"Model {self.card.name!r} declares no preprocessing; it cannot be exported for images.")
-        steps = [f"shorter side resized to {pre.resize} ({pre.interpolation}, antialiased)" if pre.resize else "",
-                 f"center-cropped to {pre.crop}x{pre.crop}" if pre.crop else ""]
+        steps = [
+            f"shorter side resized to {pre.resize} ({pre.interpolation}, antialiased)" if pre.resize else "",
+            f"center-cropped to {pre.crop}x{pre.crop}" if pre.crop else "",
+        ]
         geometry = ", ".join(s for s in steps if s) or "at the card's input size"
-        return Exportable(model, outputs=("logits",),
-                          input=f"RGB, {geometry}, x / 255 then (x - mean) / std with mean {list(pre.mean)}, "
-                                f"std {list(pre.std)}")
+        return Exportable(
+            model,
+            outputs=("logits",),
+            input=f"RGB, {geometry}, x / 255 then (x - mean) / std with mean {list(pre.mean)}, std {list(pre.std)}",
+        )
 
     def explain_layer(self, model: torch.nn.Module) -> str | None:
         """The layer ``zoo explain`` attributes to: the card's ``task_config.explain_layer``, or None to let the
@@ -217,9 +281,15 @@ class ClassifierTask:
         probs = outputs.float().softmax(dim=1)
         values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
         labels = self.card.labels or tuple(str(i) for i in range(probs.shape[1]))
-        return [{"predictions": [{"label": labels[i], "index": int(i), "probability": round(float(p), 4)}
-                                 for p, i in zip(row_p, row_i, strict=True)]}
-                for row_p, row_i in zip(values, indices, strict=True)]
+        return [
+            {
+                "predictions": [
+                    {"label": labels[i], "index": int(i), "probability": round(float(p), 4)}
+                    for p, i in zip(row_p, row_i, strict=True)
+                ]
+            }
+            for row_p, row_i in zip(values, indices, strict=True)
+        ]
 
     def render_prediction(self, record: dict[str, Any]) -> str:
         return ", ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in record["predictions"])
@@ -237,8 +307,12 @@ class ClassifierTask:
 
         metrics = record["metrics"]
         png = directory / "confusion.png"
-        confusion_png(metrics["confusion"], metrics["labels"], png,
-                      title=f"{record['model']} on {Path(record['data']).name}: top-1 {metrics.get('top1')}%")
+        confusion_png(
+            metrics["confusion"],
+            metrics["labels"],
+            png,
+            title=f"{record['model']} on {Path(record['data']).name}: top-1 {metrics.get('top1')}%",
+        )
         return [png]
 
     # -- training -----------------------------------------------------------------------------------
@@ -253,8 +327,10 @@ class ClassifierTask:
         present = [dataset.classes[i] for i in sorted({int(t) for t in dataset.targets})]
         if len(present) < 2:
             found = f"only class {present[0]!r}" if present else "no labelled images"
-            raise ZooError(f"{dataset.source}: {found}; a classifier needs at least two classes to learn (an "
-                           "ImageFolder has one subfolder of images per class).")
+            raise ZooError(
+                f"{dataset.source}: {found}; a classifier needs at least two classes to learn (an "
+                "ImageFolder has one subfolder of images per class)."
+            )
         return ClassificationTrainData(self, dataset, config)
 
     def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -266,18 +342,28 @@ class ClassifierTask:
         targets = batch.targets.to(x.device)
         outputs = model(x)
         weights = batch.extras.get("class_weights")
-        loss = self.loss(outputs, targets, label_smoothing=config.label_smoothing,
-                         class_weights=weights.to(x.device) if weights is not None else None)
+        loss = self.loss(
+            outputs,
+            targets,
+            label_smoothing=config.label_smoothing,
+            class_weights=weights.to(x.device) if weights is not None else None,
+        )
         return {"loss": loss, "correct": (outputs.detach().argmax(1) == targets).sum()}
 
     def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
         return {"train_top1": round(100.0 * sums.get("correct", 0.0) / max(seen, 1), 2)}
 
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0,
-             class_weights: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(outputs.float(), targets, weight=class_weights,
-                                                 label_smoothing=label_smoothing)
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(
+            outputs.float(), targets, weight=class_weights, label_smoothing=label_smoothing
+        )
 
     def augment(self, images: torch.Tensor, preset: str, generator: torch.Generator) -> torch.Tensor:
         """Augment a whole uint8 batch at once (no per-image Python, except TrivialAugment's one op per image):
@@ -288,8 +374,9 @@ class ClassifierTask:
             raise ZooError(f"Unknown augmentation preset {preset!r}; use one of: {', '.join(AUGMENT_PRESETS)}.")
         n, _, h, w = images.shape
         pad = max(1, h // 8)  # 4 pixels at 32x32, the CIFAR recipe
-        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect" if images.is_floating_point()
-                                         else "constant")
+        padded = torch.nn.functional.pad(
+            images, (pad, pad, pad, pad), mode="reflect" if images.is_floating_point() else "constant"
+        )
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(images.device)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .._api import card as get_card
 from .._api import load
+from ..errors import ZooError
 from . import distributed
 from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
 from .progress import progress
@@ -61,11 +62,19 @@ class EvalResult:
         return self.images / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "task": self.task, "data": self.data, "images": self.images,
-                "headline": {"metric": self.headline[0], "higher_is_better": self.headline[1]},
-                "metrics": self.metrics, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 1), "decode_cached": self.decode_cached,
-                "skipped": self.skipped, "settings": self.settings}
+        return {
+            "model": self.model,
+            "task": self.task,
+            "data": self.data,
+            "images": self.images,
+            "headline": {"metric": self.headline[0], "higher_is_better": self.headline[1]},
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 1),
+            "decode_cached": self.decode_cached,
+            "skipped": self.skipped,
+            "settings": self.settings,
+        }
 
 
 def to_device(images: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
@@ -85,17 +94,33 @@ def model_input(task: Any, batch: Batch, device: torch.device, channels_last: bo
     return x
 
 
-def forward(task: Any, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool,
-            **options: Any) -> Any:
+def forward(
+    task: Any, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool, **options: Any
+) -> Any:
     """The task's input, the model, the task's outputs: one batch, in whatever grad/autocast mode is active."""
     return task.postprocess(model(model_input(task, batch, device, channels_last)), batch, **options)
 
 
-def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, batch_size: int | None = None,
-             device: str | None = None, bf16: bool = False, channels_last: bool = True, skip_bad: bool = False,
-             cache: bool = True, show_progress: bool = True, fuse: bool = True, split: str | None = None,
-             val_split: float | None = None, seed: int = 0, precision: str | None = None,
-             **options: Any) -> EvalResult:
+def evaluate(
+    name: str,
+    data: str | Path,
+    *,
+    model: nn.Module | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    bf16: bool = False,
+    channels_last: bool = True,
+    skip_bad: bool = False,
+    cache: bool = True,
+    show_progress: bool = True,
+    fuse: bool = True,
+    split: str | None = None,
+    val_split: float | None = None,
+    seed: int = 0,
+    precision: str | None = None,
+    test_split: float | None = None,
+    **options: Any,
+) -> EvalResult:
     """Measure model `name` (or an already-loaded `model` with that card) on a labelled dataset.
 
     The task reads `data` in its formats (ImageFolder for classifiers; COCO, VOC or YOLO for detectors) and
@@ -103,8 +128,9 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     autocast when ``bf16=True`` or ``precision="bf16"``; ``precision="auto"`` (the CLI's default) picks bf16 where
     the device has native bf16 matrix units (AMX CPUs, CUDA sm80+), else fp32. `split` picks the dataset's own
     split (e.g. "test"); with `val_split`, only the images ``zoo finetune --val-split F --seed S`` held out for
-    validation are measured, so a fine-tuned card's figure can be checked on the same images.
-    `options` are the task's own (e.g. ``conf=0.001`` for detectors).
+    validation are measured, so a fine-tuned card's figure can be checked on the same images; with `test_split`
+    as well, only the test images ``zoo finetune --val-split F --test-split T --seed S`` held out (never selected
+    on: docs/evaluation-protocol.md). `options` are the task's own (e.g. ``conf=0.001`` for detectors).
     """
     import torch
     import torch.distributed as dist
@@ -117,8 +143,11 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
     joined = joined and env.initialized
     if hasattr(task, "check_options"):  # bad options are refused before the dataset is read
         task.check_options(**options)
+    held_out = _test_split_argument(task, card, split, val_split, test_split)
     start = time.perf_counter()
-    dataset = task.eval_data(data, split=split, val_split=val_split, seed=seed, cache=cache, skip_bad=skip_bad)
+    dataset = task.eval_data(
+        data, split=split, val_split=val_split, seed=seed, cache=cache, skip_bad=skip_bad, **held_out
+    )
     callers = model
     was_training = model.training if model is not None else False
     if model is None:
@@ -144,9 +173,27 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
                     callers.to(memory_format=torch.contiguous_format)
                 callers.train(was_training)
         headline = (next(iter(summary)), headline[1])  # its key names the feature space: fid[resnet56-cifar]
-        return _result(card, dataset, data, summary, time.perf_counter() - start, headline, joined, env,
-                       {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16,
-                        "device": str(target_device), **options}, split, val_split, seed)
+        return _result(
+            card,
+            dataset,
+            data,
+            summary,
+            time.perf_counter() - start,
+            headline,
+            joined,
+            env,
+            {
+                "batch_size": batch_size,
+                "precision": "bf16" if bf16 else "fp32",
+                "bf16": bf16,
+                "device": str(target_device),
+                **options,
+            },
+            split,
+            val_split,
+            seed,
+            test_split,
+        )
     evaluator = task.evaluator(**options)
     bar = progress(len(dataset), f"eval {card.name}", show_progress and env.rank == 0)
     try:
@@ -166,19 +213,72 @@ def evaluate(name: str, data: str | Path, *, model: nn.Module | None = None, bat
             callers.train(was_training)
     seconds = time.perf_counter() - start
     summary = evaluator.compute()  # over every rank's batches
-    settings = {"batch_size": batch_size, "precision": "bf16" if bf16 else "fp32", "bf16": bf16, "fuse": fuse,
-                "channels_last": channels_last, "device": str(target_device), **options}
-    return _result(card, dataset, data, summary, seconds, headline, joined, env, settings, split, val_split, seed)
+    settings = {
+        "batch_size": batch_size,
+        "precision": "bf16" if bf16 else "fp32",
+        "bf16": bf16,
+        "fuse": fuse,
+        "channels_last": channels_last,
+        "device": str(target_device),
+        **options,
+    }
+    return _result(
+        card, dataset, data, summary, seconds, headline, joined, env, settings, split, val_split, seed, test_split
+    )
 
 
-def _result(card: Any, dataset: Any, data: str | Path, summary: dict[str, Any], seconds: float,
-            headline: tuple[str, bool], joined: bool, env: distributed.Env, settings: dict[str, Any],
-            split: str | None, val_split: float | None, seed: int) -> EvalResult:
+def _test_split_argument(
+    task: Any, card: Any, split: str | None, val_split: float | None, test_split: float | None
+) -> dict[str, float]:
+    """``{"test_split": F}`` for the task's ``eval_data`` when one is asked for, else nothing (tasks written before
+    test splits take no such keyword); bad fractions and a task that cannot hold one out are refused first."""
+    if test_split is None:
+        return {}
+    from .splits import check_fractions
+    from .tasks import check_test_split
+
+    if split is not None:
+        raise ZooError(
+            f"--split {split} and --test-split pick different images (the dataset's own split, or a test part held "
+            "out of it by zoo finetune); give one of them."
+        )
+    check_fractions(val_split, test_split)
+    check_test_split(task, card)
+    return {"test_split": test_split}
+
+
+def _result(
+    card: Any,
+    dataset: Any,
+    data: str | Path,
+    summary: dict[str, Any],
+    seconds: float,
+    headline: tuple[str, bool],
+    joined: bool,
+    env: distributed.Env,
+    settings: dict[str, Any],
+    split: str | None,
+    val_split: float | None,
+    seed: int,
+    test_split: float | None = None,
+) -> EvalResult:
     if joined:
         distributed.cleanup(env)
     if split is not None:
         settings["split"] = split
     if val_split is not None:
         settings.update(val_split=val_split, seed=seed)
-    return EvalResult(card.name, str(data), len(dataset), summary, seconds, dataset.skipped, dataset.from_cache,
-                      settings, card.task, headline)
+    if test_split is not None:
+        settings["test_split"] = test_split
+    return EvalResult(
+        card.name,
+        str(data),
+        len(dataset),
+        summary,
+        seconds,
+        dataset.skipped,
+        dataset.from_cache,
+        settings,
+        card.task,
+        headline,
+    )

@@ -25,13 +25,14 @@ from ..errors import ZooError
 from . import distributed
 from .device import autocast, tune_malloc
 from .evaluate import forward
+from .splits import check_fractions
 from .stopping import StopRequest
-from .tasks import task_for
+from .tasks import check_test_split, task_for
 from .train.checkpoint import Position, load_checkpoint, save_checkpoint, save_weights
 from .train.ema import averaged as make_averaged
 from .train.loop import Loop, Steps
 from .train.recipe import FinetuneConfig, base_lr, make_optimizer, make_scheduler, resolve
-from .train.usercard import check_name, write_user_card
+from .train.usercard import CardFigure, check_name, write_user_card
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +51,7 @@ class FinetuneResult:
     seconds: float = 0.0
     interrupted: bool = False
     metric: str = ""  # that metric's name (top1, map...)
+    test_value: float = float("nan")  # that metric of the chosen weights on the --test-split images, measured once
 
     @property
     def best_val_top1(self) -> float:  # the classifier-era name, kept for callers of the API
@@ -76,11 +78,20 @@ def _better(value: float, best: float, higher: bool) -> bool:
     return value >= best if higher else value <= best
 
 
-def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneConfig | None = None,
-             resume: bool = False, device: str | None = None, register: bool = True,
-             show_progress: bool = True, command: str | None = None,
-             on_epoch: Callable[[dict[str, Any]], None] | None = None,
-             checkpoint_every: float = 600.0) -> FinetuneResult:
+def finetune(
+    name: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    config: FinetuneConfig | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    register: bool = True,
+    show_progress: bool = True,
+    command: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every: float = 600.0,
+) -> FinetuneResult:
     """Fine-tune model `name` on `data`; write weights, metrics, curves and a card named after `out`.
 
     Args:
@@ -99,6 +110,9 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     card = get_card(name)
     check_name(new_name)
     task = task_for(card, "finetune")
+    if config.test_split is not None:  # before any data is read: a task that cannot keep test images out refuses
+        check_fractions(config.val_split, config.test_split)
+        check_test_split(task, card)
     config = resolve(config, task)
     config = dataclasses.replace(config, lr=base_lr(config, task))  # the card records the rate actually used
     env = distributed.setup()
@@ -107,6 +121,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     generator = torch.Generator().manual_seed(config.seed + env.rank)  # augmentation: differs per rank
 
     train_data = task.train_data(data, config=config)
+    test_data = _test_data(train_data, config)
     classes = train_data.classes
     overrides = task.model_overrides(classes)
     if overrides and not card.head:
@@ -129,7 +144,7 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
         train_model = _compiled(train_model)
     # one optimizer and schedule per named group: {"model": ...} unless the task trains modules in turn (a GAN)
     trainable = {id(p) for p in params}
-    groups = (task.optimizer_groups(model) if hasattr(task, "optimizer_groups") else {"model": params})
+    groups = task.optimizer_groups(model) if hasattr(task, "optimizer_groups") else {"model": params}
     groups = {name: [p for p in group if id(p) in trainable] for name, group in groups.items()}
     # resolve() and base_lr() above filled these from the fallbacks
     assert config.lr is not None and config.ema is not None and config.batch_size is not None
@@ -137,8 +152,10 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     averaged = make_averaged(model, config.ema)
     per_rank = math.ceil(len(train_data) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
-    schedulers = {name: make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
-                  for name, optimizer in optimizers.items()}
+    schedulers = {
+        name: make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
+        for name, optimizer in optimizers.items()
+    }
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
@@ -156,37 +173,58 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
         saved_optimizers = state.get("optimizers") or {"model": state["optimizer"]}
         saved_schedulers = state.get("schedulers") or {"model": state["scheduler"]}
         if set(saved_optimizers) != set(optimizers):
-            raise ZooError(f"{checkpoint} holds optimizers {sorted(saved_optimizers)}, this run has "
-                           f"{sorted(optimizers)}; resume with the model and options it was started with.")
+            raise ZooError(
+                f"{checkpoint} holds optimizers {sorted(saved_optimizers)}, this run has "
+                f"{sorted(optimizers)}; resume with the model and options it was started with."
+            )
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(saved_optimizers[name])
             schedulers[name].load_state_dict(saved_schedulers[name])
         generator.set_state(state["generator"])
         history, best = json.loads(state["history"]), tuple(state["best"])
         best = (float("nan") if best[1] < 0 else best[0], best[1])
-        position = (Position.from_json(json.loads(state["position"])) if "position" in state
-                    else Position(state["epoch"]))
+        position = (
+            Position.from_json(json.loads(state["position"])) if "position" in state else Position(state["epoch"])
+        )
         if env.rank > 0:  # only rank 0's generator was saved; keep the ranks' augmentations apart
             generator.manual_seed(config.seed + env.rank + 7919 * (position.epoch * 1_000_003 + position.step))
 
     def save() -> None:
         if env.rank == 0:
-            save_checkpoint(checkpoint, {
-                "model": model.state_dict(),
-                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
-                "generator": generator.get_state(), "epoch": position.epoch,
-                "position": json.dumps(dataclasses.asdict(position)), "history": json.dumps(history),
-                "best": [0.0 if math.isnan(best[0]) else best[0], best[1]],
-                **({"ema": averaged.state_dict()} if averaged is not None else {})})
+            save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                    "schedulers": {name: s.state_dict() for name, s in schedulers.items()},
+                    "generator": generator.get_state(),
+                    "epoch": position.epoch,
+                    "position": json.dumps(dataclasses.asdict(position)),
+                    "history": json.dumps(history),
+                    "best": [0.0 if math.isnan(best[0]) else best[0], best[1]],
+                    **({"ema": averaged.state_dict()} if averaged is not None else {}),
+                },
+            )
 
     started = time.perf_counter()
     interrupted = False
-    steps = Steps(optimizers, schedulers, config.accumulate, env if stepping_task and env.initialized else None,
-                  config.clip_grad)
-    loop = Loop(train_model, task, train_data, steps, config, generator,
-                env, target, show_progress, save, checkpoint_every,
-                (lambda: averaged.update_parameters(model)) if averaged is not None else None)
+    steps = Steps(
+        optimizers, schedulers, config.accumulate, env if stepping_task and env.initialized else None, config.clip_grad
+    )
+    loop = Loop(
+        train_model,
+        task,
+        train_data,
+        steps,
+        config,
+        generator,
+        env,
+        target,
+        show_progress,
+        save,
+        checkpoint_every,
+        (lambda: averaged.update_parameters(model)) if averaged is not None else None,
+    )
     result_model = averaged.module if averaged is not None else model  # what is validated and saved
     val_data = train_data.val_data()
     with StopRequest() as stop:
@@ -218,20 +256,84 @@ def finetune(name: str, data: str | Path, out: str | Path, *, config: FinetuneCo
     weights = out / f"{new_name}.safetensors"
     result = FinetuneResult(new_name, out, weights, best[1], best[0], history, seconds, interrupted, metric)
     if env.rank == 0 and not interrupted:
-        if not (out / "best.safetensors").is_file():  # no validation split: the last epoch is the result
+        # no validation split: the last epoch is the result, not a best.safetensors an earlier run left in OUT
+        if best[1] < 0:
             save_weights(result_model, out / "best.safetensors")
             result.best_value, result.best_epoch = float("nan"), config.epochs
         shutil.copyfile(out / "best.safetensors", weights)
+    if test_data is not None and not interrupted:  # every rank: under DDP the evaluator combines their shares
+        result.test_value = _measure_test(result_model, task, test_data, out / "best.safetensors", config, target, env)
+    if env.rank == 0 and not interrupted:
         _write_history(out, history, metric)
-        if register and val_data is not None and not math.isnan(result.best_value):
-            write_user_card(new_name, card, weights, classes, {**card.kwargs, **overrides}, (metric, best[0]),
-                            str(data), config, command or f"zoo finetune {name} --data {data} --out {out}",
-                            train_data.validation, train_data.eval_args)
+        figures = []  # the test figure first: the one to compare models by, and what zoo list shows
+        validated = val_data is not None and not math.isnan(result.best_value)
+        if test_data is not None:
+            testing, args = train_data.testing, train_data.test_eval_args  # type: ignore[attr-defined]
+            figures.append(CardFigure(metric, result.test_value, "test", False, testing, _test_how(result), args))
+        if validated:
+            how = f"best of {config.epochs} epochs, chosen on these images"
+            figures.append(CardFigure(metric, best[0], "val", True, train_data.validation, how, train_data.eval_args))
+        if register and figures:
+            write_user_card(
+                new_name,
+                card,
+                weights,
+                classes,
+                {**card.kwargs, **overrides},
+                figures,
+                str(data),
+                config,
+                command or f"zoo finetune {name} --data {data} --out {out}",
+            )
             from .._registry import reset_registry
 
             reset_registry()
     distributed.cleanup(env)
     return result
+
+
+def _test_how(result: FinetuneResult) -> str:
+    """How the weights a test figure measures were chosen, for the card's note: never on the test images."""
+    chosen = (
+        f"the weights of epoch {result.best_epoch}, chosen on the validation images"
+        if not math.isnan(result.best_value)
+        else f"the last epoch's weights (epoch {result.best_epoch}; no validation split)"
+    )
+    return f"{chosen}, measured once after training; nothing was trained, stopped or selected on these images"
+
+
+def _test_data(train_data: Any, config: FinetuneConfig) -> Any:
+    """The test part the task held out for ``--test-split``, or None without one. A task whose training data
+    cannot say which images it held out for testing is refused: its training may have seen them."""
+    if config.test_split is None:
+        return None
+    if not callable(getattr(train_data, "test_data", None)):
+        raise ZooError(f"{type(train_data).__name__} holds out no test images; leave out --test-split for this task.")
+    test_data = train_data.test_data()
+    if test_data is None or len(test_data) == 0:
+        raise ZooError(f"--test-split {config.test_split} held out no images; raise it or add images.")
+    return test_data
+
+
+def _measure_test(
+    model: Any,
+    task: Any,
+    test_data: Any,
+    best: Path,
+    config: FinetuneConfig,
+    device: torch.device,
+    env: distributed.Env,
+) -> float:
+    """The headline metric of the chosen weights (`best`, the epoch validation picked) on the test images:
+    measured once, after training, and never compared with anything to choose (docs/evaluation-protocol.md)."""
+    from safetensors.torch import load_file
+
+    if env.initialized:  # rank 0 wrote `best`; every rank reads it
+        import torch.distributed as dist
+
+        dist.barrier()
+    model.load_state_dict(load_file(str(best), device=str(device)))
+    return float(_validate(model, task, test_data, config, device, env)[f"val_{task.headline[0]}"])
 
 
 def _compiled(module: torch.nn.Module) -> torch.nn.Module:
@@ -247,8 +349,9 @@ def _compiled(module: torch.nn.Module) -> torch.nn.Module:
     return cast("torch.nn.Module", torch.compile(module, dynamic=False))  # stubs: Callable; really a Module
 
 
-def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, device: torch.device,
-              env: distributed.Env) -> dict[str, Any]:
+def _validate(
+    model: Any, task: Any, val_data: Any, config: FinetuneConfig, device: torch.device, env: distributed.Env
+) -> dict[str, Any]:
     """The task's headline metric on the validation images, as ``val_<metric>``, with the same forward pass
     ``zoo eval`` uses (so ``zoo eval --val-split --compare`` re-measures the card's figure). Under DDP each rank
     measures every world_size-th batch and the evaluator combines them (torchmetrics' sync, the detector's
@@ -262,13 +365,15 @@ def _validate(model: Any, task: Any, val_data: Any, config: FinetuneConfig, devi
     if hasattr(task, "measure"):  # a generative task samples and compares with the validation images
         from .evaluate import MeasureContext
 
-        context = MeasureContext(device, config.bf16, 256, env, show_progress=False,
-                                 channels_last=config.channels_last)
+        context = MeasureContext(device, config.bf16, 256, env, show_progress=False, channels_last=config.channels_last)
         try:
             with torch.inference_mode(), autocast(device, config.bf16):
                 summary = task.measure(model, val_data, context, validation=True)
-            return {f"val_{key}": value for key, value in summary.items()  # the headline and any other figure
-                    if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            return {
+                f"val_{key}": value
+                for key, value in summary.items()  # the headline and any other figure
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            }
         finally:
             model.train()
     evaluator = task.evaluator()

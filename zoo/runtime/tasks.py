@@ -23,8 +23,21 @@ if TYPE_CHECKING:
 
     from .._card import ModelCard
 
-__all__ = ["VERBS", "Batch", "EvalData", "Evaluator", "Exportable", "Task", "TrainData", "get_task", "task_config",
-           "task_for", "unwrap"]
+__all__ = [
+    "VERBS",
+    "Batch",
+    "EvalData",
+    "Evaluator",
+    "Exportable",
+    "Task",
+    "TrainData",
+    "check_test_split",
+    "get_task",
+    "supports_test_split",
+    "task_config",
+    "task_for",
+    "unwrap",
+]
 
 #: The runtime's verbs, as the CLI names them (``zoo predict``, ``zoo eval``, ``zoo finetune``, ``zoo sample``).
 VERBS = ("predict", "eval", "finetune", "sample")
@@ -109,10 +122,16 @@ class Task(Protocol):
         passed to the task as keyword arguments."""
 
     # -- data ---------------------------------------------------------------------------------------
-    def eval_data(self, source: str | Path, *, split: str | None, val_split: float | None, seed: int,
-                  cache: bool, skip_bad: bool) -> EvalData:
+    def eval_data(
+        self, source: str | Path, *, split: str | None, val_split: float | None, seed: int, cache: bool, skip_bad: bool
+    ) -> EvalData:
         """Read a labelled dataset in the task's formats; `split` names the dataset's own split (e.g. "test"),
-        `val_split`/`seed` re-create the validation part ``zoo finetune`` held out."""
+        `val_split`/`seed` re-create the validation part ``zoo finetune`` held out.
+
+        Optional: a task that also takes a ``test_split: float | None`` keyword supports ``--test-split`` (with it,
+        only the test part ``zoo finetune --val-split V --test-split F --seed S`` held out is read; see
+        zoo.runtime.splits and :func:`supports_test_split`). The runtime passes it only when one is asked for, so
+        tasks written before it keep working and refuse it in one line."""
 
     def predict_batch(self, images: list[torch.Tensor], names: list[str]) -> Batch:
         """Decoded RGB uint8 images (any size) -> a batch in the model's geometry, with what is needed to map
@@ -221,6 +240,30 @@ class TrainData(Protocol):
 
     def val_data(self) -> EvalData | None: ...
 
+    # Optional, for tasks that support --test-split (:func:`supports_test_split`):
+    # test_data() -> EvalData | None — the test part: never trained on, never used to choose an epoch; the
+    #     runtime measures the chosen weights on it once, after training
+    # testing: str — which images that is (written on the card); test_eval_args: str — the ``zoo eval`` options
+    #     that select them again (``--val-split 0.1 --test-split 0.1 --seed 0``)
+
+
+def supports_test_split(task: Any) -> bool:
+    """Whether `task` can hold out a test split: its ``eval_data`` takes ``test_split``. Checked before any data
+    is read, so a task that cannot keep test images out of training refuses ``--test-split`` instead of
+    silently training on them."""
+    import inspect
+
+    return "test_split" in inspect.signature(task.eval_data).parameters
+
+
+def check_test_split(task: Any, card: ModelCard) -> None:
+    """One line when `card`'s task cannot hold out a test split (see :func:`supports_test_split`)."""
+    if not supports_test_split(task):
+        raise ZooError(
+            f"Model {card.name!r} is a {card.task}: its task does not support --test-split yet; leave it out (the "
+            "card's figure is then the validation one, selected on: docs/evaluation-protocol.md)."
+        )
+
 
 def task_config(card: ModelCard, fields: Mapping[str, tuple[type, float | None, float | None]]) -> dict[str, Any]:
     """A card's ``task_config`` checked against the task's fields: name -> (type, min, max). The core card parser
@@ -236,16 +279,22 @@ def task_config(card: ModelCard, fields: Mapping[str, tuple[type, float | None, 
 
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RegistryError(f"unknown field for a {card.task}{hint}; known: {', '.join(sorted(fields)) or 'none'}",
-                                file=card.origin, entry=card.name, field=where)
+            raise RegistryError(
+                f"unknown field for a {card.task}{hint}; known: {', '.join(sorted(fields)) or 'none'}",
+                file=card.origin,
+                entry=card.name,
+                field=where,
+            )
         kind, low, high = fields[key]
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
-            raise RegistryError(f"expected {kind.__name__}, got {type(value).__name__}", file=card.origin,
-                                entry=card.name, field=where)
+            raise RegistryError(
+                f"expected {kind.__name__}, got {type(value).__name__}", file=card.origin, entry=card.name, field=where
+            )
         # value passed the isinstance check against kind (a number when bounded); mypy widens it to object
         if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
-            raise RegistryError(f"must lie in [{low}, {high}], got {value}", file=card.origin, entry=card.name,
-                                field=where)
+            raise RegistryError(
+                f"must lie in [{low}, {high}], got {value}", file=card.origin, entry=card.name, field=where
+            )
         found[key] = value
     return found
 
@@ -266,8 +315,10 @@ def _registered() -> dict[str, str]:
         def hook_args(plugin: str) -> dict[str, Any]:
             def register(task: str, target: str) -> None:
                 if task in found and found[task][0] != plugin:
-                    clashes.append(f"task {task!r} is registered by plugins {found[task][0]!r} ({found[task][1]}) "
-                                   f"and {plugin!r} ({target})")
+                    clashes.append(
+                        f"task {task!r} is registered by plugins {found[task][0]!r} ({found[task][1]}) "
+                        f"and {plugin!r} ({target})"
+                    )
                     return
                 found[task] = (plugin, target)
 
@@ -304,8 +355,9 @@ def task_for(card: ModelCard, verb: str, method: str | None = None) -> Task:
     verbs: frozenset[str] = getattr(cls, "verbs", frozenset())
     if (verb not in verbs) if method is None else not callable(getattr(cls, method, None)):
         supported = ", ".join(f"'zoo {v}'" for v in VERBS if v in verbs) or "nothing"
-        raise ZooError(f"Model {card.name!r} is a {card.task}: 'zoo {verb}' does not apply to it "
-                       f"(it supports {supported}).")
+        raise ZooError(
+            f"Model {card.name!r} is a {card.task}: 'zoo {verb}' does not apply to it (it supports {supported})."
+        )
     return cls(card)
 
 

@@ -28,52 +28,108 @@ class FinetuneConfig:
     """The recipe; every field is recorded on the resulting card."""
 
     epochs: int = field(default=5, metadata=_opt("Passes over the training images."))
-    batch_size: int | None = field(default=None, metadata=_opt(
-        "Images per optimizer step, per process under torchrun (default: the task's; classifiers 128, "
-        "detectors 16)."))
-    lr: float | None = field(default=None, metadata=_opt(
-        "Peak learning rate (default: the task's per 128 images, e.g. classifiers 0.05 SGD / 1e-3 AdamW)."))
-    optimizer: str | None = field(default=None, metadata=_opt(
-        "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw; adam: betas (0.5, 0.999), the GAN "
-        "setting (default: the task's; classifiers and detectors sgd, GANs adam).", ("sgd", "adamw", "adam")))
-    weight_decay: float | None = field(default=None, metadata=_opt("L2 weight decay (default: the task's, 5e-4 "
-                                                                   "for classifiers)."))
-    schedule: str | None = field(default=None, metadata=_opt(
-        "onecycle, cosine (linear warm-up, then cosine) or constant (linear warm-up, then constant; default: the "
-        "task's, onecycle for classifiers).", ("onecycle", "cosine", "constant")))
-    warmup: float | None = field(default=None, metadata=_opt("Fraction of steps spent warming up (default: the "
-                                                             "task's, 0.15 for classifiers)."))
+    batch_size: int | None = field(
+        default=None,
+        metadata=_opt(
+            "Images per optimizer step, per process under torchrun (default: the task's; classifiers 128, "
+            "detectors 16)."
+        ),
+    )
+    lr: float | None = field(
+        default=None,
+        metadata=_opt(
+            "Peak learning rate (default: the task's per 128 images, e.g. classifiers 0.05 SGD / 1e-3 AdamW)."
+        ),
+    )
+    optimizer: str | None = field(
+        default=None,
+        metadata=_opt(
+            "sgd: Nesterov momentum 0.9 (onecycle cycles it 0.95-0.85-0.95); adamw; adam: betas (0.5, 0.999), the GAN "
+            "setting (default: the task's; classifiers and detectors sgd, GANs adam).",
+            ("sgd", "adamw", "adam"),
+        ),
+    )
+    weight_decay: float | None = field(
+        default=None, metadata=_opt("L2 weight decay (default: the task's, 5e-4 for classifiers).")
+    )
+    schedule: str | None = field(
+        default=None,
+        metadata=_opt(
+            "onecycle, cosine (linear warm-up, then cosine) or constant (linear warm-up, then constant; default: the "
+            "task's, onecycle for classifiers).",
+            ("onecycle", "cosine", "constant"),
+        ),
+    )
+    warmup: float | None = field(
+        default=None, metadata=_opt("Fraction of steps spent warming up (default: the task's, 0.15 for classifiers).")
+    )
     label_smoothing: float = field(default=0.1, metadata=_opt("Classifiers: label smoothing of the loss."))
-    augment: str | None = field(default=None, metadata=_opt(
-        "Training augmentation preset; each task has its own (default: the task's)."))
-    freeze: str = field(default="none", metadata=_opt(
-        "backbone: train only the card's head.", ("none", "backbone")))
-    balance: str = field(default="none", metadata=_opt(
-        "Classifiers, for imbalanced data: class-balanced sampling or inverse-frequency loss weights.",
-        ("none", "sampler", "loss")))
+    augment: str | None = field(
+        default=None, metadata=_opt("Training augmentation preset; each task has its own (default: the task's).")
+    )
+    freeze: str = field(default="none", metadata=_opt("backbone: train only the card's head.", ("none", "backbone")))
+    balance: str = field(
+        default="none",
+        metadata=_opt(
+            "Classifiers, for imbalanced data: class-balanced sampling or inverse-frequency loss weights.",
+            ("none", "sampler", "loss"),
+        ),
+    )
     accumulate: int = field(default=1, metadata=_opt("Gradient accumulation steps."))
-    clip_grad: float | None = field(default=None, metadata=_opt(
-        "Clip each optimizer's gradients to this total norm before it steps (default: the task's; none for "
-        "classifiers and detectors)."))
-    val_split: float = field(default=0.1, metadata=_opt(
-        "Fraction held out for validation (per class for classifiers, by image for detectors; a dataset with its "
-        "own 'val' split uses that)."))
+    clip_grad: float | None = field(
+        default=None,
+        metadata=_opt(
+            "Clip each optimizer's gradients to this total norm before it steps (default: the task's; none for "
+            "classifiers and detectors)."
+        ),
+    )
+    val_split: float = field(
+        default=0.1,
+        metadata=_opt(
+            "Fraction held out for validation (per class for classifiers, by image for detectors; a dataset with its "
+            "own 'val' split uses that)."
+        ),
+    )
+    test_split: float | None = field(
+        default=None,
+        metadata=_opt(
+            "Also hold out this fraction as a test split (per class for classifiers, by image for detectors), drawn "
+            "after the validation split from what it left: never trained, stopped or selected on; the chosen weights "
+            "are measured on it once at the end and the card carries both figures (docs/evaluation-protocol.md)."
+        ),
+    )
     bf16: bool = field(default=False, metadata=_opt("bf16 autocast (fast on GPUs and CPUs with native bf16)."))
-    channels_last: bool = field(default=True, metadata=_opt("Train in the default memory format, not channels_last.",
-                                                            flag="--no-channels-last"))
-    compile: bool = field(default=False, metadata=_opt(
-        "torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler on CPU)."))
-    ema: float | None = field(default=None, metadata=_opt(
-        "Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and save it "
-        "instead (0: off; default: the task's, on at 0.999 for diffusion models, off for the others)."))
+    channels_last: bool = field(
+        default=True, metadata=_opt("Train in the default memory format, not channels_last.", flag="--no-channels-last")
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_opt(
+            "torch.compile the training step: faster steps after a one-off compile (needs a C++ compiler on CPU)."
+        ),
+    )
+    ema: float | None = field(
+        default=None,
+        metadata=_opt(
+            "Keep a moving average of the weights with this decay per step (e.g. 0.999) and validate and save it "
+            "instead (0: off; default: the task's, on at 0.999 for diffusion models, off for the others)."
+        ),
+    )
     seed: int = field(default=0, metadata=_opt("Seed of the split, the sample order and the augmentation."))
-    pretrained: bool = field(default=True, metadata=_opt(
-        "Start from random initialisation instead of the card's weights.", flag="--scratch"))
+    pretrained: bool = field(
+        default=True, metadata=_opt("Start from random initialisation instead of the card's weights.", flag="--scratch")
+    )
 
 
 #: What a field left unset becomes when the task has no default of its own either.
-FALLBACKS = {"batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4, "schedule": "onecycle", "warmup": 0.15,
-             "ema": 0.0}
+FALLBACKS = {
+    "batch_size": 128,
+    "optimizer": "sgd",
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "warmup": 0.15,
+    "ema": 0.0,
+}
 
 
 def resolve(config: FinetuneConfig, task: Any) -> FinetuneConfig:
@@ -82,8 +138,9 @@ def resolve(config: FinetuneConfig, task: Any) -> FinetuneConfig:
     from dataclasses import replace
 
     defaults = {**FALLBACKS, **getattr(task, "recipe_defaults", {})}
-    filled = {k: v for k, v in defaults.items() if k in FinetuneConfig.__dataclass_fields__
-              and getattr(config, k) is None}
+    filled = {
+        k: v for k, v in defaults.items() if k in FinetuneConfig.__dataclass_fields__ and getattr(config, k) is None
+    }
     return replace(config, **filled)
 
 
@@ -120,9 +177,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: FinetuneConfig, tot
     warmup = cast(float, config.warmup)  # resolve() filled it
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max(total_steps, 1),
-            pct_start=min(max(warmup, 0.01), 0.9), anneal_strategy="cos", div_factor=10.0,
-            final_div_factor=100.0)
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=max(total_steps, 1),
+            pct_start=min(max(warmup, 0.01), 0.9),
+            anneal_strategy="cos",
+            div_factor=10.0,
+            final_div_factor=100.0,
+        )
     if config.schedule == "cosine":
         warm = max(1, int(warmup * total_steps))
 

@@ -1,5 +1,6 @@
 """The card a fine-tuning run leaves in the user registry: the source card with the data's labels, the new
-weights (full sha256) and the measured validation figure with the command that measures it again."""
+weights (full sha256) and the measured validation figure (and, with --test-split, the test figure), each with the
+command that measures it again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,35 @@ from ..._card import ModelCard
 from ...errors import ZooError
 from .recipe import FinetuneConfig
 
-__all__ = ["add_user_entry", "check_name", "user_registry", "weights_uri", "write_user_card"]
+__all__ = ["CardFigure", "add_user_entry", "check_name", "user_registry", "weights_uri", "write_user_card"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CardFigure:
+    """One figure a fine-tuning run measured, as its card records it: on which held-out part and whether the run
+    chose its weights by it (docs/evaluation-protocol.md: val is selected on, test never)."""
+
+    metric: str  # the task's headline metric (top1, map...)
+    value: float
+    split: str  # "val" or "test"
+    selected_on: bool  # whether the weights were chosen on these images
+    images: str  # which images (the task says: "5000 images held out ... by --val-split 0.1 (seed 0)")
+    how: str  # how the weights relate to them ("best of 30 epochs, chosen on these images")
+    eval_args: str  # the ``zoo eval`` options that select them again
+
+    def as_metric(self, name: str, data: str, command: str) -> dict[str, Any]:
+        """The card's metric entry for model `name`, fine-tuned on `data` by `command`."""
+        return {
+            "name": self.metric,
+            "value": round(self.value, 4),
+            "dataset": data,
+            "split": self.split,
+            "source": "measured",
+            "selected_on": self.selected_on,
+            "command": command,
+            "note": f"{self.images}; {self.how}. Measure again: zoo eval {name} --data {data} {self.eval_args} "
+            "--compare",
+        }
 
 
 def user_registry() -> Path:
@@ -44,8 +73,10 @@ def add_user_entry(name: str, entry: dict[str, Any], *, by: str = "zoo finetune"
         document["models"] = document.get("models") or {}
         document["models"][name] = entry
         tmp = registry.with_name(registry.name + ".partial")
-        tmp.write_text(f"# zoo user registry: written by {by!r} (and safe to edit by hand)\n"
-                       + yaml.safe_dump(document, sort_keys=False))
+        tmp.write_text(
+            f"# zoo user registry: written by {by!r} (and safe to edit by hand)\n"
+            + yaml.safe_dump(document, sort_keys=False)
+        )
         os.replace(tmp, registry)
     return registry
 
@@ -70,15 +101,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[str, ...], kwargs: dict[str, Any],
-                    metric: tuple[str, float], data: str, config: FinetuneConfig, command: str,
-                    validation: str, eval_args: str) -> Path:
+def write_user_card(
+    name: str,
+    card: ModelCard,
+    weights: Path,
+    classes: tuple[str, ...],
+    kwargs: dict[str, Any],
+    figures: list[CardFigure],
+    data: str,
+    config: FinetuneConfig,
+    command: str,
+) -> Path:
     """Add (or replace) the user-registry card `name` for the fine-tuned weights, atomically and under a lock.
 
     Args:
-        metric: (name, value) of the task's headline figure on the validation images.
-        validation: which images that figure comes from (the task says).
-        eval_args: the ``zoo eval`` options that select those images again (``--val-split 0.1 --seed 0``).
+        figures: the task's headline figure on the held-out images (validation, and test with --test-split), in
+            the card's order: the first is the one ``zoo list`` shows.
     """
     import hashlib
 
@@ -96,18 +134,17 @@ def write_user_card(name: str, card: ModelCard, weights: Path, classes: tuple[st
         "params": None,
         "license": card.license,
         "source": f"zoo finetune of {card.qualified_name}",
-        "weights": {"finetuned": {
-            "uri": str(weights.resolve()),
-            "sha256": digest,
-            "size": weights.stat().st_size,
-            "format": "safetensors",
-            "dtype": "float32",
-            "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
-            "metrics": [{"name": metric[0], "value": round(metric[1], 4), "dataset": data, "split": "val",
-                         "source": "measured", "command": command,
-                         "note": f"{validation}; best of {config.epochs} epochs, chosen on these images. Measure "
-                                 f"again: zoo eval {name} --data {data} {eval_args} --compare"}],
-        }},
+        "weights": {
+            "finetuned": {
+                "uri": str(weights.resolve()),
+                "sha256": digest,
+                "size": weights.stat().st_size,
+                "format": "safetensors",
+                "dtype": "float32",
+                "notes": "recipe: " + json.dumps(dataclasses.asdict(config), sort_keys=True),
+                "metrics": [figure.as_metric(name, data, command) for figure in figures],
+            }
+        },
     }
     entry = {k: v for k, v in entry.items() if v is not None}
     return add_user_entry(name, entry)
