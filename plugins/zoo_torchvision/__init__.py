@@ -12,29 +12,27 @@ cached index imports only the standard library.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zoo
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["load_index", "register_models"]
 
 
 def load_index() -> dict[str, Any]:
     """The namespace's cards: the cached index for the installed torchvision, built first if missing."""
-    import json
-
     from . import _paths
 
-    path = _paths.index_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = None
-    if not isinstance(data, dict) or data.get("format") != _paths.INDEX_FORMAT:
+    def build(path: Path) -> dict[str, Any]:
         from .index import write_index  # imports torch and torchvision: only when the index is (re)built
 
-        data = write_index(path)
-    return _paths.expand(data, str(path))
+        return write_index(path)
+
+    path = _paths.index_path()
+    return _paths.expand(_paths.cached_index(path, _paths.INDEX_FORMAT, build), str(path))
 
 
 @zoo.hookimpl

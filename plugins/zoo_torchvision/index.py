@@ -23,11 +23,8 @@ from torchvision:
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -287,30 +284,12 @@ def build_index(names: list[str] | None = None) -> dict[str, Any]:
 
 def write_index(path: Path, names: list[str] | None = None) -> dict[str, Any]:
     """Build the index and write it to `path` atomically; say so on stderr (it takes a while, once)."""
-    from ._paths import torchvision_version
+    from ._paths import announce, built, torchvision_version, write_json
 
-    print(
-        f"zoo: building the index of torchvision {torchvision_version()}'s pretrained models "
-        f"(once per torchvision version) ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    start = time.perf_counter()
+    start = announce("torchvision", torchvision_version())
     data = build_index(names)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    skipped = f", {len(data['skipped'])} skipped ({', '.join(data['skipped'])})" if data["skipped"] else ""
-    print(
-        f"zoo: indexed {len(data['models'])} torchvision weights{skipped} in {time.perf_counter() - start:.1f} s: "
-        f"{path}",
-        file=sys.stderr,
-        flush=True,
-    )
+    write_json(path, data)
+    built(data, "torchvision weights", path, start)
     return data
 
 
