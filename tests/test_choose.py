@@ -53,7 +53,7 @@ def test_sort_map_with_dataset_compares_figures_on_one_dataset():
 def test_sort_params_is_ascending_with_ties_by_name():
     records = json.loads(run("list", "--sort", "params", "--json").output)
     params = [r["params"] for r in records]
-    assert params == sorted(params) and len(params) == 18
+    assert params == sorted(params) and len(params) == 19
     assert [r["name"] for r in records[:4]] == [
         "fastestdet-raccoon",
         "fastestdet-coco",
@@ -153,9 +153,16 @@ def test_list_parse_errors_are_one_line_exit_1(args, message):
 
 
 def test_dataset_filter_and_the_metric_it_shows():
-    assert names("--dataset", "cifar10") == ["resnet20-cifar", "resnet32-cifar", "resnet44-cifar", "resnet56-cifar"]
+    assert names("--dataset", "cifar10") == [
+        "ddpm-cifar10-google",
+        "resnet20-cifar",
+        "resnet32-cifar",
+        "resnet44-cifar",
+        "resnet56-cifar",
+    ]
     assert names("--dataset", "CIFAR10*") == [
         "cgan-cifar",
+        "ddpm-cifar10-google",
         "resnet18-cifar",
         "resnet20-cifar",
         "resnet32-cifar",
@@ -179,7 +186,7 @@ def test_license_filter_matches_the_identifier_case_insensitively():
         "resnet44-cifar",
         "resnet56-cifar",
     ]
-    assert names("--license", "Apache*") == ["inception-v3-fid"]
+    assert names("--license", "Apache*") == ["ddpm-cifar10-google", "inception-v3-fid"]
     assert "fcos-r50-fpn-coco" in names("--license", "BSD-3-Clause")  # "BSD-3-Clause (torchvision)"
     # "MIT" appears only inside fastestdet-raccoon's note on its data ("MIT-licensed repository"): no match
     assert run("list", "--license", "MIT").output.startswith("No models match.")
@@ -197,7 +204,7 @@ def test_list_models_takes_the_same_filters():
 def test_sort_name_is_the_plain_order():
     # the plain table itself is pinned by tests/test_cli.py (LIST_OUTPUT)
     plain = run("list")
-    assert plain.exit_code == 0 and plain.output.count("\n") == 20
+    assert plain.exit_code == 0 and plain.output.count("\n") == 21
     assert run("list", "--sort", "name").output == plain.output
     assert run("list", "--sort", "NAME", "--json").output == run("list", "--json").output
 

@@ -19,11 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SCHEDULES", "Denoiser", "build_ddpm", "build_unet"]
+__all__ = ["SCHEDULES", "Denoiser", "build_ddpm", "build_diffusers_unet", "build_unet"]
 
 #: The card's ``schedule`` names -> diffusers' ``beta_schedule`` names.
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction"}
+#: DDPM ancestral sampling's per-step variance: beta~_t (the posterior's, "fixed_small") or beta_t ("fixed_large").
+VARIANCES = ("fixed_small", "fixed_large")
 
 
 class Denoiser(nn.Module):
@@ -39,8 +41,11 @@ class Denoiser(nn.Module):
         timesteps: int,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
+        variance: str = "fixed_small",
     ) -> None:
         super().__init__()
+        if variance not in VARIANCES:
+            raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, not {variance!r}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
         if prediction not in PREDICTIONS:
@@ -49,6 +54,7 @@ class Denoiser(nn.Module):
         self.num_classes = num_classes
         self.schedule, self.prediction, self.timesteps = schedule, prediction, timesteps
         self.beta_start, self.beta_end = beta_start, beta_end
+        self.variance = variance  # what the DDPM sampler uses; the published DDPM CIFAR-10 model used fixed_large
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
         alphas_cumprod = DDPMScheduler(**self.scheduler_config()).alphas_cumprod
@@ -140,3 +146,29 @@ def build_ddpm(
         dropout,
     )
     return Denoiser(unet, num_classes, schedule, prediction, timesteps)
+
+
+def build_diffusers_unet(
+    unet: dict[str, Any],
+    schedule: str = "linear",
+    prediction: str = "epsilon",
+    timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    variance: str = "fixed_small",
+) -> Denoiser:
+    """An unconditional denoiser from a diffusers ``UNet2DModel`` config (the ``config.json`` of a published
+    checkpoint, copied onto the card's kwargs) and its scheduler's settings: how a card names a model it did not
+    train, such as google/ddpm-cifar10-32, without code of its own."""
+    from diffusers.models.unets.unet_2d import UNet2DModel
+
+    config = {k: v for k, v in unet.items() if not k.startswith("_")}  # "_class_name", "_diffusers_version"
+    if config.get("num_class_embeds"):
+        raise ValueError(
+            "build_diffusers_unet builds unconditional UNets; a class-conditional one needs zoo's null-class "
+            "convention (build_ddpm)"
+        )
+    for key in ("block_out_channels", "down_block_types", "up_block_types"):
+        if key in config:
+            config[key] = tuple(config[key])
+    return Denoiser(UNet2DModel(**config), 0, schedule, prediction, timesteps, beta_start, beta_end, variance)

@@ -70,7 +70,7 @@ def make_scheduler(model: Any, sampler: str, steps: int) -> Any:
     if sampler == "ddpm":
         from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
-        scheduler = DDPMScheduler(**config, clip_sample=True, variance_type="fixed_small")
+        scheduler = DDPMScheduler(**config, clip_sample=True, variance_type=getattr(model, "variance", "fixed_small"))
     elif sampler == "ddim":
         from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
