@@ -14,25 +14,26 @@ import zoo._registry
 from zoo.cli import cli
 
 LIST_OUTPUT = """\
-name                                 task        params  input      weights (default)                        metric                        cached  plugin
-cgan-cifar                           gan         2.7M    3x32x32    zoo-e33-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.04  yes     gan
-dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                             -       gan
-ddpm-cifar                           diffusion   2.5M    3x32x32    none                                     -                             -       diffusion
-fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*            no      detector
-fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*            no      detector
-fastestdet-coco                      detector    244K    3x352x352  upstream-coco (safetensors, fp16)        val2017 map 13.00*            yes     detector
-fastestdet-imagenet                  detector    244K    3x352x352  none                                     -                             -       detector
-fastestdet-raccoon                   detector    237K    3x352x352  zoo-e30 (safetensors, fp16)              test map 48.89                yes     detector
-fcos-r50-fpn-coco                    detector    32.3M   -          coco-v1 (converted, fp32)                val2017 map 39.20*            no      detector
-inception-v3-fid                     classifier  23.9M   3x299x299  tf-2015-12-05 (converted, fp32)          -                             no      classifier
-resnet18-cifar                       classifier  11.2M   3x32x32    zoo-cutout-e120-ema (safetensors, fp16)  val top1 93.32                yes     classifier
-resnet20-cifar                       classifier  270K    3x32x32    akamaster (converted, fp32)              test top1 91.73*              no      classifier
-resnet32-cifar                       classifier  464K    3x32x32    akamaster (converted, fp32)              test top1 92.63*              no      classifier
-resnet44-cifar                       classifier  659K    3x32x32    akamaster (converted, fp32)              test top1 93.10*              no      classifier
-resnet56-cifar                       classifier  853K    3x32x32    akamaster (converted, fp32)              test top1 93.39*              no      classifier
-retinanet-r50-fpn-v2-coco            detector    38.2M   -          coco-v1 (converted, fp32)                val2017 map 41.50*            no      detector
-ssdlite320-mobilenetv3-coco          detector    3.4M    -          coco-v1 (converted, fp32)                val2017 map 21.30*            no      detector
-vae-cifar                            vae         2.2M    3x32x32    zoo-e10 (safetensors, fp16)              val bits_per_dim 4.11         yes     vae
+name                                 task        params  input      weights (default)                        metric                             cached  plugin
+cgan-cifar                           gan         2.7M    3x32x32    zoo-e33-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.04       yes     gan
+dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                                  -       gan
+ddpm-cifar                           diffusion   2.5M    3x32x32    none                                     -                                  -       diffusion
+ddpm-cifar10-google                  diffusion   35.7M   3x32x32    google (converted, fp32)                 train fid[inception-v3-fid] 3.17*  no      diffusion
+fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*                 no      detector
+fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*                 no      detector
+fastestdet-coco                      detector    244K    3x352x352  upstream-coco (safetensors, fp16)        val2017 map 13.00*                 yes     detector
+fastestdet-imagenet                  detector    244K    3x352x352  none                                     -                                  -       detector
+fastestdet-raccoon                   detector    237K    3x352x352  zoo-e30 (safetensors, fp16)              test map 48.89                     yes     detector
+fcos-r50-fpn-coco                    detector    32.3M   -          coco-v1 (converted, fp32)                val2017 map 39.20*                 no      detector
+inception-v3-fid                     classifier  23.9M   3x299x299  tf-2015-12-05 (converted, fp32)          -                                  no      classifier
+resnet18-cifar                       classifier  11.2M   3x32x32    zoo-cutout-e120-ema (safetensors, fp16)  val top1 93.32                     yes     classifier
+resnet20-cifar                       classifier  270K    3x32x32    akamaster (converted, fp32)              test top1 91.73*                   no      classifier
+resnet32-cifar                       classifier  464K    3x32x32    akamaster (converted, fp32)              test top1 92.63*                   no      classifier
+resnet44-cifar                       classifier  659K    3x32x32    akamaster (converted, fp32)              test top1 93.10*                   no      classifier
+resnet56-cifar                       classifier  853K    3x32x32    akamaster (converted, fp32)              test top1 93.39*                   no      classifier
+retinanet-r50-fpn-v2-coco            detector    38.2M   -          coco-v1 (converted, fp32)                val2017 map 41.50*                 no      detector
+ssdlite320-mobilenetv3-coco          detector    3.4M    -          coco-v1 (converted, fp32)                val2017 map 21.30*                 no      detector
+vae-cifar                            vae         2.2M    3x32x32    zoo-e10 (safetensors, fp16)              val bits_per_dim 4.11              yes     vae
 * published by the weights' authors; others measured by zoo ('zoo info NAME' gives the source or the command)
 """
 
@@ -130,7 +131,7 @@ def test_cache_commands_on_an_empty_cache(zoo_home):
 
 def test_plugins_json():
     records = {r["name"]: r for r in json.loads(run("plugins", "--json").output)}
-    assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion", "tv"}
+    assert set(records) == {"classifier", "detector", "gan", "vae", "diffusion", "tv", "timm"}
     record = records["classifier"]
     assert {r["distribution"] for r in records.values()} == {"visionzoo"}
     assert record["models"] == [
