@@ -221,14 +221,18 @@ def _volatile(text: str) -> str:
     return text
 
 
+DOCS_CHECKOUT = "/work/main"  # where the docs' examples show the repository (zoo info's "card file:")
+
+
 def mask_shown(text: str) -> str:
-    """A shown line: the docs' temporary directories (/tmp/<dir>) stand for the block's directory."""
-    return _volatile(re.sub(r"/tmp/[\w.-]+", "<DIR>", text))
+    """A shown line: the docs' temporary directories (/tmp/<dir>) stand for the block's directory, and their
+    checkout path for wherever this checkout is (CI runs a fresh clone elsewhere)."""
+    return _volatile(re.sub(r"/tmp/[\w.-]+", "<DIR>", text.replace(DOCS_CHECKOUT, "<REPO>")))
 
 
 def mask_actual(text: str, directory: Path, home: Path) -> str:
     """An output line: the block's directory and ZOO_HOME as the docs write them."""
-    for path, word in ((home, "<DIR>"), (directory / "work", "<DIR>"), (directory, "<DIR>")):
+    for path, word in ((home, "<DIR>"), (directory / "work", "<DIR>"), (directory, "<DIR>"), (REPO, "<REPO>")):
         for form in {str(path), str(path.resolve())}:
             text = text.replace(form, word)
     return _volatile(text)
