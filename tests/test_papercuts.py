@@ -247,3 +247,185 @@ def test_a_one_class_dataset_is_refused_up_front(tmp_path, monkeypatch):
         f"Error: {data}: only class 'cat'; a classifier needs at least two classes to learn (an ImageFolder has one "
         "subfolder of images per class)."
     ]
+
+
+# -- 8. what a fine-tuning run leaves behind -------------------------------------------------------------------
+def two_class_folder(root: Path, per_class: int = 10, classes: tuple[str, ...] = ("bottom", "top")) -> Path:
+    from tests.test_finetune import make_top_bottom
+
+    return make_top_bottom(root, per_class=per_class, classes=classes)
+
+
+@pytest.fixture()
+def source_card(tmp_path, monkeypatch, zoo_home) -> str:
+    """A 10-class CIFAR ResNet-20 card (labels a..j) with seeded random weights, to fine-tune from."""
+    from tests.conftest import register_resnet20_card
+
+    return register_resnet20_card(tmp_path, monkeypatch, "src-resnet", list("abcdefghij"))
+
+
+def test_a_run_without_validation_still_writes_its_card(tmp_path, source_card):
+    """--val-split 0 printed "load it with zoo.load(...)" and wrote no card."""
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = two_class_folder(tmp_path / "data")
+    config = FinetuneConfig(epochs=1, batch_size=8, val_split=0.0)
+    finetune(source_card, data, tmp_path / "no-val", config=config, device="cpu", show_progress=False)
+    card = zoo.card("no-val")
+    assert card.plugin == "user" and card.labels == ("bottom", "top") and card.variant().metrics == ()
+    model = zoo.load("no-val", device="cpu")
+    assert card.params == sum(p.numel() for p in model.parameters()) > 0  # `zoo list` showed "-"
+
+
+def test_a_finetuned_card_in_zoo_home_moves_with_it(tmp_path, source_card, zoo_home, monkeypatch):
+    """Weights under $ZOO_HOME are named relative to its registry, as zoo register names them: moving the whole
+    folder keeps the card loading (an absolute path broke it)."""
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = two_class_folder(tmp_path / "data")
+    config = FinetuneConfig(epochs=1, batch_size=8, val_split=0.0)
+    finetune(source_card, data, zoo_home / "runs" / "mine", config=config, device="cpu", show_progress=False)
+    assert "uri: runs/mine/mine.safetensors" in (zoo_home / "registry.yaml").read_text()
+    moved = zoo_home.with_name(zoo_home.name + "-moved")
+    zoo_home.rename(moved)
+    monkeypatch.setenv("ZOO_HOME", str(moved))
+    reset_registry()
+    assert zoo.card("mine").variant().uri == str(moved / "runs" / "mine" / "mine.safetensors")
+    zoo.load("mine", device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("classes", "rows"),
+    [(("c", "a"), [2, 0]), (tuple("jihgfedcba"), list(range(9, -1, -1))), (("a", "new"), None)],
+    ids=["a-subset", "all-reordered", "a-new-class"],
+)
+def test_a_head_over_the_models_own_labels_is_kept(tmp_path, source_card, classes, rows):
+    """Data whose classes are labels of the model starts from those rows of its head, not from a fresh one."""
+    from safetensors.torch import load_file
+
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = two_class_folder(tmp_path / "data", per_class=3, classes=classes)
+    config = FinetuneConfig(epochs=0, val_split=0.0)  # no step: the weights are where training starts
+    result = finetune(source_card, data, tmp_path / "kept", config=config, device="cpu", show_progress=False)
+    source, started = load_file(str(zoo.fetch(source_card))), load_file(str(result.weights))
+    data_order = sorted(classes)  # an ImageFolder's classes are its sorted folder names
+    assert zoo.card("kept").labels == tuple(data_order)
+    for key in ("linear.weight", "linear.bias"):
+        assert started[key].shape[0] == len(classes)
+        if rows is None:
+            assert not any(torch_equal_any(started[key][i], source[key]) for i in range(len(classes)))
+        else:
+            expected = [rows[list(classes).index(c)] for c in data_order]
+            assert (started[key] == source[key][expected]).all(), key
+    assert (started["conv1.weight"] == source["conv1.weight"]).all()  # the backbone loads either way
+
+
+def torch_equal_any(row, matrix) -> bool:
+    return bool((matrix == row).all(dim=-1).any()) if matrix.ndim > 1 else bool((matrix == row).any())
+
+
+@pytest.mark.parametrize(("images", "expected"), [(36, 16), (97, 16), (200, 16), (640, 64), (1280, 128), (50_000, 128)])
+def test_the_default_batch_is_sized_for_small_data(images, expected):
+    """108 images at the classifiers' 128 were one optimizer step per epoch."""
+    from zoo.runtime.train.recipe import fit_batch_size
+
+    assert fit_batch_size(128, images) == expected
+    assert fit_batch_size(8, images) == 8  # never above the task's own
+
+
+def test_a_run_too_short_to_learn_is_warned_about_and_a_given_batch_is_kept(tmp_path, source_card, caplog):
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = two_class_folder(tmp_path / "data")  # 20 images, 18 trained on
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        finetune(source_card, data, tmp_path / "short", config=FinetuneConfig(epochs=2), device="cpu")
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: this run makes only 4 optimizer steps (18 training images in batches of 16, 2 epochs): likely "
+        "too few to learn; pass --epochs 15 (or more)."
+    ]
+    assert '"batch_size": 16' in zoo.card("short").variant().notes  # the card records the size used
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        finetune(source_card, data, tmp_path / "given", config=FinetuneConfig(epochs=10, batch_size=1), device="cpu")
+    assert not caplog.records and '"batch_size": 1' in zoo.card("given").variant().notes
+
+
+# -- 9. files zoo writes are readable as a plain open() would leave them ----------------------------------------
+@pytest.fixture()
+def umask_022():
+    old = __import__("os").umask(0o022)
+    yield
+    __import__("os").umask(old)
+
+
+def test_fine_tuned_weights_and_decoded_datasets_follow_the_umask(tmp_path, source_card, zoo_home, umask_022):
+    """safetensors and tempfile create files 0600: a shared $ZOO_HOME's other users could not read them."""
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    data = two_class_folder(tmp_path / "data")
+    finetune(source_card, data, tmp_path / "modes", config=FinetuneConfig(epochs=1), device="cpu")
+    files = [tmp_path / "modes" / "best.safetensors", tmp_path / "modes" / "modes.safetensors"]
+    files += list((zoo_home / "datasets").glob("*.u8"))
+    assert len(files) == 3
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
+
+
+# -- 10. zoo predict DIR, and --skip-bad where it is offered --------------------------------------------------
+def test_predict_takes_a_directory(tmp_path, source_card):
+    data = two_class_folder(tmp_path / "data", per_class=2)
+    (data / "notes.txt").write_text("not an image")
+    result = invoke("predict", source_card, str(data), "--device", "cpu", "--topk", "1")
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines()] == [
+        str(data / label / f"{i:03d}.png") for label in ("bottom", "top") for i in range(2)
+    ]
+    (tmp_path / "empty").mkdir()
+    empty = invoke("predict", source_card, str(tmp_path / "empty"))
+    assert empty.exit_code == 1 and empty.output.startswith(f"Error: {tmp_path / 'empty'} is a directory with no ")
+
+
+def test_a_skipped_image_is_not_told_to_pass_skip_bad(tmp_path, source_card):
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    failed = invoke("predict", source_card, str(bad), "--device", "cpu")
+    assert failed.output.splitlines() == [
+        f"Error: Cannot read image {bad}: not a decodable image (cannot identify image file). Remove it, or pass "
+        "--skip-bad to skip unreadable files."
+    ]
+    skipped = invoke("predict", source_card, str(bad), str(CHELSEA), "--skip-bad", "--device", "cpu")
+    assert skipped.exit_code == 0
+    assert skipped.output.splitlines()[0] == (
+        f"{bad}: SKIPPED (Cannot read image {bad}: not a decodable image (cannot identify image file).)"
+    )
+
+
+def test_finetune_skips_bad_images_when_asked(tmp_path, source_card):
+    """The hint said "pass --skip-bad", which zoo finetune did not have."""
+    data = two_class_folder(tmp_path / "data")
+    (data / "top" / "broken.png").write_text("nope")
+    base = ["finetune", source_card, "--data", str(data), "--epochs", "1", "--device", "cpu"]
+    failed = invoke(*base, "--out", str(tmp_path / "a"))
+    assert failed.exit_code == 1 and failed.output.endswith("Remove it, or pass --skip-bad to skip unreadable files.\n")
+    done = invoke(*base, "--out", str(tmp_path / "b"), "--skip-bad")
+    assert done.exit_code == 0, done.output
+    assert f"skipped 1 unreadable images: {data / 'top' / 'broken.png'}" in done.output.splitlines()
+    (metric,) = zoo.card("b").variant().metrics
+    assert metric.note.endswith("--val-split 0.1 --seed 0 --skip-bad --compare")  # the same split again
+
+
+def test_a_task_that_cannot_skip_refuses_skip_bad(tmp_path, zoo_home):
+    from zoo.runtime.finetune import FinetuneConfig, finetune
+
+    with pytest.raises(ZooError, match=r"^--skip-bad: the vae task reads every training image; remove the unread"):
+        finetune("vae-cifar", tmp_path, tmp_path / "v", config=FinetuneConfig(skip_bad=True), device="cpu")
+
+
+def test_cached_weights_follow_the_umask(zoo_home, monkeypatch, umask_022):
+    """The store's own files (a converted checkpoint here) were created 0600 once; pip's and huggingface_hub's
+    are readable by others unless the umask says otherwise."""
+    from tests.conftest import require_shared
+
+    monkeypatch.setenv("ZOO_MIRROR", str(require_shared("weights", "akamaster-resnet-cifar")))
+    path = zoo.fetch("resnet20-cifar")
+    assert path.is_relative_to(zoo_home) and oct(path.stat().st_mode & 0o777) == "0o644"

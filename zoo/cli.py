@@ -671,7 +671,8 @@ def predict_command(
     bf16: bool,
     device: str | None,
 ) -> None:
-    """Predict with model NAME on IMAGES (JPEG, PNG, WebP, GIF, BMP, TIFF; any mode, any size)."""
+    """Predict with model NAME on IMAGES: files (JPEG, PNG, WebP, GIF, BMP, TIFF; any mode, any size) or
+    directories of them (every image below, sorted)."""
     from ._api import card as get_card
     from .runtime.predict import predict
     from .runtime.tasks import get_task
@@ -1193,6 +1194,11 @@ def finetune_command(
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
+    if result.skipped:
+        shown = ", ".join(result.skipped[:3]) + (
+            f" (+{len(result.skipped) - 3} more)" if len(result.skipped) > 3 else ""
+        )
+        click.echo(f"skipped {len(result.skipped)} unreadable images: {shown}")
     if math.isnan(result.best_value):  # nothing validated (--val-split 0): the last epoch is the result
         click.echo(f"no validation split: kept the last epoch ({result.best_epoch})  -> {result.weights}")
     else:

@@ -124,12 +124,16 @@ class ClassificationTrainData:
             f"{len(self.val_idx)} images held out (stratified by class) by --val-split "
             f"{config.val_split} (seed {config.seed})"
         )
-        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}"  # what selects them again
+        # what selects them again: the same images skipped, or the split (drawn over the labels) differs
+        skip = " --skip-bad" if config.skip_bad else ""
+        self.eval_args = f"--val-split {config.val_split} --seed {config.seed}{skip}"
         self.testing = (
             f"{len(self.test_idx)} images held out (stratified by class) by --test-split {config.test_split} "
             f"(seed {config.seed}), after the validation split"
         )
-        self.test_eval_args = f"--val-split {config.val_split} --test-split {config.test_split} --seed {config.seed}"
+        self.test_eval_args = (
+            f"--val-split {config.val_split} --test-split {config.test_split} --seed {config.seed}{skip}"
+        )
         self.class_weights = None
         if config.balance == "loss":
             counts = torch.bincount(dataset.targets[self.train_idx], minlength=len(self.classes)).float().clamp(min=1)
@@ -319,11 +323,12 @@ class ClassifierTask:
     augment_presets = AUGMENT_PRESETS
     recipe_defaults = {"batch_size": 128, "augment": "crop-flip"}  # the CIFAR recipe (bench/README.md)
     base_lr = {"sgd": 0.05, "adamw": 1e-3}  # per 128 images
+    training_skips_bad = True  # train_data honours --skip-bad
 
     def train_data(self, source: str | Path, *, config: Any) -> ClassificationTrainData:
         """The dataset to fine-tune on; one with fewer than two classes is refused here, in one line (it failed
         after the first epoch, deep inside torchmetrics, #19)."""
-        dataset = load_dataset(source, geometry=self.geometry())
+        dataset = load_dataset(source, geometry=self.geometry(), skip_bad=config.skip_bad)
         present = [dataset.classes[i] for i in sorted({int(t) for t in dataset.targets})]
         if len(present) < 2:
             found = f"only class {present[0]!r}" if present else "no labelled images"
@@ -336,6 +341,13 @@ class ClassifierTask:
     def model_overrides(self, classes: tuple[str, ...]) -> dict[str, Any]:
         """Builder arguments for a model over `classes`: a new head when they are not the card's labels."""
         return {} if tuple(self.card.labels) == tuple(classes) else {"num_classes": len(classes)}
+
+    def head_rows(self, classes: tuple[str, ...]) -> list[int] | None:
+        """For each of the data's classes, its row in the card's head, when every one is a label of the card
+        (some of them, or all in another order): the new head starts from those rows (zoo finetune). None when
+        a class is new to the model: its head then starts afresh."""
+        index = {label: i for i, label in enumerate(self.card.labels)}
+        return [index[c] for c in classes] if classes and all(c in index for c in classes) else None
 
     def training_step(self, model: torch.nn.Module, x: torch.Tensor, batch: Batch, config: Any) -> dict[str, Any]:
         """Cross-entropy (label smoothing, optional class weights); counts the correct top-1 for the epoch row."""

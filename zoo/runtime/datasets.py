@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, overload
 
 from .. import _config
 from ..errors import ZooError
+from .files import default_mode
 from .images import IMAGE_SUFFIXES, ImageError, decode_image
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ class PixelWriter:
         if self.key is not None:
             data, index = _cache_paths(self.key)
             try:
+                default_mode(path)  # tempfile made it 0600: a shared $ZOO_HOME's other users read it too
                 os.replace(path, data)
                 path = data
                 tmp = index.with_name(f"{index.name}.{os.getpid()}.partial")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .._api import card as get_card
-from .._api import load
+from .._api import fetch, load
 from .._card import ModelCard
 from ..errors import ZooError
 from . import distributed
@@ -31,7 +31,7 @@ from .tasks import check_test_split, task_for
 from .train.checkpoint import Position, load_checkpoint, save_checkpoint, save_weights
 from .train.ema import averaged as make_averaged
 from .train.loop import Loop, Steps
-from .train.recipe import FinetuneConfig, base_lr, make_optimizer, make_scheduler, resolve
+from .train.recipe import FinetuneConfig, base_lr, fit_batch_size, make_optimizer, make_scheduler, resolve, too_short
 from .train.usercard import CardFigure, check_name, write_user_card
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class FinetuneResult:
     interrupted: bool = False
     metric: str = ""  # that metric's name (top1, map...)
     test_value: float = float("nan")  # that metric of the chosen weights on the --test-split images, measured once
+    skipped: list[str] = field(default_factory=list)  # unreadable images left out (--skip-bad)
 
     @property
     def best_val_top1(self) -> float:  # the classifier-era name, kept for callers of the API
@@ -113,17 +114,25 @@ def finetune(
     if config.test_split is not None:  # before any data is read: a task that cannot keep test images out refuses
         check_fractions(config.val_split, config.test_split)
         check_test_split(task, card)
+    if config.skip_bad and not getattr(task, "training_skips_bad", False):
+        raise ZooError(f"--skip-bad: the {card.task} task reads every training image; remove the unreadable ones.")
+    batch_given = config.batch_size is not None
     config = resolve(config, task)
-    config = dataclasses.replace(config, lr=base_lr(config, task))  # the card records the rate actually used
     env = distributed.setup()
     target = torch.device(device) if device else env.device
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed + env.rank)  # augmentation: differs per rank
 
-    train_data = task.train_data(data, config=config)
+    train_data = _train_data(task, data, config)
     test_data = _test_data(train_data, config)
+    per_rank = math.ceil(len(train_data) / env.world_size)
+    if not batch_given:  # a default made for 50,000 images is one step per epoch on 100 (#19)
+        config = dataclasses.replace(config, batch_size=fit_batch_size(cast(int, config.batch_size), per_rank))
+    config = dataclasses.replace(config, lr=base_lr(config, task))  # the card records the rate actually used
     classes = train_data.classes
     overrides = task.model_overrides(classes)
+    # the card's head rows for the data's classes, when each of them is one of its labels (a subset, another order)
+    rows = task.head_rows(classes) if overrides and hasattr(task, "head_rows") else None
     if overrides and not card.head:
         raise ZooError(f"Model {card.name!r} has other classes than {data} and no 'head' on its card to replace.")
     derived = dataclasses.replace(card, labels=classes, kwargs={**card.kwargs, **overrides})
@@ -132,6 +141,8 @@ def finetune(
 
     pretrained = config.pretrained and card.variant() is not None
     model = load(name, pretrained=pretrained, device=target, **overrides)
+    if pretrained and rows is not None:
+        _carry_head_rows(model, card, fetch(name), rows)
     model.train()
     params = _freeze(model, card, config.freeze)
     if config.channels_last:
@@ -150,8 +161,12 @@ def finetune(
     assert config.lr is not None and config.ema is not None and config.batch_size is not None
     optimizers = {name: make_optimizer(group, config, config.lr) for name, group in groups.items()}
     averaged = make_averaged(model, config.ema)
-    per_rank = math.ceil(len(train_data) / env.world_size)
     steps_per_epoch = math.ceil(per_rank / (config.batch_size * config.accumulate))
+    short = too_short(steps_per_epoch, config.epochs, per_rank, config.batch_size * config.accumulate)
+    if short and env.rank == 0 and not resume:
+        import logging
+
+        logging.getLogger("zoo").warning("%s", short)
     schedulers = {
         name: make_scheduler(optimizer, config, steps_per_epoch * config.epochs)
         for name, optimizer in optimizers.items()
@@ -255,6 +270,7 @@ def finetune(
     seconds = time.perf_counter() - started
     weights = out / f"{new_name}.safetensors"
     result = FinetuneResult(new_name, out, weights, best[1], best[0], history, seconds, interrupted, metric)
+    result.skipped = list(getattr(getattr(train_data, "dataset", None), "skipped", []))
     if env.rank == 0 and not interrupted:
         # no validation split: the last epoch is the result, not a best.safetensors an earlier run left in OUT
         if best[1] < 0:
@@ -273,7 +289,7 @@ def finetune(
         if validated:
             how = f"best of {config.epochs} epochs, chosen on these images"
             figures.append(CardFigure(metric, best[0], "val", True, train_data.validation, how, train_data.eval_args))
-        if register and figures:
+        if register:  # with no held-out figure too (--val-split 0): the card says what it has, and loads
             write_user_card(
                 new_name,
                 card,
@@ -284,12 +300,45 @@ def finetune(
                 str(data),
                 config,
                 command or f"zoo finetune {name} --data {data} --out {out}",
+                params=sum(p.numel() for p in result_model.parameters()),
             )
             from .._registry import reset_registry
 
             reset_registry()
     distributed.cleanup(env)
     return result
+
+
+def _train_data(task: Any, data: str | Path, config: FinetuneConfig) -> Any:
+    """The task's training data. An unreadable image stops the run with the decoder's message, whose hint
+    (pass --skip-bad) holds only where the task can skip."""
+    from .images import ImageError
+
+    try:
+        return task.train_data(data, config=config)
+    except ImageError as exc:
+        if getattr(task, "training_skips_bad", False):
+            raise
+        raise ImageError(exc.reason, hint="Remove it and run again.") from None
+
+
+def _carry_head_rows(model: torch.nn.Module, card: ModelCard, weights: Path, rows: list[int]) -> None:
+    """Start the new head from the rows of the card's head that belong to the data's classes: fine-tuning a good
+    model on a few of its own classes (or all of them in another order) then starts where it is good, instead of
+    from a fresh head, whose large first gradients also move the backbone (#19). Every head
+    tensor whose first dimension is one per label (a Linear's weight and bias, a 1x1 conv's) is indexed by
+    `rows`; the others keep the card's values, which load() gave them already."""
+    import torch
+    from safetensors import safe_open
+
+    prefix = f"{card.head}."  # finetune() refused a card without a head before
+    with safe_open(str(weights), framework="pt") as f, torch.no_grad():
+        state = model.state_dict()
+        for key in f.keys():
+            if key.startswith(prefix) and key in state:
+                source = f.get_tensor(key)
+                if source.ndim and source.shape[0] == len(card.labels) and state[key].shape[0] == len(rows):
+                    state[key].copy_(source[rows])
 
 
 def _test_how(result: FinetuneResult) -> str:

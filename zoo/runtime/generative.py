@@ -94,8 +94,11 @@ class GenerativeTrainData:
             f"--val-split {config.val_split} --seed {config.seed} --samples "
             f"{task.config.get('val_samples', 5000)} --precision {'bf16' if config.bf16 else 'fp32'}"
             + task.validation_eval_args()
+            + (" --skip-bad" if config.skip_bad else "")
         )
-        self.key = content_key(Path(dataset.source), f"gan|{task.geometry()}|{config.val_split}|{config.seed}")
+        # the reference features' cache key: skipping images changes the reference set (without it, the old key)
+        skip = "|skip" if config.skip_bad else ""
+        self.key = content_key(Path(dataset.source), f"gan|{task.geometry()}|{config.val_split}|{config.seed}{skip}")
 
     def __len__(self) -> int:
         return len(self.train_idx)
@@ -205,7 +208,7 @@ class SamplingTask:
                 everything,
                 None,
                 f"all {len(dataset)} images of {source}",
-                content_key(Path(source), f"gan|{self.geometry()}|all"),
+                content_key(Path(source), f"gan|{self.geometry()}|all" + ("|skip" if skip_bad else "")),
             )
         others, held_out = stratified_split(dataset.targets, val_split, seed)
         return ReferenceImages(
@@ -213,7 +216,7 @@ class SamplingTask:
             held_out,
             others,
             f"the {len(held_out)} images held out by --val-split {val_split} --seed {seed}",
-            content_key(Path(source), f"gan|{self.geometry()}|{val_split}|{seed}"),
+            content_key(Path(source), f"gan|{self.geometry()}|{val_split}|{seed}" + ("|skip" if skip_bad else "")),
         )
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -223,8 +226,11 @@ class SamplingTask:
         """The model's output (normalised like the card's inputs) -> pixels in [0, 1]."""
         return to_unit(x, self.card.preprocess)
 
+    training_skips_bad = True  # train_data honours --skip-bad
+
     def train_data(self, source: str | Path, *, config: Any) -> GenerativeTrainData:
-        return GenerativeTrainData(self, load_dataset(source, geometry=self.geometry()), config)
+        dataset = load_dataset(source, geometry=self.geometry(), skip_bad=config.skip_bad)
+        return GenerativeTrainData(self, dataset, config)
 
     def train_extras(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The task's random draws for a training batch of `n` images, from the loop's generator."""

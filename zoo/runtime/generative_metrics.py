@@ -282,6 +282,8 @@ def reference_features(data_key: str, feature: FeatureNet, batches: Callable[[],
     """
     from safetensors.torch import save_file
 
+    from .files import default_mode
+
     key = _reference_key(data_key, feature)
     directory = cache_root() / REFERENCE_DIR
     path = directory / f"{key}.safetensors"
@@ -300,6 +302,7 @@ def reference_features(data_key: str, feature: FeatureNet, batches: Callable[[],
             os.fspath(tmp),
             metadata={"key": key, "data": data_key, "features": feature.name},
         )
+        default_mode(tmp)  # safetensors writes 0600
         os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
     finally:
         tmp.unlink(missing_ok=True)

@@ -26,8 +26,19 @@ IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".we
 DEFAULT_MAX_PIXELS: Final = 89_478_485
 
 
+#: What to do about an unreadable image, where the command offers --skip-bad (predict, eval, finetune).
+SKIP_HINT: Final = "Remove it, or pass --skip-bad to skip unreadable files."
+
+
 class ImageError(ZooError):
-    """An image that cannot be decoded: the message names the file."""
+    """An image that cannot be decoded: the message names the file (`reason`), then says what to do (`hint`).
+
+    The two are kept apart so that a record of a skipped image carries the reason alone: a hint to pass
+    --skip-bad, shown after it was passed, read as if it had not been (#19)."""
+
+    def __init__(self, reason: str, hint: str = SKIP_HINT) -> None:
+        super().__init__(f"{reason} {hint}" if hint else reason)
+        self.reason, self.hint = reason, hint
 
 
 def decode_image(data: bytes, *, name: str) -> torch.Tensor:
@@ -75,10 +86,7 @@ def _decode_with_pil(data: bytes, name: str, first_error: Exception) -> torch.Te
 
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", reason)
-        raise ImageError(
-            f"Cannot read image {name}: not a decodable image ({reason}). "
-            f"Remove it, or pass --skip-bad to skip unreadable files."
-        ) from None
+        raise ImageError(f"Cannot read image {name}: not a decodable image ({reason}).") from None
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -121,7 +129,8 @@ def _refuse_pixels(width: int, height: int, name: str, limit: int) -> None:
         raise ImageError(
             f"Cannot read image {name}: {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{limit:,} (a decompression bomb?). Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
-            "limit) if the image is genuine."
+            "limit) if the image is genuine.",
+            hint="",  # the message says what to do
         )
 
 
@@ -170,7 +179,8 @@ def _check_pixels(data: bytes, name: str, limit: int) -> None:
         except Image.DecompressionBombError as exc:
             raise ImageError(
                 f"Cannot read image {name}: {exc} Set ZOO_MAX_IMAGE_PIXELS to a larger number (0: no "
-                "limit) if the image is genuine."
+                "limit) if the image is genuine.",
+                hint="",
             ) from None
         except Exception:  # noqa: BLE001 - not for us to judge here: the decoders below report it
             return
@@ -183,5 +193,5 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"Cannot read image {path}: {exc.strerror or exc}.") from None
+        raise ImageError(f"Cannot read image {path}: {exc.strerror or exc}.", hint="") from None
     return decode_image(data, name=str(path))

@@ -9,13 +9,13 @@ from .._api import card as get_card
 from .._api import load
 from .device import autocast, resolve_precision
 from .evaluate import forward
-from .images import ImageError, read_image
+from .images import IMAGE_SUFFIXES, ImageError, read_image
 from .tasks import task_for
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["predict"]
+__all__ = ["expand_images", "predict"]
 
 
 def predict(
@@ -31,7 +31,8 @@ def predict(
     precision: str | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """One record per image: ``{"image": path, ...}`` with the task's fields (classes for a classifier, boxes
+    """One record per image (a directory stands for the image files in it, sorted, subfolders included):
+    ``{"image": path, ...}`` with the task's fields (classes for a classifier, boxes
     for a detector). `options` are the task's own (``topk=3``; ``conf=0.5, iou=0.45, max_det=100``).
 
     With `out`, the task also writes what shows each prediction there (a PNG with the boxes drawn, for
@@ -44,14 +45,14 @@ def predict(
     task = task_for(card, "predict")
     records: list[dict[str, Any]] = []
     decoded: list[tuple[int, torch.Tensor]] = []
-    for path in images:
+    for path in expand_images(images):
         try:
             decoded.append((len(records), read_image(path)))
             records.append({"image": str(path)})
         except ImageError as exc:
             if not skip_bad:
                 raise
-            records.append({"image": str(path), "error": str(exc)})
+            records.append({"image": str(path), "error": exc.reason})  # no "pass --skip-bad": it was passed
     if not decoded:
         return records
     if model is None:
@@ -75,3 +76,23 @@ def predict(
                     if files:
                         records[index]["files"] = [str(f) for f in files]
     return records
+
+
+def expand_images(paths: list[str | Path]) -> list[Path]:
+    """`paths` with each directory replaced by the image files under it (by suffix, sorted, subfolders included),
+    so ``zoo predict NAME photos/`` works as ``zoo eval --data photos/`` does. A directory without images is one
+    line naming it."""
+    from ..errors import ZooError
+
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            expanded.append(path)  # a missing or unreadable file is read_image's to report
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise ZooError(
+                f"{path} is a directory with no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or below."
+            )
+        expanded.extend(found)
+    return expanded

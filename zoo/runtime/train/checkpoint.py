@@ -56,4 +56,7 @@ def save_weights(model: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp))
+    from ..files import default_mode
+
+    default_mode(tmp)  # safetensors writes 0600
     os.replace(tmp, path)

@@ -111,16 +111,21 @@ def write_user_card(
     data: str,
     config: FinetuneConfig,
     command: str,
+    *,
+    params: int | None = None,
 ) -> Path:
     """Add (or replace) the user-registry card `name` for the fine-tuned weights, atomically and under a lock.
 
     Args:
         figures: the task's headline figure on the held-out images (validation, and test with --test-split), in
-            the card's order: the first is the one ``zoo list`` shows.
+            the card's order: the first is the one ``zoo list`` shows. None (``--val-split 0``): the card is
+            written all the same, without a figure; "load it with zoo.load" must hold after every run (#19).
+        params: the model's parameter count, for ``zoo list`` and ``--max-params`` (the card's ``params``).
     """
     import hashlib
 
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    registry = user_registry()
     entry: dict[str, Any] = {
         "task": card.task,
         "builder": card.builder,
@@ -131,12 +136,12 @@ def write_user_card(
         "labels": list(classes),
         "task_config": _plain(dict(card.task_config)) or None,  # the task's settings (a GAN's feature space)
         "head": card.head,
-        "params": None,
+        "params": params,
         "license": card.license,
         "source": f"zoo finetune of {card.qualified_name}",
         "weights": {
             "finetuned": {
-                "uri": str(weights.resolve()),
+                "uri": weights_uri(weights, registry),  # relative inside $ZOO_HOME, as zoo register's
                 "sha256": digest,
                 "size": weights.stat().st_size,
                 "format": "safetensors",
