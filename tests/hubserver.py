@@ -33,6 +33,7 @@ class Hub:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     authorized: list[str] = field(default_factory=list)  # paths of the requests that carried a token
+    busy: int = 0  # answer this many resolve requests with 503 first (the hub under load)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -80,6 +81,10 @@ def start(hub: Hub) -> ThreadingHTTPServer:
             parts = path.lstrip("/").split("/", 4)
             if len(parts) < 5 or parts[2] != "resolve":
                 return self._error(404, "EntryNotFound")
+            with hub.lock:
+                busy, hub.busy = hub.busy > 0, max(0, hub.busy - 1)
+            if busy:
+                return self._error(503, "")
             repo_id, revision, file = f"{parts[0]}/{parts[1]}", unquote(parts[3]), unquote(parts[4])
             repo = hub.repos.get(repo_id)
             if repo is None:

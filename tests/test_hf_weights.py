@@ -286,3 +286,15 @@ def test_cache_rm_resets_the_record_and_the_next_fetch_pins_the_new_file(tmp_pat
     assert removed.exit_code == 0 and "pins/" in removed.output
     assert_is(zoo.load(NAME, device="cpu"), other_state)
     assert the_pin()["sha256"] == sha(save(other_state))
+
+
+def test_a_busy_hub_is_asked_again(tmp_path, monkeypatch, hub, zoo_home):
+    state, _ = publish(hub, tmp_path, monkeypatch)
+    hub.busy = 2  # two 503s, then the answer
+    assert_is(zoo.load(NAME, device="cpu"), state)
+    assert [m for m, _ in hub.requests] == ["HEAD", "HEAD", "HEAD", "GET"]
+    hub.busy = 99
+    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "1")
+    register(tmp_path, monkeypatch, f"hf://{REPO}/other.safetensors")
+    result = CliRunner().invoke(cli, ["fetch", NAME])
+    assert result.exit_code == 1 and "the hub answered HTTP 503" in result.output

@@ -28,6 +28,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -126,6 +127,28 @@ _ERRORS: Final = {
 }
 
 
+def _head_retrying(url: str, token: str | None, model: str) -> tuple[int, Message]:
+    """`_head`, asked again after a 429 or 5xx (the hub is busy, as the downloader retries it: backoff 1, 2, 4,
+    8 s, ZOO_DOWNLOAD_RETRIES times); a connection that cannot be made is one line at once."""
+    from . import _config
+    from ._download import RETRY_STATUS
+
+    retries = _config.download_retries()
+    for attempt in range(retries + 1):
+        try:
+            status, headers = _head(url, token)
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError; so are socket timeouts
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsError(
+                f"Weights for {model!r}: cannot reach {endpoint()} ({_first_line(reason)}). Check the network or "
+                "HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache."
+            ) from None
+        if status not in RETRY_STATUS or attempt == retries:
+            return status, headers
+        time.sleep(min(2.0**attempt, 8.0))
+    raise AssertionError("unreachable")  # the loop returns on its last attempt
+
+
 def hub_file(file: HfFile, *, model: str, need_sha256: bool = True) -> HubFile:
     """Ask the hub for the file's sha256, size, commit and download location: one HEAD request (more only when
     the hub redirects within itself, as for a renamed repo). `need_sha256`: whether a file the hub gives no sha256
@@ -138,14 +161,7 @@ def hub_file(file: HfFile, *, model: str, need_sha256: bool = True) -> HubFile:
     hub_host = urlsplit(url).netloc
     token = _token()
     for _ in range(5):
-        try:
-            status, headers = _head(url, token if urlsplit(url).netloc == hub_host else None)
-        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError; so are socket timeouts
-            reason = getattr(exc, "reason", None) or exc
-            raise WeightsError(
-                f"Weights for {model!r}: cannot reach {endpoint()} ({_first_line(reason)}). Check the network or "
-                "HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use files already in the Hugging Face cache."
-            ) from None
+        status, headers = _head_retrying(url, token if urlsplit(url).netloc == hub_host else None, model)
         location = headers.get("Location")
         if 300 <= status < 400 and location and urlsplit(urljoin(url, location)).netloc == hub_host:
             url = urljoin(url, location)  # a redirect within the hub (a renamed repo): ask there
@@ -179,7 +195,7 @@ def hub_file(file: HfFile, *, model: str, need_sha256: bool = True) -> HubFile:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: object) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
 
