@@ -1,14 +1,16 @@
 """The torchvision bridge (plugins/zoo_torchvision): `tv/<arch>[.<WEIGHTS>]` cards from torchvision's own Weights
-enums, an index cached per torchvision version, plain `zoo list` unchanged and torch-free, and loading end to end.
+enums (classifiers and detectors), an index cached per torchvision version, plain `zoo list` unchanged and
+torch-free, and loading end to end.
 
 No test touches the network: weights are randomly initialised torchvision models saved the way torchvision
 publishes them (a plain state-dict pickle), served from 127.0.0.1 under a URL of the same shape
 (`/models/<arch>-<sha256 prefix>.pth`); the index is built for a few architectures only (the whole index, 114
-weights, is the slow test).
+classifier and 9 detector weights, is the slow test).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
+from click.testing import CliRunner
 
 import zoo
 import zoo._plugins
@@ -28,8 +31,13 @@ import zoo._registry
 import zoo_torchvision
 from tests.conftest import REPO
 from tests.httpserver import Behaviour
+from zoo._builder import build_model
+from zoo._card import ModelCard
 from zoo._store import Store
+from zoo.cli import cli
 from zoo.errors import UnknownModelError, WeightsError
+from zoo_detector.torchvision_cards import CARDS
+from zoo_detector.torchvision_models import coco_layout
 from zoo_torchvision import _paths, index
 
 FEW = ["mobilenet_v3_small", "resnet18", "densenet121"]
@@ -37,8 +45,10 @@ FEW = ["mobilenet_v3_small", "resnet18", "densenet121"]
 
 @pytest.fixture()
 def tv(monkeypatch):
-    """The installed plugins plus the bridge registered as plugin `tv`, its index limited to FEW architectures."""
+    """The installed plugins plus the bridge registered as plugin `tv`, its index limited to FEW classifiers (and
+    no detectors: a test that wants some names them)."""
     monkeypatch.setattr(index, "model_names", lambda: list(FEW))
+    monkeypatch.setattr(index, "detector_names", lambda: [])
     zoo._registry.reset_registry()
     plugins = zoo._plugins.Plugins()
     plugins.load_entry_points()  # the installed bridge (entry point `tv`) is among them
@@ -142,6 +152,90 @@ def test_densenet_cards_carry_torchvisions_key_renaming(tv):
     assert [re.sub(pattern, repl, k) for k in old] == keys
 
 
+# -- detectors ------------------------------------------------------------------------------------------
+
+# two the detector task runs, two it cannot (masks, keypoints: skipped, with the reason)
+DETECTORS = ["keypointrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "ssd300_vgg16"]
+BOXES_ONLY = (
+    "besides boxes: zoo's detector task takes boxes only, and zoo_detector.torchvision_models does not build it"
+)
+
+
+def test_detection_weights_are_detector_cards_and_the_others_are_named_skipped(tv, monkeypatch, capsys):
+    monkeypatch.setattr(index, "model_names", lambda: [])
+    monkeypatch.setattr(index, "detector_names", lambda: list(DETECTORS))
+    names = ["tv/retinanet_resnet50_fpn.coco_v1", "tv/ssd300_vgg16.coco_v1"]
+    assert zoo.list_models("tv/*") == names == zoo.list_models(task="detector", plugin="tv")
+    assert zoo.list_models("tv/*rcnn*") == []
+    assert "indexed 2 torchvision weights, 3 skipped" in capsys.readouterr().err
+    data = json.loads(_paths.index_path().read_text())
+    assert data["format"] == _paths.INDEX_FORMAT == 2 and list(data["label_sets"]) == ["coco"]
+    assert data["skipped"] == {
+        "keypointrcnn_resnet50_fpn.COCO_LEGACY": f"predicts keypoints {BOXES_ONLY}",
+        "keypointrcnn_resnet50_fpn.COCO_V1": f"predicts keypoints {BOXES_ONLY}",
+        "maskrcnn_resnet50_fpn.COCO_V1": f"predicts instance masks {BOXES_ONLY}",
+    }
+    for arch, kind in [("retinanet_resnet50_fpn", "ZooRetinaNet"), ("ssd300_vgg16", "ZooSSD")]:
+        weights = tvm.get_model_weights(arch).COCO_V1
+        card = zoo.card(f"tv/{arch}.COCO_V1")  # torchvision's spelling of the tag
+        assert card is zoo.card(f"tv/{arch}")  # the DEFAULT member
+        assert (card.plugin, card.task, card.builder) == ("tv", "detector", "zoo_detector.torchvision_models:build")
+        assert card.kwargs["arch"] == arch and card.kwargs["num_classes"] == 80
+        assert card.labels == coco_layout(weights.meta["categories"])[1] and card.params == weights.meta["num_params"]
+        variant = card.variant()
+        assert variant.uri == weights.url and variant.sha256 is None and variant.format == "torch-pickle"
+        assert weights.url.endswith(f"-{variant.sha256_prefix}.pth") and len(variant.sha256_prefix) == 8
+        (box_map,) = variant.metrics
+        assert (box_map.name, box_map.dataset, box_map.split, box_map.source) == ("map", "coco", "val2017", "published")
+        assert box_map.value == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
+        assert box_map.reference == weights.meta["recipe"]
+        with torch.device("meta"):  # zoo's own build path, without memory or weights
+            model = build_model(card, None, device="meta")
+        assert type(model).__name__ == kind and sum(p.numel() for p in model.parameters()) == card.params
+        model.get_submodule(card.head)
+    # torchvision's first RetinaNet weights need FrozenBatchNorm2d's old eps of 0, as its builder sets it
+    with torch.device("meta"):
+        retinanet = build_model(zoo.card("tv/retinanet_resnet50_fpn"), None, device="meta")
+    eps = {m.eps for m in retinanet.modules() if type(m).__name__ == "FrozenBatchNorm2d"}
+    assert eps == {0.0}
+
+
+def test_a_tv_detector_card_is_the_built_in_card_under_another_name(tv, monkeypatch):
+    """One generator (zoo_detector.torchvision_cards.detector_card) for registry.yaml and the index."""
+    monkeypatch.setattr(index, "model_names", lambda: [])
+    monkeypatch.setattr(index, "detector_names", lambda: sorted(CARDS.values()))
+    assert zoo.list_models("tv/*rcnn*") == [
+        "tv/fasterrcnn_mobilenet_v3_large_320_fpn.coco_v1",
+        "tv/fasterrcnn_resnet50_fpn_v2.coco_v1",
+    ]
+    same = {f.name for f in dataclasses.fields(ModelCard)} - {"name", "plugin", "origin", "weights", "default_tag"}
+    for name, arch in CARDS.items():
+        ours, builtin = zoo.card(f"tv/{arch}.COCO_V1"), zoo.card(name)
+        assert (ours.name, ours.plugin, builtin.plugin) == (arch, "tv", "detector")
+        assert {k: getattr(ours, k) for k in same} == {k: getattr(builtin, k) for k in same}, name
+        assert (ours.default_tag, builtin.default_tag) == ("coco_v1", "coco-v1")
+        assert dataclasses.replace(ours.variant(), tag="coco-v1") == builtin.variant(), name
+
+
+def test_cli_lists_and_describes_tv_detectors(tv, monkeypatch):
+    monkeypatch.setattr(index, "model_names", lambda: ["resnet18"])
+    monkeypatch.setattr(index, "detector_names", lambda: ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn"])
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["list", "tv/*rcnn*"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split() for line in listed.output.splitlines() if line.startswith("tv/")]
+    assert [row[:2] for row in rows] == [["tv/fasterrcnn_resnet50_fpn_v2.coco_v1", "detector"]]
+    assert "val2017 map 46.70*" in listed.output  # torchvision's published box mAP
+    detectors = runner.invoke(cli, ["list", "--plugin", "tv", "--task", "detector"], catch_exceptions=False)
+    assert [line.split()[0] for line in detectors.output.splitlines() if line.startswith("tv/")] == [rows[0][0]]
+    info = runner.invoke(cli, ["info", "tv/fasterrcnn_resnet50_fpn_v2.COCO_V1", "--json"], catch_exceptions=False)
+    assert info.exit_code == 0, info.output
+    card = json.loads(info.output)
+    url = tvm.get_model_weights("fasterrcnn_resnet50_fpn_v2").COCO_V1.url
+    assert (card["qualified_name"], card["task"]) == ("tv/fasterrcnn_resnet50_fpn_v2", "detector")
+    assert card["weights"]["coco_v1"]["uri"] == url
+
+
 # -- loading end to end -----------------------------------------------------------------------------------
 
 
@@ -234,21 +328,36 @@ def test_cli_lists_the_namespace_from_the_cached_index_without_torch(tv, tmp_pat
 
 
 @pytest.mark.slow
-def test_every_torchvision_classifier_weight_is_indexed_and_rebuilds(monkeypatch):
+def test_every_torchvision_weight_is_indexed_and_rebuilds(monkeypatch):
+    from torchvision.models import detection
+
     data = index.build_index()
-    assert data["skipped"] == {
-        "vgg16.IMAGENET1K_FEATURES": "no categories (feature-extractor weights without a classifier)"
+    masks_or_keypoints = {
+        f"{arch}.{w.name}"
+        for arch in ("keypointrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+        for w in tvm.get_model_weights(arch)
     }
-    expected = {
+    assert data["skipped"].pop("vgg16.IMAGENET1K_FEATURES") == (
+        "no categories (feature-extractor weights without a classifier)"
+    )
+    assert set(data["skipped"]) == masks_or_keypoints and all(BOXES_ONLY in why for why in data["skipped"].values())
+    classifiers = {
         f"{arch}.{w.name.lower()}"
         for arch in tvm.list_models(module=tvm)
         for w in tvm.get_model_weights(arch)
         if w.meta.get("categories")
     }
-    assert set(data["models"]) == expected and len(expected) == 114
+    detectors = {
+        f"{arch}.{w.name.lower()}"
+        for arch in tvm.list_models(module=detection)
+        for w in tvm.get_model_weights(arch)
+        if f"{arch}.{w.name}" not in masks_or_keypoints
+    }
+    assert set(data["models"]) == classifiers | detectors and (len(classifiers), len(detectors)) == (114, 9)
     cards = _paths.expand(data, "<test>")
     registry = zoo._registry.get_registry()
     registry.namespaces["tv"] = lambda: cards  # every stored card goes through zoo's card parser
     selected = registry.select("tv/*")
-    assert len(selected) == 114 and all(card.head and card.labels for card in selected)
-    assert {registry.display_name(card) for card in selected} == {f"tv/{key}" for key in expected}
+    assert len(selected) == 123 and all(card.head and card.labels for card in selected)
+    assert {registry.display_name(card) for card in selected} == {f"tv/{key}" for key in classifiers | detectors}
+    assert {card.task for card in selected if card.kwargs.get("arch")} == {"detector"}

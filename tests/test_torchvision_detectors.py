@@ -108,13 +108,14 @@ def test_builder_has_torchvisions_pretrained_layout(arch):
         state = ours.state_dict()
         with mock.patch.object(WeightsEnum, "get_state_dict", lambda self, *a, **k: state):
             theirs = getattr(detection, arch)(weights=weights_of(arch))
-    assert [(n, type(m).__name__) for n, m in ours.named_modules()][1:] == [
-        (n, type(m).__name__) for n, m in theirs.named_modules()
-    ][1:]
+    assert [(n, type(m).__name__, getattr(m, "eps", None)) for n, m in ours.named_modules()][1:] == [
+        (n, type(m).__name__, getattr(m, "eps", None)) for n, m in theirs.named_modules()
+    ][1:]  # eps: torchvision's first COCO weights need FrozenBatchNorm2d's old eps of 0
     assert [(n, p.requires_grad) for n, p in ours.named_parameters()] == [
         (n, p.requires_grad) for n, p in theirs.named_parameters()
     ]
     assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert sum(p.numel() for p in ours.parameters()) == weights_of(arch).meta["num_params"]
 
 
 def test_coco_layout_maps_91_slots_to_80_labels():

@@ -23,7 +23,18 @@ import textwrap
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["BEGIN", "CARDS", "END", "LINK_RE", "main", "render", "rst_text", "sha256_prefix", "splice"]
+__all__ = [
+    "BEGIN",
+    "CARDS",
+    "END",
+    "LINK_RE",
+    "detector_card",
+    "main",
+    "render",
+    "rst_text",
+    "sha256_prefix",
+    "splice",
+]
 
 # card name -> torchvision function (its weights enum and head come from zoo_detector.torchvision_models.ARCHS)
 CARDS: Final = {
@@ -93,15 +104,25 @@ def _folded(key: str, text: str, indent: int) -> list[str]:
     return [f"{pad}{key}: >-", *(f"{pad}  {line}" for line in lines)]
 
 
-def card_data(name: str, arch: str) -> dict[str, Any]:
-    """What a card says, straight from torchvision (the test compares the parsed registry with this)."""
+def detector_card(arch: str, member: str = WEIGHTS_MEMBER, tag: str | None = None) -> dict[str, Any]:
+    """The card of torchvision's detector `arch` with its weights `member`, straight from torchvision.
+
+    The one generator of these cards: registry.yaml's block (``render``) and the ``tv/<arch>.<MEMBER>`` index
+    (zoo_torchvision.index) both call it, so a built-in card and its ``tv/`` name say the same (#19). The card
+    names no plugin (the caller's) and keeps its weights under `tag` (default: ``coco-v1`` for ``COCO_V1``).
+
+    Args:
+        arch: a torchvision detection function that zoo_detector.torchvision_models builds (``ARCHS``).
+        member: the member of its weights enum, e.g. ``COCO_V1``.
+        tag: the card's weights tag.
+    """
     import torch
     from torchvision.models import detection
 
     from .torchvision_models import ARCHS, coco_layout
 
     spec = ARCHS[arch]
-    weights = getattr(getattr(detection, spec.weights), WEIGHTS_MEMBER)
+    weights = getattr(getattr(detection, spec.weights), member)
     meta = weights.meta
     function = getattr(detection, arch)
     with torch.device("meta"):  # the model's own resize and normalisation, without allocating or downloading
@@ -131,11 +152,11 @@ def card_data(name: str, arch: str) -> dict[str, Any]:
                     "split": split or "-",
                     "source": "published",
                     "reference": meta["recipe"],
-                    "note": f"torchvision's {spec.weights}.{WEIGHTS_MEMBER} meta ({dataset_key} {metric})",
+                    "note": f"torchvision's {spec.weights}.{member} meta ({dataset_key} {metric})",
                 }
             )
     notes = (
-        f"torchvision's {spec.weights}.{WEIGHTS_MEMBER}: a plain state dict ({meta['_file_size']:g} MB pickle, "
+        f"torchvision's {spec.weights}.{member}: a plain state dict ({meta['_file_size']:g} MB pickle, "
         f"{meta['_ops']:g} GFLOPS), converted to safetensors on fetch. The model takes float RGB images in "
         f"[0, 1] of any size: it {resize} and normalises (mean {list(transform.image_mean)}, std "
         f"{list(transform.image_std)}) inside. torchvision publishes only the sha256 prefix in the file name; "
@@ -143,7 +164,6 @@ def card_data(name: str, arch: str) -> dict[str, Any]:
     )
     return {
         "task": "detector",
-        "plugin": "detector",
         "description": " ".join(p for p in (summary, meta.get("_docs", "")) if p) + " Labels 0-79 are COCO's 80 "
         "categories; torchvision's 91 output slots (background, unused ids) stay inside the model.",
         "builder": "zoo_detector.torchvision_models:build",
@@ -156,7 +176,7 @@ def card_data(name: str, arch: str) -> dict[str, Any]:
         "source": f"https://pytorch.org/vision/stable/models/generated/torchvision.models.detection.{arch}.html",
         "citation": "; ".join(papers) or None,
         "weights": {
-            WEIGHTS_MEMBER.lower().replace("_", "-"): {
+            tag or member.lower().replace("_", "-"): {
                 "uri": weights.url,
                 "sha256_prefix": sha256_prefix(weights.url),
                 "format": "torch-pickle",
@@ -222,7 +242,7 @@ def render() -> str:
     lines = [BEGIN]
     anchor: tuple[str, list[str]] | None = None
     for name, arch in CARDS.items():
-        card = card_data(name, arch)
+        card = {"plugin": "detector", **detector_card(arch)}
         lines += ["", *_card_lines(name, card, anchor)]
         anchor = anchor or ("coco_labels", card["labels"])
     return "\n".join([*lines, END])

@@ -48,11 +48,22 @@ class Arch:
     weights: str  # the name of its Weights enum in torchvision.models.detection
     head: str  # the submodule whose shape depends on the number of classes (the card's `head`)
     frozen_bn: bool  # torchvision builds the backbone with FrozenBatchNorm2d for its COCO weights
-    backbone: str  # "resnet" or "mobilenet": how its trainable layers are counted
+    backbone: str  # "resnet", "mobilenet" or "vgg": how its trainable layers are counted
     trainable_layers: int | None  # torchvision's default with weights; None: its from-scratch build is the same
+    # torchvision's first COCO weights were trained with FrozenBatchNorm2d's old eps of 0: its builder sets it back
+    # (overwrite_eps) when it loads them, and so does ours
+    frozen_eps: float | None = None
 
 
 ARCHS: Final = {
+    "fasterrcnn_resnet50_fpn": Arch(
+        "FasterRCNN_ResNet50_FPN_Weights",
+        "roi_heads.box_predictor",
+        frozen_bn=True,
+        backbone="resnet",
+        trainable_layers=3,
+        frozen_eps=0.0,
+    ),
     "fasterrcnn_resnet50_fpn_v2": Arch(
         "FasterRCNN_ResNet50_FPN_V2_Weights",
         "roi_heads.box_predictor",
@@ -67,6 +78,21 @@ ARCHS: Final = {
         backbone="mobilenet",
         trainable_layers=3,
     ),
+    "fasterrcnn_mobilenet_v3_large_fpn": Arch(
+        "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
+        "roi_heads.box_predictor",
+        frozen_bn=True,
+        backbone="mobilenet",
+        trainable_layers=3,
+    ),
+    "retinanet_resnet50_fpn": Arch(
+        "RetinaNet_ResNet50_FPN_Weights",
+        "head.classification_head.cls_logits",
+        frozen_bn=True,
+        backbone="resnet",
+        trainable_layers=3,
+        frozen_eps=0.0,
+    ),
     "retinanet_resnet50_fpn_v2": Arch(
         "RetinaNet_ResNet50_FPN_V2_Weights",
         "head.classification_head.cls_logits",
@@ -80,6 +106,14 @@ ARCHS: Final = {
         frozen_bn=True,
         backbone="resnet",
         trainable_layers=3,
+    ),
+    # SSD300's VGG16 keeps its BatchNorm-free layers; torchvision freezes the first of its 5 stages for its weights.
+    "ssd300_vgg16": Arch(
+        "SSD300_VGG16_Weights",
+        "head.classification_head",
+        frozen_bn=False,
+        backbone="vgg",
+        trainable_layers=4,
     ),
     # SSDlite's classification head is one conv stack per feature map: the whole stack is the head. torchvision
     # trains all 6 backbone stages with or without weights, so its from-scratch build is the pretrained layout.
@@ -168,25 +202,37 @@ class ZooSSD(_ZooLabels, SSD):
 _ZOO_CLASSES: Final = {FasterRCNN: ZooFasterRCNN, RetinaNet: ZooRetinaNet, FCOS: ZooFCOS, SSD: ZooSSD}
 
 
-def _freeze_batchnorm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d under `module` by a FrozenBatchNorm2d with the same statistics (in place)."""
+def _freeze_batchnorm(module: nn.Module, eps: float | None = None) -> None:
+    """Replace every BatchNorm2d under `module` by a FrozenBatchNorm2d with the same statistics (in place), with
+    its eps or `eps` (torchvision's legacy weights need 0)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps if eps is None else eps)
             with torch.no_grad():
                 for key in ("weight", "bias", "running_mean", "running_var"):
                     getattr(frozen, key).copy_(getattr(child, key))
             setattr(module, name, frozen)
         else:
-            _freeze_batchnorm(child)
+            _freeze_batchnorm(child, eps)
 
 
 def _freeze_layers(body: nn.Module, backbone: str, trainable: int) -> None:
     """Stop gradients to the backbone's first layers, as torchvision's detection builders do.
 
-    The same rules as torchvision's ``_resnet_fpn_extractor`` (layers named from layer4 down to conv1) and
-    ``_mobilenet_extractor`` (stages cut at the blocks marked ``_is_cn``); `body` is ``model.backbone.body``.
+    The same rules as torchvision's ``_resnet_fpn_extractor`` (layers named from layer4 down to conv1),
+    ``_mobilenet_extractor`` (stages cut at the blocks marked ``_is_cn``) and SSD's ``_vgg_extractor`` (stages cut
+    at the max-pools); `body` is ``model.backbone.body``, or ``model.backbone`` for SSD's VGG.
     """
+    if backbone == "vgg":
+        # VGG16's layers up to conv4_3 are `features`; conv5 leads the first `extra` block, before fc6/fc7
+        layers = [*body.get_submodule("features").children(), *list(body.get_submodule("extra.0").children())[:-1]]
+        stages = [0] + [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
+        if not 0 <= trainable <= len(stages):
+            raise ValueError(f"trainable_backbone_layers must be 0..{len(stages)} for a VGG backbone, got {trainable}.")
+        for layer in layers[: len(layers) if trainable == 0 else stages[len(stages) - trainable]]:
+            for parameter in layer.parameters():
+                parameter.requires_grad_(False)
+        return
     if backbone == "resnet":
         if not 0 <= trainable <= 5:
             raise ValueError(f"trainable_backbone_layers must be 0..5 for a ResNet backbone, got {trainable}.")
@@ -246,10 +292,11 @@ def build(
         raise ValueError("trainable_backbone_layers needs pretrained_layout=True (from scratch, everything trains).")
     model = getattr(detection, arch)(weights=None, weights_backbone=None, num_classes=num_slots, **kwargs)
     if pretrained_layout and spec.trainable_layers is not None:
+        body = model.backbone if spec.backbone == "vgg" else model.backbone.body
         if spec.frozen_bn:
-            _freeze_batchnorm(model.backbone.body)
+            _freeze_batchnorm(body, spec.frozen_eps)
         layers = spec.trainable_layers if trainable_backbone_layers is None else trainable_backbone_layers
-        _freeze_layers(model.backbone.body, spec.backbone, layers)
+        _freeze_layers(body, spec.backbone, layers)
     model.__class__ = _ZOO_CLASSES[type(model)]
     model.zoo_slots = slots
     model.zoo_num_slots = num_slots

@@ -1,4 +1,4 @@
-"""torchvision's pretrained classifiers as zoo cards: ``tv/<arch>`` and ``tv/<arch>.<WEIGHTS>``.
+"""torchvision's pretrained classifiers and COCO detectors as zoo cards: ``tv/<arch>`` and ``tv/<arch>.<WEIGHTS>``.
 
 Shaped like a third-party plugin: one entry point in the ``zoo.plugins`` group, named ``tv`` (the plugin name is
 the namespace, so ``tv/resnet50`` is this plugin's card ``resnet50``). Its ``register_models`` hands zoo a

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-INDEX_FORMAT: Final = 1  # bump when the index's content changes: an index of another format is built again
+INDEX_FORMAT: Final = 2  # bump when the content changes (2: detectors, #19); an index of another format is rebuilt
 
 
 def torchvision_version() -> str:

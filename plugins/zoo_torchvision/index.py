@@ -1,10 +1,16 @@
-"""Build the index of torchvision's pretrained classifiers from torchvision's own metadata (imports torch).
+"""Build the index of torchvision's pretrained classifiers and detectors from torchvision's own metadata
+(imports torch).
 
     python -m zoo_torchvision.index            # (re)build the index for the installed torchvision
 
-One card per weights enum member (``ResNet50_Weights.IMAGENET1K_V2`` -> ``tv/resnet50.imagenet1k_v2``), since
-members of one architecture differ in preprocessing, metrics and builder arguments. Everything on a card comes
-from torchvision:
+Detectors (``torchvision.models.detection``: ``tv/fasterrcnn_resnet50_fpn_v2.COCO_V1``) get the cards of the
+built-in COCO detectors, from the same generator (``zoo_detector.torchvision_cards.detector_card``) and built by
+the same builder (``zoo_detector.torchvision_models``); the architectures that builder does not build (Mask
+R-CNN's masks, Keypoint R-CNN's keypoints) are listed in the index's ``skipped`` with the reason.
+
+Classifiers: one card per weights enum member (``ResNet50_Weights.IMAGENET1K_V2`` -> ``tv/resnet50.imagenet1k_v2``),
+since members of one architecture differ in preprocessing, metrics and builder arguments. Everything on a card
+comes from torchvision:
 
 * builder: torchvision's own function (``torchvision.models:resnet50``) with the keyword arguments its builder
   sets when given these weights (``num_classes``, ``image_size``, ``aux_logits``...). They are recorded by running
@@ -29,14 +35,16 @@ from pathlib import Path
 from typing import Any, Final
 
 # the detector cards' generator already reads torchvision's docstrings and file names: one reading of them
-from zoo_detector.torchvision_cards import LINK_RE, rst_text, sha256_prefix
+from zoo_detector.torchvision_cards import LINK_RE, detector_card, rst_text, sha256_prefix
 
-__all__ = ["build_index", "model_names", "weights_card", "write_index"]
+__all__ = ["build_index", "detector_names", "model_names", "weights_card", "write_index"]
 
 CODE_LICENSE: Final = "BSD-3-Clause (torchvision)"
 WEIGHTS_LICENSE: Final = "BSD-3-Clause (torchvision; weights: see the recipe)"
 METRIC_NAMES: Final = {"acc@1": "top1", "acc@5": "top5"}
 DATASETS: Final = {"ImageNet-1K": ("imagenet1k", "val")}
+# a detection metric -> what else the model predicts besides boxes (zoo's detector task takes boxes only)
+EXTRA_OUTPUTS: Final = {"mask_map": "instance masks", "kp_map": "keypoints"}
 
 
 class _Built(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -62,6 +70,42 @@ def model_names() -> list[str]:
     import torchvision.models as models
 
     return sorted(models.list_models(module=models))
+
+
+def detector_names() -> list[str]:
+    """torchvision's detection architectures (``list_models`` of ``torchvision.models.detection``), the ones zoo
+    cannot run included: they are named in the index's ``skipped``."""
+    import torchvision.models as models
+    from torchvision.models import detection
+
+    return sorted(models.list_models(module=detection))
+
+
+def _unsupported(arch: str, weights: Any) -> str | None:
+    """Why the detector task cannot run `arch` with `weights`, or None when it can."""
+    from zoo_detector.torchvision_models import ARCHS
+
+    if arch in ARCHS:
+        return None
+    extra = [
+        what for key, what in EXTRA_OUTPUTS.items() for values in weights.meta["_metrics"].values() if key in values
+    ]
+    if extra:
+        return (
+            f"predicts {' and '.join(dict.fromkeys(extra))} besides boxes: zoo's detector task takes boxes only, and "
+            "zoo_detector.torchvision_models does not build it"
+        )
+    return "zoo_detector.torchvision_models does not build it (yet)"
+
+
+def _labels_key(label_sets: dict[str, list[str]], labels: list[str], name: str) -> str:
+    """The key of `labels` in the index's label sets (kept once, named by the cards); new ones are added under
+    `name`, or ``set<N>`` if that is taken."""
+    key = next((k for k, v in label_sets.items() if v == labels), None)
+    if key is None:
+        key = name if name not in label_sets else f"set{len(label_sets)}"
+        label_sets[key] = labels
+    return key
 
 
 def _text(text: str) -> str:
@@ -243,8 +287,13 @@ def weights_card(arch: str, weights: Any, labels_key: str) -> dict[str, Any]:
     }
 
 
-def build_index(names: list[str] | None = None) -> dict[str, Any]:
-    """The index (as stored) for the installed torchvision: every weights member of every architecture."""
+def build_index(names: list[str] | None = None, detectors: list[str] | None = None) -> dict[str, Any]:
+    """The index (as stored) for the installed torchvision: every weights member of every architecture.
+
+    Args:
+        names: the classification architectures (default: ``model_names()``).
+        detectors: the detection architectures (default: ``detector_names()``).
+    """
     import torchvision
     import torchvision.models as models
 
@@ -261,14 +310,30 @@ def build_index(names: list[str] | None = None) -> dict[str, Any]:
                 skipped[f"{arch}.{weights.name}"] = "no categories (feature-extractor weights without a classifier)"
                 continue
             labels = list(weights.meta["categories"])
-            key = next((k for k, v in label_sets.items() if v == labels), None)
-            if key is None:
-                key = "imagenet1k" if len(labels) == 1000 and not label_sets else f"set{len(label_sets)}"
-                label_sets[key] = labels
+            first = len(labels) == 1000 and not label_sets
+            key = _labels_key(label_sets, labels, "imagenet1k" if first else f"set{len(label_sets)}")
             try:
                 cards[f"{arch}.{weights.name.lower()}"] = weights_card(arch, weights, key)
             except Exception as exc:  # noqa: BLE001 - one odd member must not lose the others; it is recorded
                 skipped[f"{arch}.{weights.name}"] = f"{type(exc).__name__}: {exc}"
+        default = getattr(enum, "DEFAULT", None)
+        if default is not None and f"{arch}.{default.name.lower()}" in cards:
+            defaults[arch] = default.name.lower()
+    for arch in detectors if detectors is not None else detector_names():
+        enum = models.get_model_weights(arch)
+        for weights in enum:
+            why = _unsupported(arch, weights)
+            if why is not None:
+                skipped[f"{arch}.{weights.name}"] = why
+                continue
+            tag = weights.name.lower()
+            try:
+                card = detector_card(arch, weights.name, tag=tag)
+            except Exception as exc:  # noqa: BLE001 - as for classifiers: recorded, the others kept
+                skipped[f"{arch}.{weights.name}"] = f"{type(exc).__name__}: {exc}"
+                continue
+            card["labels"] = _labels_key(label_sets, card["labels"], "coco")
+            cards[f"{arch}.{tag}"] = card
         default = getattr(enum, "DEFAULT", None)
         if default is not None and f"{arch}.{default.name.lower()}" in cards:
             defaults[arch] = default.name.lower()
