@@ -15,7 +15,7 @@ from zoo.cli import cli
 
 LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric                             cached  plugin
-cgan-cifar                           gan         2.7M    3x32x32    zoo-e33-ema (safetensors, fp16)          val fid[resnet56-cifar] 2.04       yes     gan
+cgan-cifar                           gan         2.7M    3x32x32    zoo-e44-ema (safetensors, fp16)          val fid[resnet56-cifar] 1.40       yes     gan
 dcgan-cifar                          gan         2.5M    3x32x32    none                                     -                                  -       gan
 ddpm-cifar                           diffusion   2.5M    3x32x32    none                                     -                                  -       diffusion
 ddpm-cifar10-google                  diffusion   35.7M   3x32x32    google (converted, fp32)                 train fid[inception-v3-fid] 3.17*  no      diffusion
