@@ -25,7 +25,7 @@ __all__ = ["load_index", "register_models"]
 def load_index() -> dict[str, Any]:
     """The namespace's cards: the cached index for the installed timm (built first if missing), with the
     parameter counts recorded so far."""
-    from zoo_torchvision._paths import cached_index
+    from zoo.namespaces import cached_index
 
     from . import _paths
 

@@ -1,7 +1,7 @@
 """Where the timm index and its parameter counts live, and how they become registry mappings. Standard library only.
 
 The generic pieces (one JSON file per library version under ``$ZOO_HOME/index/``, written atomically, label lists
-stored once) are the torchvision bridge's; this module names timm's files and merges the parameter counts.
+stored once) are zoo's (``zoo.namespaces``); this module names timm's files and merges the parameter counts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from zoo_torchvision._paths import dist_version, expand, index_file, read_json
+from zoo.namespaces import dist_version, expand, index_file, read_json
 
 INDEX_FORMAT: Final = 1  # bump when the index's content changes: an index of another format is built again
 

@@ -207,7 +207,7 @@ def build_index(names: list[str] | None = None) -> dict[str, Any]:
 
 def write_index(path: Path, names: list[str] | None = None) -> dict[str, Any]:
     """Build the index and write it to `path` atomically; say so on stderr, with the time it took."""
-    from zoo_torchvision._paths import announce, built, write_json
+    from zoo.namespaces import announce, built, write_json
 
     from ._paths import timm_version
 
@@ -230,7 +230,7 @@ def count_params(name: str) -> int:
 
 def record_params(counts: dict[str, int]) -> None:
     """Add parameter counts to the file the index is read with (a cache: a lost race only loses an entry)."""
-    from zoo_torchvision._paths import write_json
+    from zoo.namespaces import write_json
 
     from ._paths import params_path, read_params
 

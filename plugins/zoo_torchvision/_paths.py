@@ -1,18 +1,22 @@
-"""Where the index lives, how it is read or built, and how its stored form becomes registry mappings.
-
-Standard library only. The helpers below the torchvision-specific ones are generic: the timm bridge
-(``zoo_timm``) keeps its index the same way, one JSON file per library version under ``$ZOO_HOME/index/``.
+"""Where torchvision's index lives. Standard library only; reading, building and expanding an index are zoo's
+generic helpers for on-demand namespaces (``zoo.namespaces``), shared with the timm bridge.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
+
+from zoo.namespaces import (  # noqa: F401 - re-exported: this plugin's modules and tests use them from here
+    announce,
+    built,
+    cached_index,
+    dist_version,
+    expand,
+    index_file,
+    read_json,
+    write_json,
+)
 
 INDEX_FORMAT: Final = 2  # bump when the content changes (2: detectors, #19); an index of another format is rebuilt
 
@@ -25,86 +29,3 @@ def torchvision_version() -> str:
 def index_path() -> Path:
     """``$ZOO_HOME/index/torchvision-<version>-f<format>.json``: one index per torchvision version."""
     return index_file("torchvision", torchvision_version(), INDEX_FORMAT)
-
-
-# -- generic: shared with zoo_timm ----------------------------------------------------------------------------
-
-
-def dist_version(distribution: str) -> str:
-    """An installed distribution's version from its metadata (no import of it); "missing" if not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "missing"
-
-
-def index_file(library: str, version: str, fmt: int, suffix: str = "") -> Path:
-    """``$ZOO_HOME/index/<library>-<version>-f<fmt><suffix>.json``, the version made safe for a file name."""
-    from zoo import _config
-
-    safe = "".join(c if c.isalnum() or c in "._+-" else "_" for c in version)
-    return _config.cache_root() / "index" / f"{library}-{safe}-f{fmt}{suffix}.json"
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object stored at `path`, or None if it is missing or unreadable (then it is built again)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` to `path` atomically: readers see the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def cached_index(path: Path, fmt: int, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """The index stored at `path` if it has format `fmt`, else `build(path)` (which imports the library)."""
-    data = read_json(path)
-    if data is None or data.get("format") != fmt:
-        data = build(path)
-    return data
-
-
-def announce(library: str, version: str) -> float:
-    """Say on stderr that an index is being built (it takes a while, once); the start time for `built`."""
-    print(
-        f"zoo: building the index of {library} {version}'s pretrained models (once per {library} version) ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    return time.perf_counter()
-
-
-def built(data: dict[str, Any], what: str, path: Path, start: float) -> None:
-    """Say on stderr how many cards the new index holds, what it skipped, how long it took and where it is."""
-    skipped = data.get("skipped", {})
-    names = ", ".join(list(skipped)[:8]) + (f" and {len(skipped) - 8} more" if len(skipped) > 8 else "")
-    detail = f", {len(skipped)} skipped ({names})" if skipped else ""
-    print(
-        f"zoo: indexed {len(data['models'])} {what}{detail} in {time.perf_counter() - start:.1f} s: {path}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def expand(data: dict[str, Any], origin: str) -> dict[str, Any]:
-    """The stored index (label lists kept once, named by the cards) as the registry's namespace mapping."""
-    label_sets = data.get("label_sets", {})
-    models = {}
-    for key, raw in data["models"].items():
-        card = dict(raw)
-        if isinstance(card.get("labels"), str):
-            card["labels"] = label_sets[card["labels"]]
-        models[key] = card
-    return {"models": models, "defaults": data.get("defaults", {}), "origin": origin}
