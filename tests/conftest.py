@@ -66,6 +66,24 @@ def hub(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - yields the hub's sta
     httpd.server_close()
 
 
+def zoo_process(args: list[str], zoo_home: Path):  # noqa: ANN201 - subprocess.CompletedProcess
+    """`python -X importtime -m zoo ARGS` in a new process with this ZOO_HOME: what a user's command imports
+    (stderr holds the import-time lines) and prints, the installed plugins' entry points included."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ZOO_HOME": str(zoo_home), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "zoo", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
 def require_shared(*parts: str) -> Path:
     """Path under ../shared, or skip the test with the reason (fresh machines do not have it)."""
     path = SHARED.joinpath(*parts)

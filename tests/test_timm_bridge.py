@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ import zoo
 import zoo._plugins
 import zoo._registry
 import zoo_timm
-from tests.conftest import REPO
+from tests.conftest import zoo_process
 from zoo._card import parse_registry
 from zoo._store import Store
 from zoo.errors import UnknownModelError
@@ -183,46 +181,20 @@ def test_offline_the_hugging_face_cache_is_used_without_a_request(tm, hub, monke
     torch.testing.assert_close(model.fc.weight, state["fc.weight"], rtol=0, atol=0)
 
 
-# -- the command line, with the bridge installed as a third party would install it ------------------------
-
-
-def _install_entry_point(site: Path) -> None:
-    dist = site / "zoo_timm_bridge-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-timm-bridge\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[zoo.plugins]\ntimm = zoo_timm\n")
-
-
-def _zoo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "zoo", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=REPO,
-    )
+# -- the command line: a new process, the plugin found through its installed entry point -----------------
 
 
 def test_cli_lists_the_namespace_from_the_cached_index_without_timm_or_torch(tm, tmp_path, zoo_home):
     zoo.list_models("timm/*")  # builds the (small) index in this ZOO_HOME
-    site = tmp_path / "site"
-    _install_entry_point(site)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-        "ZOO_HOME": str(zoo_home),
-        "OMP_NUM_THREADS": "1",
-    }
-    plain = _zoo(["list"], env)
+    plain = zoo_process(["list"], zoo_home)
     assert plain.returncode == 0, plain.stderr
     assert "timm/" not in plain.stdout and "resnet56-cifar" in plain.stdout
-    listed = _zoo(["list", "timm/resnet1*"], env)
+    listed = zoo_process(["list", "timm/resnet1*"], zoo_home)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("timm/")]
     assert [r[0] for r in rows] == ["timm/resnet18.a1_in1k", "timm/resnet18.tv_in1k"]
     assert rows[0][1:4] == ["classifier", "-", "3x224x224"] and "building" not in listed.stderr
-    info = _zoo(["info", "timm/convnext_tiny.fb_in22k_ft_in1k", "--json"], env)
+    info = zoo_process(["info", "timm/convnext_tiny.fb_in22k_ft_in1k", "--json"], zoo_home)
     assert info.returncode == 0, info.stderr
     card = json.loads(info.stdout)
     assert card["qualified_name"] == "timm/convnext_tiny" and card["license"] == "apache-2.0"

@@ -14,11 +14,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +25,7 @@ import zoo
 import zoo._plugins
 import zoo._registry
 import zoo_torchvision
-from tests.conftest import REPO
+from tests.conftest import zoo_process
 from tests.httpserver import Behaviour
 from zoo._builder import build_model
 from zoo._card import ModelCard
@@ -276,46 +272,20 @@ def test_the_publishers_prefix_is_enforced(tv, tmp_path, monkeypatch, caplog):
     assert "does not start with the publisher's prefix f37072fd" in caplog.text
 
 
-# -- the command line, with the bridge installed as a third party would install it ------------------------
-
-
-def _install_entry_point(site: Path) -> None:
-    dist = site / "zoo_torchvision_bridge-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-torchvision-bridge\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[zoo.plugins]\ntv = zoo_torchvision\n")
-
-
-def _zoo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "zoo", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=REPO,
-    )
+# -- the command line: a new process, the plugin found through its installed entry point -----------------
 
 
 def test_cli_lists_the_namespace_from_the_cached_index_without_torch(tv, tmp_path, zoo_home):
     zoo.list_models("tv/*")  # builds the (small) index in this ZOO_HOME
-    site = tmp_path / "site"
-    _install_entry_point(site)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-        "ZOO_HOME": str(zoo_home),
-        "OMP_NUM_THREADS": "1",
-    }
-    plain = _zoo(["list"], env)
+    plain = zoo_process(["list"], zoo_home)
     assert plain.returncode == 0, plain.stderr
     assert "tv/" not in plain.stdout and "resnet56-cifar" in plain.stdout
-    listed = _zoo(["list", "tv/*"], env)
+    listed = zoo_process(["list", "tv/*"], zoo_home)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("tv/")]
     assert rows == ["tv/densenet121.imagenet1k_v1", "tv/mobilenet_v3_small.imagenet1k_v1", "tv/resnet18.imagenet1k_v1"]
     assert "69.76*" in listed.stdout and "building" not in listed.stderr
-    info = _zoo(["info", "tv/resnet18.IMAGENET1K_V1", "--json"], env)
+    info = zoo_process(["info", "tv/resnet18.IMAGENET1K_V1", "--json"], zoo_home)
     assert info.returncode == 0, info.stderr
     card = json.loads(info.stdout)
     assert card["qualified_name"] == "tv/resnet18" and card["weights"]["imagenet1k_v1"]["pin"]["prefix"] == "f37072fd"
