@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -13,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CIFAR_ZIP = SHARED / "datasets" / "cifar10-train-jpeg.zip"
 AKAMASTER = SHARED / "weights" / "akamaster-resnet-cifar"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh temporary folder that is deleted when the script exits: a bench leaves nothing in /tmp (the
+    100 MB ZOO_HOMEs of earlier runs once filled a CI machine's disk)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def require(path: Path) -> Path:

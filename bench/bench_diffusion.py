@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import extract_cifar_subset, require  # noqa: E402
+from _common import extract_cifar_subset, require, scratch_dir  # noqa: E402
 
 MODEL = "ddpm-cifar"
 
@@ -87,7 +86,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-diffusion-"))
+    work = scratch_dir("zoo-bench-diffusion-")
     os.environ.update(ZOO_HOME=str(work / "home"), ZOO_NO_PROGRESS="1")
     import torch
     import yaml

@@ -17,11 +17,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import AKAMASTER, extract_cifar_subset, require, timed  # noqa: E402
+from _common import AKAMASTER, extract_cifar_subset, require, scratch_dir, timed  # noqa: E402
 
 
 def classic_loop(model, root: Path, mean, std) -> tuple[float, float]:  # noqa: ANN001
@@ -50,7 +49,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     require(AKAMASTER)
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-eval-"))
+    work = scratch_dir("zoo-bench-eval-")
     os.environ["ZOO_HOME"] = str(work / "home")
     os.environ["ZOO_MIRROR"] = str(AKAMASTER)
     os.environ["ZOO_NO_PROGRESS"] = "1"

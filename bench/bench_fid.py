@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import AKAMASTER, CIFAR_ZIP, require  # noqa: E402
+from _common import AKAMASTER, CIFAR_ZIP, require, scratch_dir  # noqa: E402
 
 BATCH = 500
 
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     require(AKAMASTER)
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-fid-"))
+    work = scratch_dir("zoo-bench-fid-")
     os.environ["ZOO_HOME"] = str(work / "home")
     os.environ["ZOO_MIRROR"] = str(AKAMASTER)
     os.environ["ZOO_OFFLINE"] = "1"

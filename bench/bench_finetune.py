@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import AKAMASTER, extract_cifar_subset, require  # noqa: E402
+from _common import AKAMASTER, extract_cifar_subset, require, scratch_dir  # noqa: E402
 
 
 def seed_loop(model, root: Path, mean, std) -> float:  # noqa: ANN001
@@ -64,7 +63,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure zoo with bf16 + torch.compile")
     args = parser.parse_args()
     require(AKAMASTER)
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-ft-"))
+    work = scratch_dir("zoo-bench-ft-")
     os.environ.update(ZOO_HOME=str(work / "home"), ZOO_MIRROR=str(AKAMASTER), ZOO_NO_PROGRESS="1")
     import torch
 

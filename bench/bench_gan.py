@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import extract_cifar_subset, require  # noqa: E402
+from _common import extract_cifar_subset, require, scratch_dir  # noqa: E402
 
 MODEL = "cgan-cifar"
 
@@ -88,7 +87,7 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=300)
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="zoo-bench-gan-"))
+    work = scratch_dir("zoo-bench-gan-")
     os.environ.update(ZOO_HOME=str(work / "home"), ZOO_NO_PROGRESS="1")
     import torch
 
