@@ -12,8 +12,8 @@ Training. Anchor: the loop a diffusers tutorial writes: ``ImageFolder`` + per-im
 ``ToTensor``, ``Normalize(0.5, 0.5)``, ``DataLoader(batch_size=128, shuffle=True, num_workers=2)``, uniform
 timesteps, ``DDPMScheduler.add_noise``, MSE on the noise, AdamW 3e-4, gradients clipped at 1, fp32. zoo:
 ``zoo finetune ddpm-cifar --scratch`` for one epoch without validation (decoded uint8 batches, batch-level flips,
-channels_last, EMA on, class dropout), fp32 and bf16 autocast. Same architecture (the ``ddpm-cifar`` card), same
-images: the last N per class of the CIFAR-10 train split in ../shared.
+the task's memory format (contiguous), EMA on, class dropout), fp32 and bf16 autocast. Same architecture (the
+``ddpm-cifar`` card), same images: the last N per class of the CIFAR-10 train split in ../shared.
 
 Run: .venv/bin/python bench/bench_diffusion.py [--images-per-class 100] [--samples 64] [--steps 50]
 """
@@ -97,6 +97,7 @@ def main() -> None:
     from zoo.runtime.finetune import FinetuneConfig, finetune
     from zoo.runtime.sample import draw
     from zoo.runtime.tasks import get_task
+    from zoo.runtime.train.recipe import resolve
 
     # the card's architecture without classes, as a user card (diffusers' DDIMPipeline takes no class input)
     card = zoo.card(MODEL)
@@ -137,6 +138,9 @@ def main() -> None:
     plain_ips = plain_training_loop(zoo.load(MODEL, pretrained=False, device="cpu"), root)
     load_dataset(root, geometry=get_task(zoo.card(MODEL)).geometry())  # zoo decodes once; cached below
     train_rows = [("plain loop: ImageFolder + per-image transforms, 2 workers, fp32", plain_ips)]
+    # the task chooses the memory format (contiguous for diffusion: GroupNorm's backward is slow in channels_last)
+    cl = resolve(FinetuneConfig(), get_task(zoo.card(MODEL))).channels_last
+    memory_format = "channels_last" if cl else "contiguous"
     for bf16 in (False, True):
         config = FinetuneConfig(epochs=1, val_split=0.0, bf16=bf16, pretrained=False)
         result = finetune(
@@ -150,7 +154,7 @@ def main() -> None:
         )
         train_rows.append(
             (
-                f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, channels_last, EMA)",
+                f"zoo finetune loop ({'bf16 autocast' if bf16 else 'fp32'}, {memory_format}, EMA)",
                 result.history[0]["images_per_second"],
             )
         )

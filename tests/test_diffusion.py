@@ -285,7 +285,20 @@ def test_training_uses_ema_by_default_and_resumes_to_the_same_weights(tiny_ddpm:
     assert "val_fid[judge-net]" in row and "val_judge_accuracy" in row  # validation samples and judges
     checkpoint = torch.load(tiny_ddpm / "straight" / "checkpoint.pt", weights_only=True)
     assert "ema" in checkpoint  # on by default for diffusion, with no --ema given
-    assert '"ema": 0.999' in zoo.card("straight").variant().notes
+    notes = zoo.card("straight").variant().notes
+    assert '"ema": 0.999' in notes
+    assert '"channels_last": false' in notes  # the task's default: GroupNorm's backward is slow in channels_last
+
+
+def test_memory_format_is_the_tasks_default_unless_the_user_chose():
+    from zoo.runtime.tasks import get_task
+    from zoo.runtime.train.recipe import FinetuneConfig, resolve
+
+    diffusion, classifier = get_task(zoo.card("ddpm-cifar")), get_task(zoo.card("resnet20-cifar"))
+    assert resolve(FinetuneConfig(), diffusion).channels_last is False
+    assert resolve(FinetuneConfig(), classifier).channels_last is True
+    assert resolve(FinetuneConfig(channels_last=True), diffusion).channels_last is True
+    assert resolve(FinetuneConfig(channels_last=False), classifier).channels_last is False
 
 
 @pytest.mark.slow

@@ -1077,7 +1077,10 @@ def _recipe_options(func: F) -> F:
     for spec in reversed(recipe_fields()):
         meta, default = spec.metadata, spec.default
         flag = meta.get("flag") or "--" + spec.name.replace("_", "-")
-        if spec.type in ("bool", bool):
+        if spec.type in ("bool | None", bool | None):
+            # an on/off pair whose default the task chooses (None: the user said neither)
+            option = click.option(flag, spec.name, default=None, help=meta["help"])
+        elif spec.type in ("bool", bool):
             # --no-channels-last and --scratch turn a default-on field off; other flags turn one on
             option = click.option(flag, spec.name + "_flag", is_flag=True, help=meta["help"])
         else:

@@ -304,6 +304,9 @@ class DiffusionTask(SamplingTask):
         "warmup": 0.01,
         "clip_grad": 1.0,
         "ema": 0.999,
+        # the UNet's GroupNorm backward runs ~3x slower in channels_last on a CPU (bf16, 2 threads: 77 vs 25 ms at
+        # 64x96x32x32); contiguous trained 51-56 img/s vs 42-48 channels_last, 1 thread, bf16 (docs/architecture.md)
+        "channels_last": False,
     }
     base_lr = {"adamw": 3e-4, "adam": 3e-4}
 

@@ -414,7 +414,9 @@ def _validate(
     if hasattr(task, "measure"):  # a generative task samples and compares with the validation images
         from .evaluate import MeasureContext
 
-        context = MeasureContext(device, config.bf16, 256, env, show_progress=False, channels_last=config.channels_last)
+        context = MeasureContext(
+            device, config.bf16, 256, env, show_progress=False, channels_last=bool(config.channels_last)
+        )
         try:
             with torch.inference_mode(), autocast(device, config.bf16):
                 summary = task.measure(model, val_data, context, validation=True)
@@ -430,7 +432,7 @@ def _validate(
         with torch.inference_mode(), autocast(device, config.bf16):
             for i, batch in enumerate(val_data.batches(256)):
                 if i % env.world_size == env.rank:
-                    evaluator.update(forward(task, model, batch, device, config.channels_last), batch)
+                    evaluator.update(forward(task, model, batch, device, bool(config.channels_last)), batch)
     finally:
         model.train()
     return {f"val_{metric}": evaluator.compute()[metric]}

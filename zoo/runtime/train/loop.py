@@ -139,7 +139,7 @@ class Loop:
         stepping_task = hasattr(self.task, "optimizer_groups")  # it steps its named optimizers itself
         for step in range(position.step, len(batches)):
             batch = self.data.train_batch(batches[step], self.generator, config)
-            x = model_input(self.task, batch, self.device, config.channels_last)
+            x = model_input(self.task, batch, self.device, bool(config.channels_last))  # resolve() filled it
             stepped = (step + 1) % config.accumulate == 0 or step == len(batches) - 1
             self.steps.stepping = stepped
             self.steps.batch_index = position.epoch * len(batches) + step
