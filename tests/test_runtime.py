@@ -267,6 +267,37 @@ def test_evaluate_matches_a_hand_written_loop(tmp_path, tiny_classifier):
     del per_class
 
 
+def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror(tmp_path, tiny_classifier):
+    """--tta flip against a hand-written loop: the mean of the two passes' logits decides; the setting is recorded
+    and predict goes through the same forward pass. The random test weights are not mirror-symmetric, so the
+    averaged logits differ from the plain ones (checked) and a loop that ignored tta would fail."""
+    folder = make_folder(tmp_path / "shapes", per_class=6)
+    result = evaluate(tiny_classifier, folder, device="cpu", show_progress=False, fuse=False, tta="flip")
+    model = zoo.load(tiny_classifier, device="cpu")
+    preprocess = zoo.transforms(tiny_classifier)
+    correct = 0
+    for index, label in enumerate(CLASSES):
+        for path in sorted((folder / label).glob("*.png")):
+            x = preprocess(read_image(path))[None]
+            with torch.inference_mode():
+                plain, mirrored = model(x), model(x.flip(3))
+            assert not torch.allclose(plain, mirrored)
+            correct += int(((plain + mirrored) / 2).argmax()) == index
+    assert result.metrics["top1"] == round(100 * correct / 18, 2)
+    assert result.settings["tta"] == "flip"
+    image = next((folder / CLASSES[0]).glob("*.png"))
+    cli_run = CliRunner().invoke(cli, ["predict", tiny_classifier, str(image), "--tta", "flip", "--json"])
+    assert cli_run.exit_code == 0, cli_run.output
+    x = preprocess(read_image(image))[None]
+    with torch.inference_mode():
+        expected = torch.softmax((model(x) + model(x.flip(3))) / 2, 1)[0]
+    top = json.loads(cli_run.output)[0]["predictions"][0]
+    assert top["label"] == CLASSES[int(expected.argmax())]
+    assert abs(top["probability"] - round(float(expected.max()), 4)) < 1e-3
+    bad = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder), "--tta", "rotate"])
+    assert bad.exit_code == 1 and "'rotate' is not one of 'none', 'flip'" in bad.output
+
+
 @pytest.mark.parametrize("fuse", [True, False])
 def test_evaluate_hands_the_callers_model_back_unchanged(tmp_path, tiny_classifier, fuse):
     """A model in train mode is measured in eval mode, then returned in train mode and contiguous memory."""

@@ -27,6 +27,7 @@ CARD_FIELDS: dict[str, tuple[type, float | None, float | None]] = {"explain_laye
 
 # In the order of their strength; each one's operations are in its name (docs/usage.md, zoo finetune --augment).
 AUGMENT_PRESETS = ("none", "crop-flip", "crop-flip-erase", "crop-flip-trivial-erase")
+TTA_MODES = ("none", "flip")
 
 
 class ClassificationData:
@@ -186,6 +187,14 @@ class ClassifierTask:
 
     @classmethod
     def options(cls, verb: str) -> list[click.Option]:
+        tta = click.Option(
+            ["--tta"],
+            type=click.Choice(TTA_MODES),
+            default="none",
+            show_default=True,
+            help="Test-time augmentation: flip averages the logits of each image and its mirror image (two "
+            "forward passes).",
+        )
         if verb == "predict":
             return [
                 click.Option(
@@ -194,9 +203,17 @@ class ClassifierTask:
                     default=5,
                     show_default=True,
                     help="How many classes to show per image.",
-                )
+                ),
+                tta,
             ]
+        if verb == "eval":
+            return [tta]
         return []
+
+    def check_options(self, tta: str = "none", **options: Any) -> None:
+        """API callers get the CLI's refusal: one line naming the modes."""
+        if tta not in TTA_MODES:
+            raise ZooError(f"Unknown test-time augmentation tta={tta!r}; use one of: {', '.join(TTA_MODES)}.")
 
     # -- data ---------------------------------------------------------------------------------------
     def geometry(self) -> Geometry:
@@ -252,6 +269,13 @@ class ClassifierTask:
     # -- around the forward pass ----------------------------------------------------------------------
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.card.preprocess)
+
+    def infer(self, model: torch.nn.Module, x: torch.Tensor, tta: str = "none", **options: Any) -> torch.Tensor:
+        """The logits; with ``tta="flip"`` the mean of the image's and its mirror image's (horizontal flips are in
+        every CIFAR/ImageNet training recipe, so the mirror is an image the model knows)."""
+        if tta == "flip":
+            return (model(x).float() + model(x.flip(3)).float()) / 2
+        return model(x)
 
     def postprocess(self, raw: torch.Tensor, batch: Batch, **options: Any) -> torch.Tensor:
         return raw.float()

@@ -98,7 +98,9 @@ def forward(
     task: Any, model: nn.Module, batch: Batch, device: torch.device, channels_last: bool, **options: Any
 ) -> Any:
     """The task's input, the model, the task's outputs: one batch, in whatever grad/autocast mode is active."""
-    return task.postprocess(model(model_input(task, batch, device, channels_last)), batch, **options)
+    x = model_input(task, batch, device, channels_last)
+    raw = task.infer(model, x, **options) if hasattr(task, "infer") else model(x)
+    return task.postprocess(raw, batch, **options)
 
 
 def evaluate(

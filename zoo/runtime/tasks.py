@@ -144,6 +144,10 @@ class Task(Protocol):
     def postprocess(self, raw: Any, batch: Batch, **options: Any) -> Any:
         """The model's raw output -> the task's outputs for this batch (logits, boxes in original pixels...)."""
 
+    # Optional: infer(model, x, **options) -> raw — how the task calls its network on a prepared batch, for a task
+    #     whose options change that (test-time augmentation: the classifier's --tta flip averages the logits of the
+    #     image and its mirror); without it the runtime calls model(x). eval and predict go through it.
+
     # -- results ----------------------------------------------------------------------------------------
     def evaluator(self, **options: Any) -> Evaluator: ...
 
