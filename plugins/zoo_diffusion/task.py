@@ -339,10 +339,24 @@ class DiffusionTask(SamplingTask):
             )
         if x.is_contiguous(memory_format=torch.channels_last):
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        prediction = model(x_t, t, labels).float()
+        with _training_attention(x.device):
+            prediction = model(x_t, t, labels).float()
         target = noise if denoiser.prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x
         loss = torch.nn.functional.mse_loss(prediction, target.float())
         return {"loss": loss}
 
     def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
         return {}
+
+
+def _training_attention(device: torch.device) -> Any:
+    """On a CPU, the UNet's self-attention trains faster through SDPA's math backend than through its flash kernel,
+    whose backward is slow there: 5-10% more images/s for the whole ddpm-cifar step (bf16, 2 threads, interleaved
+    runs: 116.8-126.1 vs 111.3-115.2 img/s). Sampling keeps the default (no gain measured). GPUs keep theirs."""
+    import contextlib
+
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
