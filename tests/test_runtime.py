@@ -296,6 +296,8 @@ def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror(tmp_path, tiny
     assert abs(top["probability"] - round(float(expected.max()), 4)) < 1e-3
     bad = CliRunner().invoke(cli, ["eval", tiny_classifier, "--data", str(folder), "--tta", "rotate"])
     assert bad.exit_code == 1 and "'rotate' is not one of 'none', 'flip'" in bad.output
+    with pytest.raises(ZooError, match="Unknown test-time augmentation tta='rotate'; use one of: none, flip"):
+        zoo.predict(tiny_classifier, [image], tta="rotate")
 
 
 @pytest.mark.parametrize("fuse", [True, False])

@@ -1081,7 +1081,7 @@ def _recipe_options(func: F) -> F:
             # an on/off pair whose default the task chooses (None: the user said neither)
             option = click.option(flag, spec.name, default=None, help=meta["help"])
         elif spec.type in ("bool", bool):
-            # --no-channels-last and --scratch turn a default-on field off; other flags turn one on
+            # --scratch turns a default-on field off; other flags turn one on
             option = click.option(flag, spec.name + "_flag", is_flag=True, help=meta["help"])
         else:
             kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(str(spec.type), str)

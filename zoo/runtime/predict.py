@@ -43,6 +43,8 @@ def predict(
 
     card = get_card(name)
     task = task_for(card, "predict")
+    if hasattr(task, "check_options"):  # bad options are refused before an image is read
+        task.check_options(**options)
     records: list[dict[str, Any]] = []
     decoded: list[tuple[int, torch.Tensor]] = []
     for path in expand_images(images):
