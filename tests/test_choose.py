@@ -82,7 +82,15 @@ def test_sort_by_a_lower_is_better_metric_puts_the_lowest_first(tmp_path, monkey
     monkeypatch.setenv("ZOO_REGISTRY", str(registry))
     zoo._registry.reset_registry()
     assert names("--sort", "fid", "--plugin", "user") == ["gan-b", "gan-a", "gan-c"]
-    assert names("--sort", "fid[resnet56-cifar]")[:4] == ["cgan-cifar", "gan-b", "gan-a", "gan-c"]  # 1.40 first
+    # the shipped cards' figures sort among the user's: cgan 1.40, ddpm 8.56, dcgan 8.92
+    assert names("--sort", "fid[resnet56-cifar]")[:6] == [
+        "cgan-cifar",
+        "gan-b",
+        "ddpm-cifar",
+        "dcgan-cifar",
+        "gan-a",
+        "gan-c",
+    ]
     assert names("--license", "MIT") == ["gan-a", "gan-b"]  # case-insensitive
     assert names("--max-params", "1.5K") == ["gan-a", "gan-c"]
     table = run("list", "--plugin", "user", "--sort", "fid").output.splitlines()
@@ -162,6 +170,8 @@ def test_dataset_filter_and_the_metric_it_shows():
     ]
     assert names("--dataset", "CIFAR10*") == [
         "cgan-cifar",
+        "dcgan-cifar",
+        "ddpm-cifar",
         "ddpm-cifar10-google",
         "resnet18-cifar",
         "resnet20-cifar",
