@@ -172,6 +172,52 @@ def test_load_fetches_from_the_hub_verifies_and_is_timms_model(tm, hub, zoo_home
     assert zoo.list_models("timm/*", max_params="1M") == [f"timm/{TINY}"]
 
 
+def test_features_only_is_timms_own_feature_network_with_the_verified_weights(tm, hub, zoo_home, tmp_path):
+    state, data = tiny_checkpoint(seed=2)
+    hub.add(TINY_REPO, "model.safetensors", data)
+    maps = zoo.load(f"timm/{TINY}", device="cpu", features_only=True)
+    # the reference: timm's own features_only model, loading the same file the timm way
+    (tmp_path / "model.safetensors").write_bytes(data)
+    reference = timm.create_model(
+        TINY, pretrained=True, features_only=True, pretrained_cfg_overlay={"file": str(tmp_path / "model.safetensors")}
+    ).eval()
+    assert type(maps) is type(reference) and not maps.training
+    assert maps.feature_info.channels() == reference.feature_info.channels()
+    x = torch.rand(2, 3, 160, 160)
+    with torch.no_grad():
+        got, want = maps(x), reference(x)
+    assert len(got) == len(want) == len(reference.feature_info)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["test_vit", "test_convnext"])
+def test_feature_networks_of_other_families_take_every_tensor_from_the_model(arch, tmp_path):
+    """ViTs get timm's FeatureGetterNet (the model under `model.`), ConvNeXts a FeatureListNet with flattened
+    stages: each takes the loaded model's own tensors, none left on the meta device it was laid out on, and
+    computes what timm's own features_only model computes from the same weights."""
+    from safetensors.torch import save_file
+
+    from zoo_timm.models import features_only
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch).eval()
+    maps = features_only(model, arch)
+    owned = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    assert all(t.device.type == "cpu" and t.data_ptr() in owned for t in [*maps.parameters(), *maps.buffers()])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
+    reference = timm.create_model(
+        arch, pretrained=True, features_only=True, pretrained_cfg_overlay={"file": str(tmp_path / "model.safetensors")}
+    ).eval()
+    assert type(maps) is type(reference)
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        got, want = maps(x), reference(x)
+    assert len(got) == len(want) > 1
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_offline_the_hugging_face_cache_is_used_without_a_request(tm, hub, monkeypatch):
     state, data = tiny_checkpoint(seed=1)
     hf_cache_entry(Path(os.environ["HF_HUB_CACHE"]), TINY_REPO, data, commit="c0ffee" + "0" * 34)

@@ -11,6 +11,8 @@ from ._store import Store
 from .errors import WeightsError, ZooError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
     from torchvision.transforms import v2
@@ -127,8 +129,9 @@ def load(
             card's head then starts from fresh initialisation; everything else is loaded). Two are zoo's own,
             as in timm: ``num_classes=0`` loads every weight and replaces the head (the card's ``head``) by an
             identity, so the model returns its pooled features (N x 64 for the CIFAR ResNet-20..56);
-            ``features_only=True`` returns the list of the feature maps of the network's stages (models that
-            declare ``feature_stages``; others are refused naming the cards that do).
+            ``features_only=True`` returns the list of the feature maps of the network's stages (timm's own
+            feature networks for ``timm/...`` models; models whose builders declare ``feature_stages``; others are
+            refused naming the cards that do).
 
     Example:
         >>> model = zoo.load("resnet56-cifar")
@@ -160,13 +163,12 @@ def load(
         del overrides["num_classes"]  # every weight loads, the head included; it is taken off afterwards
         if features_only:
             raise ZooError("Pass num_classes=0 (pooled features) or features_only=True (feature maps), not both.")
-    if features_only:
-        _feature_stages(card_)  # refused before any weights are fetched
+    make_features = _feature_maker(card_) if features_only else None  # refused before any weights are fetched
     model = _load_resolved(resolved, name, pretrained, device, dtype, overrides)
     if pooled:
         model = _without_head(model, card_)
-    if features_only:
-        model = _features(model, card_)
+    if make_features is not None:
+        model = make_features(model, {**card_.kwargs, **overrides})
     return model
 
 
@@ -216,46 +218,52 @@ def _without_head(model: nn.Module, card_: ModelCard) -> nn.Module:
     return model
 
 
-def _feature_stages(card_: ModelCard) -> tuple[str, ...]:
-    """The stages the card's builder declares (``builder.feature_stages``); else one ZooError naming the cards
-    whose builders do."""
+def _feature_maker(card_: ModelCard) -> Callable[[nn.Module, dict[str, Any]], nn.Module]:
+    """How `card_`'s loaded model becomes its feature network (``features_only=True``), known before any weights
+    are fetched: the builder's own ``features_only(model, **kwargs)`` (timm's wrappers, for the timm bridge), or
+    the ``feature_stages`` it declares; else one ZooError naming the models that support it."""
     from ._builder import check_trusted, import_builder
 
-    def stages(card: ModelCard) -> tuple[str, ...] | None:
+    def maker(card: ModelCard) -> Callable[[nn.Module, dict[str, Any]], nn.Module] | None:
         try:
             check_trusted(card)  # never import a module the user did not trust, not even to list it
-            found = getattr(import_builder(card.builder, model=card.name), "feature_stages", None)
+            builder = import_builder(card.builder, model=card.name)
         except ZooError:
             return None
-        return tuple(found) if found else None
+        own = getattr(builder, "features_only", None)
+        if callable(own):
+            return lambda model, kwargs: own(model, **kwargs)
+        stages = tuple(getattr(builder, "feature_stages", None) or ())
+        if stages:
+            return lambda model, kwargs: _stage_features(model, stages)
+        return None
 
-    own = stages(card_)
-    if own:
-        return own
+    found = maker(card_)
+    if found is not None:
+        return found
     registry = get_registry()
-    able = sorted(registry.display_name(c) for c in registry.cards if c.builder != card_.builder and stages(c))
+    able = sorted(registry.display_name(c) for c in registry.cards if c.builder != card_.builder and maker(c))
     raise ZooError(
-        f"Model {card_.name!r} does not support features_only=True (its builder declares no "
-        f"feature_stages); the models that do: {', '.join(able) or 'none'}. "
+        f"Model {card_.name!r} does not support features_only=True (its builder declares neither "
+        f"features_only nor feature_stages); the models that do: {', '.join(able) or 'none'}. "
         "num_classes=0 gives pooled features for any model with a head."
     )
 
 
-def _features(model: nn.Module, card_: ModelCard) -> nn.Module:
-    """timm's ``features_only``: a module returning the list of the feature maps of the card's stages, made with
+def _stage_features(model: nn.Module, stages: tuple[str, ...]) -> nn.Module:
+    """timm's ``features_only``: a module returning the list of the feature maps of `stages`, made with
     torchvision's ``create_feature_extractor`` (an fx graph of the model up to the last stage)."""
     from torch import nn
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    stages = list(_feature_stages(card_))
-    extractor = create_feature_extractor(model, return_nodes=stages)
+    extractor = create_feature_extractor(model, return_nodes=list(stages))
 
     class FeatureMaps(nn.Module):
         """The feature maps of `stages`, in order, as a list (timm's features_only convention)."""
 
-        def __init__(self, graph: nn.Module, names: list[str]) -> None:
+        def __init__(self, graph: nn.Module, names: tuple[str, ...]) -> None:
             super().__init__()
-            self.graph, self.stages = graph, tuple(names)
+            self.graph, self.stages = graph, names
 
         def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
             out = self.graph(x)
