@@ -3,7 +3,8 @@
 Anchor (the loop most tutorials and the seed document use): torchvision ``ImageFolder`` + ``ToTensor`` +
 ``Normalize`` + ``DataLoader(batch_size=128, num_workers=2)`` under ``torch.no_grad``, with the same model
 object. zoo: ``zoo.runtime.evaluate`` (decode with torchvision's decoders, normalise whole batches,
-channels_last, inference_mode), cold (decode cache empty) and warm (decode cache hit), and with ``--bf16``
+channels_last, inference_mode, one stream of batches per core), cold (decode cache empty), warm (decode cache
+hit), warm with one stream (``ZOO_CPU_STREAMS=1``: what the streams add), and with ``--bf16``
 also both under bf16 autocast (fast only on CPUs with native bf16: AVX512-BF16/AMX). Both read the same
 ImageFolder directory of 10,000 JPEGs (the last 1,000 of each class of the CIFAR-10 *train* split in
 ../shared; the test split is not available). Top-1 of both must agree. The rows take turns for ``--rounds``
@@ -65,6 +66,7 @@ def main() -> None:
 
     root = extract_cifar_subset(work / "images", args.images_per_class)
     model = zoo.load(args.model, device="cpu")
+    compare_streams = "ZOO_CPU_STREAMS" not in os.environ  # that row compares with the default count
     pre = zoo.card(args.model).preprocess
     n = 10 * args.images_per_class
     classic = "classic ImageFolder+DataLoader(2 workers)"
@@ -90,6 +92,11 @@ def main() -> None:
         assert total == n == cold.images and not cold.decode_cached
         warm = run("zoo eval, warm (decode cache)", zoo_eval)
         assert warm.decode_cached
+        if compare_streams:  # what the CPU streams (zoo.runtime.streams) add, in the same round
+            os.environ["ZOO_CPU_STREAMS"] = "1"
+            one = run("zoo eval, warm, one stream", zoo_eval)
+            del os.environ["ZOO_CPU_STREAMS"]
+            top1["zoo eval, warm, one stream"] = one.metrics["top1"]
         top1["zoo eval, cold (decodes)"] = cold.metrics["top1"]
         top1["zoo eval, warm (decode cache)"] = warm.metrics["top1"]
         if args.bf16:

@@ -300,6 +300,61 @@ def test_flip_tta_averages_the_logits_of_the_image_and_its_mirror(tmp_path, tiny
         zoo.predict(tiny_classifier, [image], tta="rotate")
 
 
+def test_cpu_streams_measure_the_same_as_one_stream(tmp_path, tiny_classifier, monkeypatch):
+    """Batches on parallel single-threaded streams (a CPU's default): the same metrics, to the confusion matrix,
+    as one stream; the setting is recorded and the caller's thread count comes back."""
+    folder = make_folder(tmp_path / "shapes", per_class=6)
+    threads = torch.get_num_threads()
+    results = {}
+    for streams in ("1", "3"):
+        monkeypatch.setenv("ZOO_CPU_STREAMS", streams)
+        results[streams] = evaluate(tiny_classifier, folder, device="cpu", batch_size=4, show_progress=False)
+        assert results[streams].settings["streams"] == int(streams)
+        assert torch.get_num_threads() == threads
+    assert results["1"].metrics == results["3"].metrics and results["3"].images == 18
+    monkeypatch.setenv("ZOO_CPU_STREAMS", "two")
+    with pytest.raises(ZooError, match="ZOO_CPU_STREAMS='two' is not a positive whole number"):
+        evaluate(tiny_classifier, folder, device="cpu", show_progress=False)
+
+
+def test_streams_keep_order_run_each_call_in_its_modes_and_bound_what_is_in_flight():
+    import threading
+
+    from zoo.runtime.streams import map_in_streams
+
+    started: list[int] = []
+    seen: dict[int, tuple[str, bool, int]] = {}
+    lock = threading.Lock()
+
+    def items():
+        for i in range(20):
+            with lock:
+                started.append(i)
+            yield i
+
+    def square(i: int) -> int:
+        seen[i] = (threading.current_thread().name, torch.is_inference_mode_enabled(), torch.get_num_threads())
+        return i * i
+
+    threads = torch.get_num_threads()
+    out = []
+    for value in map_in_streams(square, items(), 2, torch.inference_mode):
+        out.append(value)
+        assert len(started) <= len(out) + 4  # at most 2 x streams submitted ahead of what was consumed
+    assert out == [i * i for i in range(20)]
+    assert all(name.startswith("zoo-stream") and inference and n == 1 for name, inference, n in seen.values())
+    assert torch.get_num_threads() == threads
+
+    def fails(i: int) -> int:
+        if i == 3:
+            raise ValueError("batch 3")
+        return i
+
+    with pytest.raises(ValueError, match="batch 3"):
+        list(map_in_streams(fails, range(10), 2, torch.inference_mode))
+    assert torch.get_num_threads() == threads
+
+
 @pytest.mark.parametrize("fuse", [True, False])
 def test_evaluate_hands_the_callers_model_back_unchanged(tmp_path, tiny_classifier, fuse):
     """A model in train mode is measured in eval mode, then returned in train mode and contiguous memory."""

@@ -5,7 +5,8 @@ What is timed, per call: the task's forward pass around the model, exactly the r
 (normalisation), the model, and the task's ``postprocess`` (a detector's decoding, thresholds and NMS, at
 ``zoo predict``'s thresholds) — under ``inference_mode``, with the model placed as ``zoo eval`` places it:
 BatchNorm folded (:func:`fuse_for_inference`), channels_last, bf16 autocast when the precision resolves to bf16
-(:func:`resolve_precision`, ``auto`` as on the other commands). Decoding and resizing the image are not timed:
+(:func:`resolve_precision`, ``auto`` as on the other commands); one stream of calls (``zoo eval`` on a CPU runs one
+per core: :mod:`zoo.runtime.streams`, for throughput). Decoding and resizing the image are not timed:
 the input is one real picture (``examples/images/chelsea.png`` in a checkout, or ``image=``), brought to the
 card's geometry by the task's own ``predict_batch`` once, and repeated to the batch size; where the picture is
 missing, uniform random uint8 pixels of the card's input shape (3x480x640 for a model that takes any size).

@@ -1,12 +1,14 @@
 """Evaluate any model of any task on a labelled dataset, the same way: the task says what to read and measure.
 
-The runtime's part: the device, bf16 autocast, inference mode, channels_last, BatchNorm folding, batching,
-progress and timing. The task's part (zoo.runtime.tasks.Task): reading its dataset formats, turning a uint8
-batch into the model's input, turning raw outputs into what it scores, and the metrics.
+The runtime's part: the device, bf16 autocast, inference mode, channels_last, BatchNorm folding, batching (on a
+CPU, one single-threaded stream of batches per core: zoo.runtime.streams), progress and timing. The task's part
+(zoo.runtime.tasks.Task): reading its dataset formats, turning a uint8 batch into the model's input, turning raw
+outputs into what it scores, and the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from ..errors import ZooError
 from . import distributed
 from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
 from .progress import progress
+from .streams import cpu_streams, map_in_streams
 from .tasks import Batch, task_for
 
 if TYPE_CHECKING:
@@ -198,12 +201,22 @@ def evaluate(
         )
     evaluator = task.evaluator(**options)
     bar = progress(len(dataset), f"eval {card.name}", show_progress and env.rank == 0)
+    streams = cpu_streams(target_device)
+    mine = (batch for i, batch in enumerate(dataset.batches(batch_size)) if i % env.world_size == env.rank)
+
+    def run(batch: Batch) -> tuple[Batch, Any]:
+        return batch, forward(task, model, batch, target_device, channels_last, **options)
+
+    def modes() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast(target_device, bf16))
+        return stack
+
     try:
-        with torch.inference_mode(), autocast(target_device, bf16):
-            for i, batch in enumerate(dataset.batches(batch_size)):
-                if i % env.world_size != env.rank:
-                    continue  # another rank's batch
-                evaluator.update(forward(task, model, batch, target_device, channels_last, **options), batch)
+        with modes():
+            for batch, outputs in map_in_streams(run, mine, streams, modes):
+                evaluator.update(outputs, batch)  # in order, on this thread
                 if bar is not None:
                     bar.update(len(batch) * env.world_size)
     finally:
@@ -222,6 +235,7 @@ def evaluate(
         "fuse": fuse,
         "channels_last": channels_last,
         "device": str(target_device),
+        "streams": streams,
         **options,
     }
     return _result(
