@@ -175,6 +175,34 @@ def test_sample_files_do_not_depend_on_the_batch_size(tiny_ddpm: Path):
     assert manifest["labels"] == ["bright"] * 3
 
 
+def test_cpu_streams_draw_the_same_samples_in_order(tiny_ddpm: Path, monkeypatch: pytest.MonkeyPatch):
+    """Sampling calls spread over parallel single-threaded streams (a CPU's default, zoo.runtime.streams): the
+    same images, in the same order, as one call after another; the caller's thread count comes back."""
+    import threading
+
+    from zoo_diffusion.task import DiffusionTask
+
+    where: list[str] = []
+    original = DiffusionTask.sample
+
+    def recorded(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        where.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionTask, "sample", recorded)
+    threads = torch.get_num_threads()
+    runs, names = {}, {}
+    for streams in ("1", "3"):
+        monkeypatch.setenv("ZOO_CPU_STREAMS", streams)
+        where.clear()
+        runs[streams] = zoo.sample("tiny-ddpm", n=70, seed=3, steps=2, sampler="ddim", precision="fp32")
+        names[streams] = set(where)
+        assert torch.get_num_threads() == threads and len(where) == 3  # 3 calls of 32 rows
+    assert names["1"] == {threading.main_thread().name}
+    assert names["3"] and all(name.startswith("zoo-stream") for name in names["3"])
+    assert runs["1"].shape == (70, 3, 32, 32) and torch.equal(runs["1"], runs["3"])
+
+
 def test_python_api_samples_with_steps_and_classes(tiny_ddpm: Path):
     images = zoo.sample("tiny-ddpm", n=2, seed=1, labels=["dark", "bright"], steps=2, precision="fp32")
     again = zoo.sample("tiny-ddpm", n=2, seed=1, labels=["dark", "bright"], steps=2, precision="fp32")

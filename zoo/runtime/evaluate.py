@@ -8,7 +8,6 @@ outputs into what it scores, and the metrics.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from ..errors import ZooError
 from . import distributed
 from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
 from .progress import progress
-from .streams import cpu_streams, map_in_streams
+from .streams import caller_modes, cpu_streams, map_in_streams
 from .tasks import Batch, task_for
 
 if TYPE_CHECKING:
@@ -207,15 +206,9 @@ def evaluate(
     def run(batch: Batch) -> tuple[Batch, Any]:
         return batch, forward(task, model, batch, target_device, channels_last, **options)
 
-    def modes() -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(autocast(target_device, bf16))
-        return stack
-
     try:
-        with modes():
-            for batch, outputs in map_in_streams(run, mine, streams, modes):
+        with torch.inference_mode(), autocast(target_device, bf16):
+            for batch, outputs in map_in_streams(run, mine, streams, caller_modes(target_device)):
                 evaluator.update(outputs, batch)  # in order, on this thread
                 if bar is not None:
                     bar.update(len(batch) * env.world_size)

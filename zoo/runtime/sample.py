@@ -97,12 +97,24 @@ def sample_calls(
     next indices' seeds. Both ``zoo sample`` (:func:`draw`) and the evaluations that sample go through here, so
     a figure measures exactly the images ``zoo sample`` writes. `mine(c)`: whether call c is this process's
     (torchrun shards); `on_step`: handed to tasks that report their steps (``sample_steps``)."""
+    import threading
+
     import torch
 
+    from .streams import caller_modes, cpu_streams, map_in_streams
+
+    streams = cpu_streams(device)
+    if on_step is not None and streams > 1:  # the streams report their steps from their own threads
+        lock, report = threading.Lock(), on_step
+
+        def on_step(steps: int) -> Any:
+            with lock:
+                return report(steps)
+
     extra = {"on_step": on_step} if on_step is not None and hasattr(task, "sample_steps") else {}
-    for c, first in enumerate(range(0, -(-n // micro) * micro, micro)):
-        if mine is not None and not mine(c):
-            continue
+
+    def call(c: int) -> tuple[int, int, torch.Tensor, torch.Tensor | None]:
+        first = c * micro
         span = range(first, first + micro)
         labels = (
             None if label_of is None else torch.tensor([label_of(i) for i in span], dtype=torch.long, device=device)
@@ -113,7 +125,12 @@ def sample_calls(
             raise ZooError(
                 f"The {task.card.task} task's sample() returned {shape} for {micro} samples; expected N x C x H x W."
             )
-        yield c, min(micro, n - first), images.float().clamp_(0, 1), labels
+        return c, min(micro, n - first), images.float().clamp_(0, 1), labels
+
+    calls = (c for c in range(-(-n // micro)) if mine is None or mine(c))
+    # on a CPU, one call per core at a time, each on one thread (zoo.runtime.streams): 1.2-1.27x for ddpm-cifar's
+    # UNet, and the same pixels, since every call has `micro` rows and each row's arithmetic is its own
+    yield from map_in_streams(call, calls, streams, caller_modes(device))
 
 
 def _sample_progress(task: Any, name: str, n: int, micro: int, enabled: bool, options: dict[str, Any]):  # noqa: ANN202

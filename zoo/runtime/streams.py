@@ -23,7 +23,7 @@ from ..errors import ZooError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["cpu_streams", "map_in_streams"]
+__all__ = ["caller_modes", "cpu_streams", "map_in_streams"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,15 +44,37 @@ def cpu_streams(device: torch.device) -> int:
     return max(1, torch.get_num_threads())
 
 
+def caller_modes(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """The calling thread's grad mode (inference mode, no_grad) and autocast for `device`'s type, as a factory of
+    contexts for worker threads: PyTorch keeps both per thread, so a worker starts without them."""
+    import torch
+
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    autocasting = torch.is_autocast_enabled(device.type)
+    dtype = torch.get_autocast_dtype(device.type) if autocasting else None
+
+    def modes() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        if inference:
+            stack.enter_context(torch.inference_mode())
+        elif not grad:
+            stack.enter_context(torch.no_grad())
+        if autocasting:
+            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+        return stack
+
+    return modes
+
+
 def map_in_streams(
     fn: Callable[[T], R], items: Iterable[T], streams: int, modes: Callable[[], contextlib.AbstractContextManager]
 ) -> Iterator[R]:
     """``fn(item)`` for every item, in order; with `streams` > 1 on that many worker threads of one intra-op
     thread each, at most ``2 * streams`` items in flight (memory stays a few batches).
 
-    `modes` makes the context each worker's call runs under: inference mode and autocast are per thread in
-    PyTorch, so the caller's (which a single stream runs under) do not reach the workers. The caller's thread
-    count is restored afterwards.
+    `modes` makes the context each worker's call runs under (usually :func:`caller_modes`): inference mode and
+    autocast are per thread in PyTorch, so the caller's (which a single stream runs under) do not reach the
+    workers. The caller's thread count is restored afterwards.
     """
     if streams <= 1:
         yield from map(fn, items)
