@@ -17,7 +17,7 @@ LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric                             cached  plugin
 cgan-cifar                           gan         2.7M    3x32x32    zoo-e44-ema (safetensors, fp16)          val fid[resnet56-cifar] 1.40       yes     gan
 dcgan-cifar                          gan         2.5M    3x32x32    zoo-e13-ema (safetensors, fp16)          val fid[resnet56-cifar] 8.92       yes     gan
-ddpm-cifar                           diffusion   2.5M    3x32x32    zoo-e4-ema (safetensors, fp16)           val fid[resnet56-cifar] 8.56       yes     diffusion
+ddpm-cifar                           diffusion   2.5M    3x32x32    zoo-e14-ema (safetensors, fp16)          val fid[resnet56-cifar] 3.68       yes     diffusion
 ddpm-cifar10-google                  diffusion   35.7M   3x32x32    google (converted, fp32)                 train fid[inception-v3-fid] 3.17*  no      diffusion
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*                 no      detector
 fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*                 no      detector
