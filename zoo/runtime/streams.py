@@ -4,7 +4,8 @@ Why: on a CPU with few cores, splitting each convolution of a small image across
 parallelism) leaves them waiting on each other at every layer. Giving each core its own batch keeps them busy:
 resnet56-cifar in fp32 ran 1.17-1.39x faster per round (8 interleaved rounds, median 1.31x; a second run 1.17x),
 resnet18-cifar 1.24x, and fastestdet-coco's 352-px images about the same (1.04x), on this project's 2-core Xeon.
-Outputs are the same to the bit (each image's arithmetic does not depend on its batch-mates). It is what
+Outputs came out the same to the bit in every comparison made (those models, ddpm-cifar's UNet in bf16, the
+tests' models), though a kernel may in principle sum in another order on one thread than on two. It is what
 OpenVINO calls throughput streams; latency per batch is what one core gives, so it is for evaluation, where
 only the total time counts. ``ZOO_CPU_STREAMS=1`` turns it off (any other number sets the count).
 """
