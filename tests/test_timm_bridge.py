@@ -25,7 +25,7 @@ import zoo_timm
 from tests.conftest import zoo_process
 from zoo._card import parse_registry
 from zoo._store import Store
-from zoo.errors import UnknownModelError
+from zoo.errors import UnknownModelError, ZooError
 from zoo_timm import _paths, index
 
 FEW = [
@@ -216,6 +216,19 @@ def test_feature_networks_of_other_families_take_every_tensor_from_the_model(arc
     assert len(got) == len(want) > 1
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_architecture_timm_has_no_feature_network_for_is_one_line(monkeypatch):
+    from zoo_timm.models import features_only
+
+    model = timm.create_model(TINY.partition(".")[0])
+
+    def refuse(name, **kwargs):  # noqa: ANN001, ANN003, ANN202 - what timm raises for such an architecture
+        raise RuntimeError(f"features_only not implemented for {name}")
+
+    monkeypatch.setattr(timm, "create_model", refuse)
+    with pytest.raises(ZooError, match=r"timm has no feature network for test_resnet \(RuntimeError: features_only"):
+        features_only(model, "test_resnet")
 
 
 def test_offline_the_hugging_face_cache_is_used_without_a_request(tm, hub, monkeypatch):

@@ -47,8 +47,14 @@ def features_only(model: nn.Module, model_name: str, **kwargs: Any) -> nn.Module
 
     from zoo.errors import ZooError
 
-    with torch.device("meta"):  # shapes only; every tensor is then taken from `model`
-        features = timm.create_model(model_name, pretrained=False, features_only=True)
+    try:
+        with torch.device("meta"):  # shapes only; every tensor is then taken from `model`
+            features = timm.create_model(model_name, pretrained=False, features_only=True)
+    except Exception as error:  # noqa: BLE001 - timm refuses architectures it has no feature network for
+        raise ZooError(
+            f"timm has no feature network for {model_name} ({type(error).__name__}: {error}); "
+            "num_classes=0 gives its pooled features."
+        ) from None
     source: dict[str, list[torch.Tensor]] = {}
     own: dict[str, torch.Tensor] = dict(model.named_parameters())
     own.update(model.named_buffers())  # non-persistent buffers too (e.g. relative position indices)
