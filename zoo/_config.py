@@ -74,6 +74,18 @@ def _number(var: str, default: float) -> float:
         raise ZooError(f"{var}={raw!r} is not a number.") from None
 
 
+def cpu_streams() -> int | None:
+    """`ZOO_CPU_STREAMS`: how many batches zoo eval and sampling run at once on a CPU (None: one per core)."""
+    raw = os.environ.get("ZOO_CPU_STREAMS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        from .errors import ZooError
+
+        raise ZooError(f"ZOO_CPU_STREAMS={raw!r} is not a positive whole number; unset it or use e.g. 1.")
+    return int(raw)
+
+
 def download_retries() -> int:
     """`ZOO_DOWNLOAD_RETRIES` (default 5): retries after a dropped connection, each resuming with Range."""
     return int(_number("ZOO_DOWNLOAD_RETRIES", 5))

@@ -129,7 +129,7 @@ def sample_calls(
 
     calls = (c for c in range(-(-n // micro)) if mine is None or mine(c))
     # on a CPU, one call per core at a time, each on one thread (zoo.runtime.streams): 1.2-1.27x for ddpm-cifar's
-    # UNet, and the same pixels, since every call has `micro` rows and each row's arithmetic is its own
+    # UNet, and the same pixels in every comparison made (every call keeps its `micro` rows)
     yield from map_in_streams(call, calls, streams, caller_modes(device))
 
 

@@ -13,13 +13,12 @@ only the total time counts. ``ZOO_CPU_STREAMS=1`` turns it off (any other number
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import ZooError
+from .. import _config
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +36,7 @@ def cpu_streams(device: torch.device) -> int:
 
     if device.type != "cpu":
         return 1
-    chosen = os.environ.get("ZOO_CPU_STREAMS", "").strip()
-    if chosen:
-        if not chosen.isdigit() or int(chosen) < 1:
-            raise ZooError(f"ZOO_CPU_STREAMS={chosen!r} is not a positive whole number; unset it or use e.g. 1.")
-        return int(chosen)
-    return max(1, torch.get_num_threads())
+    return _config.cpu_streams() or max(1, torch.get_num_threads())
 
 
 def caller_modes(device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
