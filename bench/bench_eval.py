@@ -3,8 +3,9 @@
 Anchor (the loop most tutorials and the seed document use): torchvision ``ImageFolder`` + ``ToTensor`` +
 ``Normalize`` + ``DataLoader(batch_size=128, num_workers=2)`` under ``torch.no_grad``, with the same model
 object. zoo: ``zoo.runtime.evaluate`` (decode with torchvision's decoders, normalise whole batches,
-channels_last, inference_mode, one stream of batches per core), cold (decode cache empty), warm (decode cache
-hit), warm with one stream (``ZOO_CPU_STREAMS=1``: what the streams add), and with ``--bf16``
+channels_last, inference_mode, one stream of batches per core, in fp32 the fused oneDNN graph), cold (decode
+cache empty), warm (decode cache hit), warm with one stream (``ZOO_CPU_STREAMS=1``: what the streams add), warm
+with the eager model (``ZOO_CPU_GRAPH=0``: what the fused graph adds), and with ``--bf16``
 also both under bf16 autocast (fast only on CPUs with native bf16: AVX512-BF16/AMX). Both read the same
 ImageFolder directory of 10,000 JPEGs (the last 1,000 of each class of the CIFAR-10 *train* split in
 ../shared; the test split is not available). Top-1 of both must agree. The rows take turns for ``--rounds``
@@ -67,6 +68,7 @@ def main() -> None:
     root = extract_cifar_subset(work / "images", args.images_per_class)
     model = zoo.load(args.model, device="cpu")
     compare_streams = "ZOO_CPU_STREAMS" not in os.environ  # that row compares with the default count
+    compare_graph = "ZOO_CPU_GRAPH" not in os.environ
     pre = zoo.card(args.model).preprocess
     n = 10 * args.images_per_class
     classic = "classic ImageFolder+DataLoader(2 workers)"
@@ -97,6 +99,12 @@ def main() -> None:
             one = run("zoo eval, warm, one stream", zoo_eval)
             del os.environ["ZOO_CPU_STREAMS"]
             top1["zoo eval, warm, one stream"] = one.metrics["top1"]
+        if compare_graph:  # what the fused graph (zoo.runtime.graph) adds, in the same round
+            os.environ["ZOO_CPU_GRAPH"] = "0"
+            eager = run("zoo eval, warm, eager (no graph)", zoo_eval)
+            del os.environ["ZOO_CPU_GRAPH"]
+            assert not eager.settings["graph"] and warm.settings["graph"]
+            top1["zoo eval, warm, eager (no graph)"] = eager.metrics["top1"]
         top1["zoo eval, cold (decodes)"] = cold.metrics["top1"]
         top1["zoo eval, warm (decode cache)"] = warm.metrics["top1"]
         if args.bf16:

@@ -317,6 +317,30 @@ def test_cpu_streams_measure_the_same_as_one_stream(tmp_path, tiny_classifier, m
         evaluate(tiny_classifier, folder, device="cpu", show_progress=False)
 
 
+def test_fp32_evaluation_on_a_cpu_runs_the_fused_graph_and_measures_the_same(tmp_path, tiny_classifier, monkeypatch):
+    """The fused oneDNN graph (zoo.runtime.graph) is what fp32 evaluation on a CPU runs; the metrics equal the
+    eager model's, to the confusion matrix, with a last batch smaller than the rest; bf16, too few batches to
+    pay for the graph, and ZOO_CPU_GRAPH=0 run eager; the process-wide fusion switch comes back as it was."""
+    from zoo.runtime import graph as graph_module
+
+    folder = make_folder(tmp_path / "shapes", per_class=6)  # 18 images: batches of 4, 4, 4, 4 and 2
+    few = evaluate(tiny_classifier, folder, device="cpu", batch_size=4, show_progress=False)
+    assert few.settings["graph"] is False  # 4 whole batches, fewer than graph.MIN_BATCHES
+    monkeypatch.setattr(graph_module, "MIN_BATCHES", 4)
+    fusion = torch._C._jit_llga_enabled()
+    graph = evaluate(tiny_classifier, folder, device="cpu", batch_size=4, show_progress=False)
+    assert graph.settings["graph"] is True and torch._C._jit_llga_enabled() == fusion
+    bf16 = evaluate(tiny_classifier, folder, device="cpu", batch_size=4, bf16=True, show_progress=False)
+    assert bf16.settings["graph"] is False
+    monkeypatch.setenv("ZOO_CPU_GRAPH", "0")
+    eager = evaluate(tiny_classifier, folder, device="cpu", batch_size=4, show_progress=False)
+    assert eager.settings["graph"] is False
+    assert graph.metrics == eager.metrics == few.metrics and graph.images == 18
+    monkeypatch.setenv("ZOO_CPU_GRAPH", "maybe")
+    with pytest.raises(ZooError, match="ZOO_CPU_GRAPH='maybe' is not 0 or 1"):
+        evaluate(tiny_classifier, folder, device="cpu", show_progress=False)
+
+
 def test_streams_keep_order_run_each_call_in_its_modes_and_bound_what_is_in_flight():
     import threading
 

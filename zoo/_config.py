@@ -8,6 +8,8 @@ from pathlib import Path
 __all__ = [
     "build_strategy",
     "cache_root",
+    "cpu_graph",
+    "cpu_streams",
     "disabled_plugins",
     "download_deadline",
     "download_retries",
@@ -84,6 +86,19 @@ def cpu_streams() -> int | None:
 
         raise ZooError(f"ZOO_CPU_STREAMS={raw!r} is not a positive whole number; unset it or use e.g. 1.")
     return int(raw)
+
+
+def cpu_graph() -> bool:
+    """`ZOO_CPU_GRAPH=0`: fp32 evaluation on a CPU runs the eager model, not its fused oneDNN graph
+    (zoo.runtime.graph); on by default."""
+    raw = os.environ.get("ZOO_CPU_GRAPH", "").strip().lower()
+    if raw in ("", *TRUTHY):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    from .errors import ZooError
+
+    raise ZooError(f"ZOO_CPU_GRAPH={raw!r} is not 0 or 1; unset it, or use 0 to turn the fused graph off.")
 
 
 def download_retries() -> int:

@@ -2,14 +2,16 @@
 
 What is timed, per call: the task's forward pass around the model, exactly the runtime's
 :func:`zoo.runtime.evaluate.forward` — the uint8 batch moved to the device, the task's ``prepare``
-(normalisation), the model, and the task's ``postprocess`` (a detector's decoding, thresholds and NMS, at
-``zoo predict``'s thresholds) — under ``inference_mode``, with the model placed as ``zoo eval`` places it:
-BatchNorm folded (:func:`fuse_for_inference`), channels_last, bf16 autocast when the precision resolves to bf16
-(:func:`resolve_precision`, ``auto`` as on the other commands); one stream of calls (``zoo eval`` on a CPU runs one
-per core: :mod:`zoo.runtime.streams`, for throughput). Decoding and resizing the image are not timed:
-the input is one real picture (``examples/images/chelsea.png`` in a checkout, or ``image=``), brought to the
-card's geometry by the task's own ``predict_batch`` once, and repeated to the batch size; where the picture is
-missing, uniform random uint8 pixels of the card's input shape (3x480x640 for a model that takes any size).
+(normalisation), the model, and the task's ``postprocess`` (a detector's decoding, thresholds and NMS, at ``zoo
+predict``'s thresholds) — under ``inference_mode``, with the model placed as ``zoo eval`` places it: BatchNorm
+folded (:func:`fuse_for_inference`), channels_last, bf16 autocast when the precision resolves to bf16
+(:func:`resolve_precision`, ``auto`` as on the other commands), in fp32 on a CPU the fused oneDNN graph
+(:mod:`zoo.runtime.graph`, prepared per batch size outside the timing; ``graph`` in the record); one stream of
+calls (``zoo eval`` on a CPU runs one per core: :mod:`zoo.runtime.streams`, for throughput). Decoding and
+resizing the image are not timed: the input is one real picture (``examples/images/chelsea.png`` in a checkout,
+or ``image=``), brought to the card's geometry by the task's own ``predict_batch`` once, and repeated to the
+batch size; where the picture is missing, uniform random uint8 pixels of the card's input shape (3x480x640 for a
+model that takes any size).
 
 Figures:
 - latency: batch 1, after two warm-up calls; the median (and min, p90) of the calls made in ``seconds``
@@ -25,6 +27,7 @@ is sampling, which ``zoo sample`` times.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -152,7 +155,9 @@ def bench_model(
 
     from .._api import load
     from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
-    from .evaluate import forward
+    from .evaluate import forward, model_input
+    from .graph import MIN_BATCHES, graph_for_inference, onednn_fusion
+    from .graph import wanted as graph_wanted
     from .tasks import task_for
 
     tune_malloc()
@@ -168,18 +173,26 @@ def bench_model(
     model = model.to(memory_format=torch.channels_last)
     picture, described = _input_image(card, image)
     sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+    use_graph = graph_wanted(target, bf16, MIN_BATCHES)  # timed calls are many: as zoo eval on a large dataset
+    graphs: list[bool] = []  # per batch size: whether the fused graph ran
 
     def runner(batch_size: int) -> Callable[[], None]:
         batch = task.predict_batch([picture] * batch_size, [f"image{i}" for i in range(batch_size)])
         described.setdefault("model_input", list(batch.images[0].shape))
+        runs = model
+        if use_graph:  # made for this batch size, as zoo eval makes it for its own; its preparation is not timed
+            with onednn_fusion(), torch.inference_mode():
+                runs = graph_for_inference(model, model_input(task, batch, target, True), True) or model
+        graphs.append(runs is not model)
 
         def call() -> None:
-            with torch.inference_mode(), autocast(target, bf16):
-                forward(task, model, batch, target, True)
+            with fusion(), torch.inference_mode(), autocast(target, bf16):
+                forward(task, runs, batch, target, True)
             sync()
 
         return call
 
+    fusion = onednn_fusion if use_graph else contextlib.nullcontext  # a fresh context per call
     say = log or (lambda _line: None)
     call = runner(1)
     for _ in range(WARMUP_CALLS):
@@ -227,6 +240,7 @@ def bench_model(
         "weights": variant.tag if with_weights and variant is not None else None,
         "device": str(target),
         "precision": resolved,
+        "graph": all(graphs),
         "input": described,
         "latency": latency,
         "throughput": throughput,
@@ -288,7 +302,7 @@ def bench(
             "pretrained": pretrained,
             "warmup_calls": WARMUP_CALLS,
             "timed": "task prepare + model + task postprocess, inference_mode, BatchNorm folded, "
-            "channels_last; decoding and resizing not timed",
+            "channels_last, in fp32 on a CPU the fused oneDNN graph; decoding and resizing not timed",
         },
         "models": models,
         "seconds": round(time.perf_counter() - started, 2),

@@ -1,14 +1,17 @@
 """Evaluate any model of any task on a labelled dataset, the same way: the task says what to read and measure.
 
-The runtime's part: the device, bf16 autocast, inference mode, channels_last, BatchNorm folding, batching (on a
-CPU, one single-threaded stream of batches per core: zoo.runtime.streams), progress and timing. The task's part
-(zoo.runtime.tasks.Task): reading its dataset formats, turning a uint8 batch into the model's input, turning raw
-outputs into what it scores, and the metrics.
+The runtime's part: the device, bf16 autocast, inference mode, channels_last, BatchNorm folding, in fp32 on a
+CPU a fused oneDNN graph (zoo.runtime.graph), batching (on a CPU, one single-threaded stream of batches per core:
+zoo.runtime.streams), progress and timing. The task's part (zoo.runtime.tasks.Task): reading its dataset formats,
+turning a uint8 batch into the model's input, turning raw outputs into what it scores, and the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -18,6 +21,8 @@ from .._api import load
 from ..errors import ZooError
 from . import distributed
 from .device import autocast, fuse_for_inference, resolve_precision, tune_malloc
+from .graph import graph_for_inference, onednn_fusion
+from .graph import wanted as graph_wanted
 from .progress import progress
 from .streams import caller_modes, cpu_streams, map_in_streams
 from .tasks import Batch, task_for
@@ -201,13 +206,24 @@ def evaluate(
     evaluator = task.evaluator(**options)
     bar = progress(len(dataset), f"eval {card.name}", show_progress and env.rank == 0)
     streams = cpu_streams(target_device)
-    mine = (batch for i, batch in enumerate(dataset.batches(batch_size)) if i % env.world_size == env.rank)
+    mine: Iterator[Batch] = (
+        batch for i, batch in enumerate(dataset.batches(batch_size)) if i % env.world_size == env.rank
+    )
+    runs = model  # the fused graph where it applies (zoo.runtime.graph), else the model itself
+    use_graph = graph_wanted(target_device, bf16, len(dataset) // (batch_size * env.world_size))
+    fusion = onednn_fusion() if use_graph else contextlib.nullcontext()
 
     def run(batch: Batch) -> tuple[Batch, Any]:
-        return batch, forward(task, model, batch, target_device, channels_last, **options)
+        return batch, forward(task, runs, batch, target_device, channels_last, **options)
 
     try:
-        with torch.inference_mode(), autocast(target_device, bf16):
+        with fusion, torch.inference_mode(), autocast(target_device, bf16):
+            if use_graph:
+                first = next(mine, None)  # traced and checked on the first real batch, which then runs as usual
+                if first is not None:
+                    example = model_input(task, first, target_device, channels_last)
+                    runs = graph_for_inference(model, example, channels_last) or model
+                    mine = itertools.chain([first], mine)
             for batch, outputs in map_in_streams(run, mine, streams, caller_modes(target_device)):
                 evaluator.update(outputs, batch)  # in order, on this thread
                 if bar is not None:
@@ -229,6 +245,7 @@ def evaluate(
         "channels_last": channels_last,
         "device": str(target_device),
         "streams": streams,
+        "graph": runs is not model,
         **options,
     }
     return _result(
