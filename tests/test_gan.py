@@ -121,6 +121,36 @@ def test_eval_reports_fid_in_its_feature_space_with_judge_and_floor(tiny_gan: Pa
     assert again["metrics"]["fid[judge-net]"] == metrics["fid[judge-net]"]  # same seeds, same samples
 
 
+def test_truncated_latents_stay_in_bounds_and_follow_each_sample_s_seed():
+    from zoo.runtime.sample import Noise
+
+    a = Noise([7, 8, 9]).truncated_randn(0.5, 64)
+    assert a.shape == (3, 64) and a.abs().max() <= 0.5 and a.std() > 0.2  # bounded, not collapsed to 0
+    assert torch.equal(Noise([8]).truncated_randn(0.5, 64)[0], a[1])  # row i from sample i's generator alone
+
+
+def test_truncation_samples_eval_and_refusals(tiny_gan: Path, tmp_path: Path):
+    """``--truncation`` (BigGAN's trick) changes the latents, is recorded in the manifest and the eval record,
+    gives the same images whatever the batch size, and a bound that is not positive is one line, exit 1."""
+    plain = zoo.sample("tiny-cgan", 6, seed=3, labels="dark", precision="fp32")
+    cut = zoo.sample("tiny-cgan", 6, seed=3, labels="dark", precision="fp32", truncation=0.5)
+    assert not torch.equal(plain, cut)
+    assert torch.equal(
+        cut, zoo.sample("tiny-cgan", 6, seed=3, labels="dark", precision="fp32", truncation=0.5, batch_size=4)
+    )
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(cli, ["sample", "tiny-dcgan", "-n", "4", "--truncation", "1.5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path(f"{out}.json").read_text())["options"] == {"truncation": 1.5}
+    data = make_two_class_folder(tiny_gan / "data", 160)
+    record = zoo.evaluate("tiny-cgan", data, val_split=0.5, seed=0, samples=160, precision="fp32", truncation=0.5)
+    assert record["metrics"]["sampling"] == {"truncation": 0.5}
+    for value in ("0", "-2"):
+        bad = CliRunner().invoke(cli, ["sample", "tiny-cgan", "-n", "2", "--truncation", value, "-o", str(out)])
+        assert bad.exit_code == 1 and "Traceback" not in bad.output
+        assert f"--truncation {value}: give a positive bound" in bad.output, bad.output
+
+
 def test_too_few_samples_for_the_feature_space_is_one_line(tiny_gan: Path):
     data = make_two_class_folder(tiny_gan / "data", 160)
     result = CliRunner().invoke(

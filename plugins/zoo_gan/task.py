@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 import torch
 
 from zoo._card import ModelCard
@@ -25,6 +26,7 @@ class GanTask(SamplingTask):
         **SamplingTask.config_fields,
         "loss": (str, None, None),  # hinge | nonsaturating
         "d_steps": (int, 1, 16),  # discriminator steps per generator step
+        "truncation": (float, 0, None),  # the default truncation of the latents (none when absent)
     }
 
     def __init__(self, card: ModelCard) -> None:
@@ -36,13 +38,72 @@ class GanTask(SamplingTask):
                 f"Card {card.name!r}: task_config.loss must be hinge or nonsaturating, got {self.loss_kind!r}."
             )
 
+    # -- options ------------------------------------------------------------------------------------
+    @classmethod
+    def truncation_option(cls) -> click.Option:
+        return click.Option(
+            ["--truncation"],
+            type=float,
+            default=None,
+            help="Draw the latents from a normal truncated to [-T, T] (BigGAN's truncation trick): smaller T, "
+            "more typical images, less variety. Default: the card's (none: plain normal latents).",
+        )
+
+    @classmethod
+    def options(cls, verb: str) -> list[click.Option]:
+        if verb == "eval":
+            return cls.eval_options() + [cls.truncation_option()]
+        return [cls.truncation_option()] if verb == "sample" else []
+
+    def check_options(self, truncation: float | None = None, **_other: Any) -> dict[str, Any]:
+        """Refuse a bad truncation before a model is built; the options as used (``zoo sample``'s manifest)."""
+        if truncation is None:
+            truncation = self.config.get("truncation")
+        if truncation is not None and not truncation > 0:
+            raise ZooError(
+                f"--truncation {truncation:g}: give a positive bound, e.g. 1.0 (smaller: more typical images, "
+                "less variety); leave it out for plain normal latents."
+            )
+        return {"truncation": truncation}
+
     # -- sampling -----------------------------------------------------------------------------------
-    def sample(self, model: Any, noise: Noise, labels: torch.Tensor | None, **options: Any) -> torch.Tensor:
+    def sample(
+        self, model: Any, noise: Noise, labels: torch.Tensor | None, truncation: float | None = None, **options: Any
+    ) -> torch.Tensor:
         generator = getattr(model, "generator", model)
-        z = noise.randn(self.z_dim)
+        bound = self.check_options(truncation)["truncation"]
+        z = noise.randn(self.z_dim) if bound is None else noise.truncated_randn(bound, self.z_dim)
         if labels is not None:
             labels = labels.to(z.device)
         return self.to_unit(generator(z, labels))
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def measure(  # type: ignore[override]
+        self,
+        model: Any,
+        data: Any,
+        context: Any,
+        samples: int | None = None,
+        features: str | None = None,
+        judge: str | None = None,
+        sample_seed: int = 0,
+        validation: bool = False,
+        truncation: float | None = None,
+    ) -> dict[str, Any]:
+        """Part 1's figures (zoo.runtime.generative) for samples drawn at `truncation` (recorded in the summary
+        as ``sampling`` when there is one); validation during training always draws plain latents."""
+        options = {"truncation": None} if validation else self.check_options(truncation)
+        summary = super().measure(model, data, context, samples, features, judge, sample_seed, validation, **options)
+        if options["truncation"] is not None:
+            summary["sampling"] = options
+        return summary
+
+    def render_eval(self, summary: dict[str, Any]) -> list[str]:
+        lines = super().render_eval(summary)
+        options = summary.get("sampling")
+        if options and options.get("truncation") is not None:
+            lines.append(f"latents truncated to [-{options['truncation']:g}, {options['truncation']:g}]")
+        return lines
 
     def train_extras(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The latents of the batch's fake images."""

@@ -182,6 +182,16 @@ class Noise:
 
         return torch.stack([torch.rand(shape, generator=g) for g in self.generators]).to(self.device)
 
+    def truncated_randn(self, bound: float, *shape: int) -> torch.Tensor:
+        """N x `shape` standard normal draws truncated to [-bound, bound] (float32; torch's inverse-CDF
+        ``trunc_normal_``, so each row stays a function of its own generator)."""
+        import torch
+
+        draw = torch.nn.init.trunc_normal_
+        return torch.stack([draw(torch.empty(shape), a=-bound, b=bound, generator=g) for g in self.generators]).to(
+            self.device
+        )
+
 
 # -- labels -------------------------------------------------------------------------------------------------
 
