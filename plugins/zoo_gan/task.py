@@ -78,25 +78,9 @@ class GanTask(SamplingTask):
         return self.to_unit(generator(z, labels))
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def measure(  # type: ignore[override]
-        self,
-        model: Any,
-        data: Any,
-        context: Any,
-        samples: int | None = None,
-        features: str | None = None,
-        judge: str | None = None,
-        sample_seed: int = 0,
-        validation: bool = False,
-        truncation: float | None = None,
-    ) -> dict[str, Any]:
-        """Part 1's figures (zoo.runtime.generative) for samples drawn at `truncation` (recorded in the summary
-        as ``sampling`` when there is one); validation during training always draws plain latents."""
-        options = {"truncation": None} if validation else self.check_options(truncation)
-        summary = super().measure(model, data, context, samples, features, judge, sample_seed, validation, **options)
-        if options["truncation"] is not None:
-            summary["sampling"] = options
-        return summary
+    def resolve_sampling(self, validation: bool, truncation: float | None = None, **_other: Any) -> dict[str, Any]:
+        """The truncation the samples are drawn at (the card's default where none is given, in validation too)."""
+        return self.check_options(truncation)
 
     def render_eval(self, summary: dict[str, Any]) -> list[str]:
         lines = super().render_eval(summary)

@@ -326,6 +326,7 @@ class SamplingTask:
             )
         reference = gm.reference_features(data.key, net, data.image_batches(data.reference, context.batch_size))
         judged = None if validation and not self.validate_judge else self._judge(judge, context.device)
+        sample_options = self.resolve_sampling(validation, **sample_options)
         fake, correct = self._generate(model, net, n, sample_seed, context, judged, sample_options)
         space = net.name
         summary: dict[str, Any] = {f"fid[{space}]": round(gm.frechet_distance(reference, fake), 3)}
@@ -354,7 +355,14 @@ class SamplingTask:
                 "reference": {"images": len(data.reference), "set": data.description, "source": data.source},
             }
         )
+        if any(value is not None for value in sample_options.values()):
+            summary["sampling"] = sample_options
         return summary
+
+    def resolve_sampling(self, validation: bool, **options: Any) -> dict[str, Any]:
+        """The sampling options as ``sample`` will use them, the card's defaults filled in; the summary records
+        them as ``sampling`` where one is set. `validation`: drawn during training. Default: as given."""
+        return options
 
     #: whether validation during training also reports the judge's accuracy (costs a judge forward per sample)
     validate_judge = False
