@@ -17,7 +17,7 @@ LIST_OUTPUT = """\
 name                                 task        params  input      weights (default)                        metric                             cached  plugin
 cgan-cifar                           gan         2.7M    3x32x32    zoo-e44-ema (safetensors, fp16)          val fid[resnet56-cifar] 1.40       yes     gan
 dcgan-cifar                          gan         2.5M    3x32x32    zoo-e13-ema (safetensors, fp16)          val fid[resnet56-cifar] 8.92       yes     gan
-ddpm-cifar                           diffusion   2.5M    3x32x32    zoo-e14-ema (safetensors, fp16)          val fid[resnet56-cifar] 3.68       yes     diffusion
+ddpm-cifar                           diffusion   2.5M    3x32x32    zoo-e20-ema (safetensors, fp16)          val fid[resnet56-cifar] 3.59       yes     diffusion
 ddpm-cifar10-google                  diffusion   35.7M   3x32x32    google (converted, fp32)                 train fid[inception-v3-fid] 3.17*  no      diffusion
 fasterrcnn-mobilenetv3-320-fpn-coco  detector    19.4M   -          coco-v1 (converted, fp32)                val2017 map 22.80*                 no      detector
 fasterrcnn-r50-fpn-v2-coco           detector    43.7M   -          coco-v1 (converted, fp32)                val2017 map 46.70*                 no      detector
@@ -221,7 +221,8 @@ def test_convert_casts_a_safetensors_file_to_float16(tmp_path):
     assert run("convert", str(src), str(out), "--dtype", "float16").exit_code == 0
     half = load_file(str(out))
     assert half["conv.weight"].dtype == torch.float16 and half["bn.num_batches_tracked"].dtype == torch.int64
-    assert torch.allclose(half["conv.weight"].float(), state["conv.weight"], atol=1e-3)
+    # fp16 rounds to within 2^-11 of the value: a relative tolerance (randn reaches |x| > 3, beyond atol alone)
+    assert torch.allclose(half["conv.weight"].float(), state["conv.weight"], rtol=1e-3, atol=1e-3)
     assert half["bn.num_batches_tracked"].item() == 7
     assert read_provenance(out)["dtype"] == "float16" and read_provenance(out)["source_uri"] == "best.safetensors"
     assert out.stat().st_size < src.stat().st_size
