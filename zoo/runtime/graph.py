@@ -10,10 +10,10 @@ similar gain, longer than the whole evaluation it would speed up.
 
 Only where it is sure to help and easy to check: fp32 on a CPU (bf16 autocast already takes AMX's own path),
 enough batches to earn back its preparation, a model whose output is one tensor per batch (fastestdet-coco's
-352-px images: 1.28x per batch). The copy is checked against the eager model on real images
-before it is used; anything else (tracing fails, another output type, a difference beyond float rounding, a
-torch without TorchScript) returns None and evaluation runs the eager model as before. TorchScript is
-deprecated since torch 2.14 (its FutureWarnings are silenced here): when a torch removes it, this path turns
+352-px images: 1.28x per batch). The copy is checked against the eager model on the first two images of the
+first batch before it is used; anything else (tracing fails, another output type, a difference beyond float
+rounding, a torch without TorchScript) returns None and evaluation runs the eager model as before. TorchScript
+is deprecated since torch 2.14 (its FutureWarnings are silenced here): when a torch removes it, this path turns
 itself off and nothing else changes. ``ZOO_CPU_GRAPH=0`` turns it off by hand.
 """
 
