@@ -175,6 +175,7 @@ def bench_model(
     sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
     use_graph = graph_wanted(target, bf16, MIN_BATCHES)  # timed calls are many: as zoo eval on a large dataset
     graphs: list[bool] = []  # per batch size: whether the fused graph ran
+    fusion = onednn_fusion if use_graph else contextlib.nullcontext  # a fresh context per call
 
     def runner(batch_size: int) -> Callable[[], None]:
         batch = task.predict_batch([picture] * batch_size, [f"image{i}" for i in range(batch_size)])
@@ -192,7 +193,6 @@ def bench_model(
 
         return call
 
-    fusion = onednn_fusion if use_graph else contextlib.nullcontext  # a fresh context per call
     say = log or (lambda _line: None)
     call = runner(1)
     for _ in range(WARMUP_CALLS):
